@@ -1,0 +1,501 @@
+//! The embedded default backend: flock(2) on `DIR/NAME.lock`.
+//!
+//! * flock(1) on the same path and lockrun exclude each other, both ways.
+//! * Waiting blocks in the kernel on a helper thread; cancelling the wait is
+//!   dropping the channel (the thread's late lock is released at once) or
+//!   exiting the process.
+//! * Lock files are never unlinked: a waiter may already be blocked on the
+//!   inode (the nova `synchronized` lesson). After every acquisition we check
+//!   that the path still names the inode we locked, and retry if not.
+//! * The fd is close-on-exec (std opens everything `O_CLOEXEC`), so the child
+//!   and anything it daemonizes never hold the lock.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::lock::{
+    Attempt, Backend, HolderInfo, Lease, LockName, LockRequest, Renewal, SlotState, WaitOutcome,
+};
+
+/// How often a holder checks that its lock file still names its inode.
+const INODE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileConfig {
+    /// `None`: the per-user default directory.
+    pub dir: Option<PathBuf>,
+}
+
+pub struct FileBackend {
+    dir: PathBuf,
+    waiters: Option<tokio::sync::mpsc::UnboundedReceiver<Result<LockedFile>>>,
+}
+
+pub struct FileLease {
+    locked: LockedFile,
+    slot: u32,
+    fence: Option<u64>,
+}
+
+/// An open, flock(2)ed lock file and the identity of the inode we locked.
+struct LockedFile {
+    file: File,
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    writable: bool,
+    slot: u32,
+}
+
+impl Lease for FileLease {
+    fn slot(&self) -> u32 {
+        self.slot
+    }
+    fn fence(&self) -> Option<u64> {
+        self.fence
+    }
+    fn expires_at(&self) -> Option<Instant> {
+        None
+    }
+}
+
+/// The default lock directory. It depends only on the uid, never on
+/// variables such as `XDG_RUNTIME_DIR`, `TMPDIR` or `HOME` that cron or
+/// systemd may not set, so a cron job, a CI job and an interactive shell of
+/// the same user agree. `/run/lock` survives systemd's `PrivateTmp=`.
+pub fn default_dir() -> PathBuf {
+    let uid = nix::unistd::getuid();
+    let run_lock = Path::new("/run/lock");
+    let base = if run_lock.is_dir()
+        && nix::unistd::access(run_lock, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
+            .is_ok()
+    {
+        run_lock
+    } else {
+        Path::new("/tmp")
+    };
+    base.join(format!("lockrun-{uid}"))
+}
+
+impl FileBackend {
+    pub fn open(config: &FileConfig) -> Result<Self> {
+        let dir = match &config.dir {
+            Some(dir) => {
+                ensure_shared_dir(dir)?;
+                dir.clone()
+            }
+            None => {
+                let dir = default_dir();
+                ensure_private_dir(&dir)?;
+                dir
+            }
+        };
+        Ok(FileBackend { dir, waiters: None })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lock_path(&self, key: &str) -> PathBuf {
+        self.dir.join(format!("{key}.lock"))
+    }
+
+    fn fence_path(&self, name: &LockName) -> PathBuf {
+        self.dir.join(format!("{name}.fence"))
+    }
+
+    /// Fence and holder record, once the lock is ours.
+    fn finish_acquire(&self, req: &LockRequest, locked: LockedFile) -> Result<FileLease> {
+        let fence = next_fence(&self.fence_path(&req.name))?;
+        let mut record = req.holder.clone();
+        record.fence = fence;
+        if locked.writable {
+            write_record(&locked.file, &record)?;
+        }
+        Ok(FileLease {
+            slot: locked.slot,
+            locked,
+            fence,
+        })
+    }
+
+    fn slot_state(&self, key: &str) -> Result<SlotState> {
+        let path = self.lock_path(key);
+        let slot = LockName::split_key(key).and_then(|(_, slot)| slot);
+        let mut state = SlotState {
+            key: key.to_owned(),
+            slot,
+            held: false,
+            holder: None,
+            expires_in_ms: None,
+            needs_manual_release: false,
+        };
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(state),
+            Err(e) => return Err(io_error("cannot inspect lock file", &path, &e)),
+        };
+        let Some(kernel_holder) = kernel_lock_holder(&path, &meta)? else {
+            return Ok(state);
+        };
+        state.held = true;
+        let record = File::open(&path).ok().and_then(|f| read_record(&f));
+        state.holder = match (record, kernel_holder) {
+            // The record is only trusted when it names the process the kernel
+            // says holds the lock; otherwise it is a previous holder's.
+            (Some(record), Some(pid)) if record.pid == pid => Some(record),
+            (Some(record), None) => Some(record),
+            (_, Some(pid)) => Some(HolderInfo {
+                host: this_host(),
+                pid,
+                user: String::new(),
+                command: process_command(pid).unwrap_or_else(|| "(not lockrun)".into()),
+                since: 0,
+                fence: None,
+            }),
+            (None, None) => None,
+        };
+        Ok(state)
+    }
+
+    fn keys_of(&self, name: &LockName, slots: Option<u32>) -> Result<Vec<String>> {
+        if let Some(slots) = slots {
+            return Ok((1..=slots).map(|slot| name.slot_key(slot, slots)).collect());
+        }
+        let mut keys: Vec<String> = self
+            .all_keys()?
+            .into_iter()
+            .filter(|key| LockName::split_key(key).is_some_and(|(n, _)| &n == name))
+            .collect();
+        if keys.is_empty() {
+            keys.push(name.as_str().to_owned());
+        }
+        Ok(keys)
+    }
+
+    fn all_keys(&self) -> Result<Vec<String>> {
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| io_error("cannot read lock directory", &self.dir, &e))?;
+        let mut keys: Vec<String> = entries
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter_map(|file| file.strip_suffix(".lock").map(str::to_owned))
+            .filter(|key| LockName::split_key(key).is_some())
+            .collect();
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+impl Backend for FileBackend {
+    type Lease = FileLease;
+
+    async fn try_acquire(&mut self, req: &LockRequest, slot: u32) -> Result<Attempt<FileLease>> {
+        let path = self.lock_path(&req.name.slot_key(slot, req.slots));
+        loop {
+            let (file, writable) = open_lock_file(&path)?;
+            match file.try_lock() {
+                Ok(()) => {
+                    if let Some(locked) = still_names_inode(file, &path, writable, slot)? {
+                        return Ok(Attempt::Acquired(self.finish_acquire(req, locked)?));
+                    }
+                    // Replaced between open and lock: lock the new file instead.
+                }
+                Err(TryLockError::WouldBlock) => return Ok(Attempt::Held(read_record(&file))),
+                Err(TryLockError::Error(e)) => return Err(io_error("cannot lock", &path, &e)),
+            }
+        }
+    }
+
+    async fn wait(&mut self, req: &LockRequest, _round: u32) -> Result<WaitOutcome<FileLease>> {
+        let receiver = self.waiters.get_or_insert_with(|| {
+            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+            for slot in 1..=req.slots {
+                let path = self.dir.join(format!("{}.lock", req.name.slot_key(slot, req.slots)));
+                let sender = sender.clone();
+                std::thread::spawn(move || {
+                    // A send to a dropped receiver drops the file, which
+                    // releases a lock taken after the wait was abandoned.
+                    let _ = sender.send(block_until_locked(&path, slot));
+                });
+            }
+            receiver
+        });
+        match receiver.recv().await {
+            Some(Ok(locked)) => {
+                // Other slots' threads may still win later; closing the
+                // channel makes them let go at once.
+                self.waiters = None;
+                Ok(WaitOutcome::Acquired(self.finish_acquire(req, locked)?))
+            }
+            Some(Err(e)) => {
+                self.waiters = None;
+                Err(e)
+            }
+            None => Err(Error::internal("lock wait threads ended")),
+        }
+    }
+
+    fn renew_interval(&self, _req: &LockRequest) -> Option<Duration> {
+        Some(INODE_CHECK_INTERVAL)
+    }
+
+    async fn renew(&mut self, lease: &mut FileLease) -> Result<Renewal> {
+        let locked = &lease.locked;
+        Ok(match std::fs::symlink_metadata(&locked.path) {
+            Ok(meta) if meta.dev() == locked.dev && meta.ino() == locked.ino => Renewal::Held,
+            Ok(_) => Renewal::Lost(format!("lock file {} was replaced", locked.path.display())),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                Renewal::Lost(format!("lock file {} was removed", locked.path.display()))
+            }
+            // Not a verdict on the lock: try again next time.
+            Err(e) => return Err(io_error("cannot check lock file", &locked.path, &e)),
+        })
+    }
+
+    async fn release(&mut self, lease: FileLease) -> Result<()> {
+        // Closing the descriptor releases the flock. The file stays, so a
+        // waiter blocked on this inode gets the lock and not a dead inode.
+        drop(lease);
+        Ok(())
+    }
+
+    async fn status(&mut self, name: &LockName, slots: Option<u32>) -> Result<Vec<SlotState>> {
+        self.keys_of(name, slots)?
+            .iter()
+            .map(|key| self.slot_state(key))
+            .collect()
+    }
+
+    async fn list(&mut self) -> Result<Vec<SlotState>> {
+        self.all_keys()?.iter().map(|key| self.slot_state(key)).collect()
+    }
+
+    async fn force_release(&mut self, name: &LockName, slots: Option<u32>) -> Result<Vec<SlotState>> {
+        let held: Vec<SlotState> = self
+            .status(name, slots)
+            .await?
+            .into_iter()
+            .filter(|s| s.held)
+            .collect();
+        if let Some(state) = held.first() {
+            let who = state
+                .holder
+                .as_ref()
+                .map_or_else(|| "a live process".to_owned(), |h| format!("pid {} on {}", h.pid, h.host));
+            return Err(Error::Busy {
+                message: format!(
+                    "{} is held by {who}; a file lock is freed by the kernel the moment its holder exits, so stop that process instead",
+                    state.key
+                ),
+                holder: state.holder.clone(),
+            });
+        }
+        Ok(Vec::new())
+    }
+
+    fn display_url(&self) -> String {
+        format!("file://{}", self.dir.display())
+    }
+}
+
+/// Open (creating) a lock file without following symlinks: a symlink planted
+/// at the lock path could make us create or truncate someone else's file.
+/// Falls back to read-only (flock works on it) when the file is not ours to write.
+fn open_lock_file(path: &Path) -> Result<(File, bool)> {
+    let open = |write: bool| {
+        OpenOptions::new()
+            .read(true)
+            .write(write)
+            .create(write)
+            .mode(0o666)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+            .open(path)
+    };
+    match open(true) {
+        Ok(file) => Ok((file, true)),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(Error::no_permission(format!(
+            "lock file {} is a symlink; refusing to follow it (remove it if it is yours)",
+            path.display()
+        ))),
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => match open(false) {
+            Ok(file) => Ok((file, false)),
+            Err(_) => Err(Error::no_permission(format!(
+                "cannot open lock file {}: permission denied; check the directory's permissions or use another --backend file:///DIR",
+                path.display()
+            ))),
+        },
+        Err(e) => Err(io_error("cannot open lock file", path, &e)),
+    }
+}
+
+/// After flock succeeded: does `path` still name the inode we locked? If it
+/// was unlinked or replaced meanwhile, our lock protects nothing.
+fn still_names_inode(file: File, path: &Path, writable: bool, slot: u32) -> Result<Option<LockedFile>> {
+    let ours = file.metadata().map_err(|e| io_error("cannot stat lock file", path, &e))?;
+    match std::fs::symlink_metadata(path) {
+        Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => Ok(Some(LockedFile {
+            file,
+            path: path.to_owned(),
+            dev: ours.dev(),
+            ino: ours.ino(),
+            writable,
+            slot,
+        })),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error("cannot stat lock file", path, &e)),
+    }
+}
+
+/// Runs on a helper thread: block in flock(2) until the lock is ours.
+fn block_until_locked(path: &Path, slot: u32) -> Result<LockedFile> {
+    loop {
+        let (file, writable) = open_lock_file(path)?;
+        file.lock().map_err(|e| io_error("cannot lock", path, &e))?;
+        if let Some(locked) = still_names_inode(file, path, writable, slot)? {
+            return Ok(locked);
+        }
+    }
+}
+
+/// The per-name fencing counter, in `DIR/NAME.fence`, bumped under its own
+/// short flock so that it increases across slots and across lock files.
+fn next_fence(path: &Path) -> Result<Option<u64>> {
+    let Ok((file, true)) = open_lock_file(path) else {
+        // A shared directory whose counter we may not write: no fence.
+        return Ok(None);
+    };
+    file.lock().map_err(|e| io_error("cannot lock fence counter", path, &e))?;
+    let mut text = String::new();
+    (&file)
+        .read_to_string(&mut text)
+        .map_err(|e| io_error("cannot read fence counter", path, &e))?;
+    let fence = text.trim().parse::<u64>().unwrap_or(0) + 1;
+    file.set_len(0)
+        .and_then(|()| file.write_all_at(format!("{fence}\n").as_bytes(), 0))
+        .map_err(|e| io_error("cannot write fence counter", path, &e))?;
+    Ok(Some(fence))
+}
+
+fn write_record(file: &File, record: &HolderInfo) -> Result<()> {
+    let mut line = serde_json::to_string(record).map_err(|e| Error::internal(e.to_string()))?;
+    line.push('\n');
+    file.set_len(0)
+        .and_then(|()| file.write_all_at(line.as_bytes(), 0))
+        .map_err(|e| Error::unavailable(format!("cannot write holder record: {e}")))
+}
+
+fn read_record(file: &File) -> Option<HolderInfo> {
+    let mut buf = vec![0; 4096];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    serde_json::from_slice(buf[..n].trim_ascii()).ok()
+}
+
+/// Who holds a flock on this inode, asked of the kernel without touching the
+/// lock (`/proc/locks`), so `status` never makes a concurrent `--no-wait`
+/// fail. `Some(Some(pid))`: held by pid; `Some(None)`: held, pid unknown.
+fn kernel_lock_holder(path: &Path, meta: &std::fs::Metadata) -> Result<Option<Option<u32>>> {
+    if let Ok(table) = std::fs::read_to_string("/proc/locks") {
+        let dev = meta.dev();
+        let id = format!("{:02x}:{:02x}:{}", libc::major(dev), libc::minor(dev), meta.ino());
+        for line in table.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // "1: FLOCK ADVISORY WRITE 1234 fe:00:5678 0 EOF"; waiters have a "->".
+            if fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&id.as_str()) {
+                return Ok(Some(fields.get(4).and_then(|pid| pid.parse().ok())));
+            }
+        }
+        return Ok(None);
+    }
+    // No /proc: probe with a shared lock, dropped at once.
+    let file = File::open(path).map_err(|e| io_error("cannot open lock file", path, &e))?;
+    Ok(match file.try_lock_shared() {
+        Ok(()) => None,
+        Err(TryLockError::WouldBlock) => Some(None),
+        Err(TryLockError::Error(e)) => return Err(io_error("cannot probe lock", path, &e)),
+    })
+}
+
+fn process_command(pid: u32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let words: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
+}
+
+fn this_host() -> String {
+    HolderInfo::for_this_process("").host
+}
+
+/// The default directory: created 0700, and refused if it is a symlink or
+/// belongs to someone else (on a shared /tmp anyone could have made it).
+fn ensure_private_dir(dir: &Path) -> Result<()> {
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_error("cannot create lock directory", dir, &e)),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| io_error("cannot inspect lock directory", dir, &e))?;
+    if meta.file_type().is_symlink() {
+        return Err(Error::no_permission(format!(
+            "lock directory {} is a symlink; refusing it (remove it, or choose a directory with --backend file:///DIR)",
+            dir.display()
+        )));
+    }
+    if !meta.is_dir() {
+        return Err(Error::no_permission(format!(
+            "lock directory {} is not a directory; remove it or choose another with --backend file:///DIR",
+            dir.display()
+        )));
+    }
+    let uid = nix::unistd::getuid().as_raw();
+    if meta.uid() != uid {
+        return Err(Error::no_permission(format!(
+            "lock directory {} belongs to uid {}, not to you (uid {uid}); remove it or choose another with --backend file:///DIR",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    Ok(())
+}
+
+/// An explicitly named directory may be shared between users: create it if
+/// missing, but do not insist on owning it.
+fn ensure_shared_dir(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(Error::usage(format!("lock directory {} is not a directory", dir.display()))),
+        Err(e) if e.kind() == ErrorKind::NotFound => std::fs::DirBuilder::new()
+            .recursive(true)
+            .create(dir)
+            .map_err(|e| io_error("cannot create lock directory", dir, &e)),
+        Err(e) => Err(io_error("cannot use lock directory", dir, &e)),
+    }
+}
+
+fn io_error(what: &str, path: &Path, e: &std::io::Error) -> Error {
+    let message = format!("{what} {}: {}", path.display(), plain_io_message(e));
+    match e.kind() {
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => Error::no_permission(format!(
+            "{message}; check permissions or choose another directory with --backend file:///DIR"
+        )),
+        _ => Error::unavailable(message),
+    }
+}
+
+/// "Permission denied" rather than "Permission denied (os error 13)".
+fn plain_io_message(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
+    }
+}

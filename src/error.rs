@@ -1,0 +1,61 @@
+//! Errors that decide an exit code. Each variant prints as one line; the
+//! printer in `lib.rs` adds the `lockrun:` prefix.
+
+use crate::exit::Exit;
+use crate::lock::HolderInfo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    NoPermission(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+    /// The lock could not be had; the message names the holder when known.
+    #[error("{message}")]
+    Busy {
+        message: String,
+        holder: Option<HolderInfo>,
+    },
+    #[error("{message}")]
+    Spawn { message: String, not_found: bool },
+    #[error("interrupted by {name} while waiting for the lock")]
+    Interrupted { signal: i32, name: &'static str },
+}
+
+impl Error {
+    pub fn usage(message: impl Into<String>) -> Self {
+        Error::Usage(message.into())
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Error::Unavailable(message.into())
+    }
+
+    pub fn no_permission(message: impl Into<String>) -> Self {
+        Error::NoPermission(message.into())
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::Internal(message.into())
+    }
+
+    /// The exit code for this error; `conflict_code` is the `-E` value.
+    pub fn exit(&self, conflict_code: u8) -> Exit {
+        match self {
+            Error::Usage(_) => Exit::Usage,
+            Error::Unavailable(_) => Exit::Unavailable,
+            Error::NoPermission(_) => Exit::NoPermission,
+            Error::Internal(_) => Exit::Software,
+            Error::Busy { .. } => Exit::Conflict(conflict_code),
+            Error::Spawn { not_found: true, .. } => Exit::NotFound,
+            Error::Spawn { not_found: false, .. } => Exit::CannotExecute,
+            Error::Interrupted { signal, .. } => Exit::Interrupted(*signal),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

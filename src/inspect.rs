@@ -1,0 +1,137 @@
+//! `status`, `list` and `release --force`: who holds what, since when.
+
+use serde_json::{Value, json};
+
+use crate::backend::BackendConfig;
+use crate::cli::{GlobalArgs, ListArgs, ReleaseArgs, StatusArgs};
+use crate::error::{Error, Result};
+use crate::exit::Exit;
+use crate::lock::{Backend, LockName, SlotState, compact_duration, rfc3339};
+
+pub const STATUS_SCHEMA: &str = "lockrun.status/1";
+pub const LIST_SCHEMA: &str = "lockrun.list/1";
+
+pub async fn status(args: &StatusArgs, global: &GlobalArgs) -> Result<Exit> {
+    let name = LockName::parse(&args.name)?;
+    let config = BackendConfig::parse(global.backend.as_deref())?;
+    crate::with_backend!(config, |backend| {
+        let slots = backend.status(&name, args.slots).await?;
+        let url = backend.display_url();
+        if args.json {
+            let doc = json!({
+                "schema": STATUS_SCHEMA,
+                "name": name.as_str(),
+                "backend": url,
+                "held": slots.iter().any(|s| s.held),
+                "slots": slots.iter().map(slot_json).collect::<Vec<_>>(),
+            });
+            println!("{doc}");
+        } else {
+            for slot in &slots {
+                println!("{}", slot_line(slot));
+            }
+        }
+        Ok(Exit::Success)
+    })
+}
+
+pub async fn list(args: &ListArgs, global: &GlobalArgs) -> Result<Exit> {
+    let config = BackendConfig::parse(global.backend.as_deref())?;
+    crate::with_backend!(config, |backend| {
+        let locks = backend.list().await?;
+        let url = backend.display_url();
+        if args.json {
+            let doc = json!({
+                "schema": LIST_SCHEMA,
+                "backend": url,
+                "locks": locks.iter().map(slot_json).collect::<Vec<_>>(),
+            });
+            println!("{doc}");
+        } else if locks.is_empty() {
+            eprintln!("lockrun: no locks at {url}");
+        } else {
+            for lock in &locks {
+                println!("{}", slot_line(lock));
+            }
+        }
+        Ok(Exit::Success)
+    })
+}
+
+pub async fn release(args: &ReleaseArgs, global: &GlobalArgs) -> Result<Exit> {
+    let name = LockName::parse(&args.name)?;
+    if !args.force {
+        return Err(Error::usage(format!(
+            "release breaks a lock whoever holds it; say 'lockrun release {name} --force' if that is what you want"
+        )));
+    }
+    let config = BackendConfig::parse(global.backend.as_deref())?;
+    crate::with_backend!(config, |backend| {
+        let removed = backend.force_release(&name, args.slots).await?;
+        if removed.is_empty() {
+            eprintln!("lockrun: {name} was not held");
+        }
+        for slot in &removed {
+            let whose = slot
+                .holder
+                .as_ref()
+                .map_or_else(|| "an unknown holder".to_owned(), |h| h.describe());
+            eprintln!("lockrun: released {} (was held by {whose})", slot.key);
+        }
+        Ok(Exit::Success)
+    })
+}
+
+/// One human line per slot: "NAME: held by HOST pid N (CMD) for 3m12s; fence 7".
+fn slot_line(slot: &SlotState) -> String {
+    if !slot.held {
+        return format!("{}: free", slot.key);
+    }
+    let mut line = match &slot.holder {
+        Some(holder) => format!("{}: held by {}", slot.key, holder.describe()),
+        None => format!("{}: held (holder unknown)", slot.key),
+    };
+    if let Some(holder) = &slot.holder {
+        if holder.since > 0 {
+            line.push_str(&format!(", since {}", rfc3339(holder.since)));
+        }
+        if !holder.user.is_empty() {
+            line.push_str(&format!(", user {}", holder.user));
+        }
+        if let Some(fence) = holder.fence {
+            line.push_str(&format!(", fence {fence}"));
+        }
+    }
+    if let Some(ms) = slot.expires_in_ms {
+        line.push_str(&format!(
+            ", lease expires in {}",
+            compact_duration(std::time::Duration::from_millis(ms))
+        ));
+    }
+    if slot.needs_manual_release {
+        line.push_str(&format!(
+            "; never expires by itself: if that holder is gone, run 'lockrun release {} --force'",
+            slot.key.split('@').next().unwrap_or(&slot.key)
+        ));
+    }
+    line
+}
+
+fn slot_json(slot: &SlotState) -> Value {
+    let holder = slot.holder.as_ref();
+    json!({
+        "key": slot.key,
+        "slot": slot.slot,
+        "held": slot.held,
+        "holder": holder.map(|h| json!({
+            "host": h.host,
+            "pid": h.pid,
+            "user": h.user,
+            "command": h.command,
+        })),
+        "since": holder.filter(|h| h.since > 0).map(|h| rfc3339(h.since)),
+        "expires_in_ms": slot.expires_in_ms,
+        "fence": holder.and_then(|h| h.fence),
+        "needs_manual_release": slot.needs_manual_release,
+    })
+}

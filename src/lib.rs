@@ -1,0 +1,112 @@
+//! lockrun: run a command under a named lock, and always release it.
+//! `main.rs` only calls [`main`]; everything else lives in these modules.
+
+pub mod backend;
+pub mod cli;
+pub mod error;
+pub mod exit;
+pub mod generate;
+pub mod inspect;
+pub mod lock;
+pub mod run;
+pub mod signals;
+pub mod supervise;
+pub mod ui;
+
+use std::ffi::OsString;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::error::{Error, Result};
+use crate::exit::Exit;
+
+/// Parse `args`, do the work, and return the process exit code.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => return report_parse_error(&e),
+    };
+    init_logging(cli.global.verbose, cli.global.quiet);
+    let conflict_code = match &cli.command {
+        Some(Command::Run(run)) => run.conflict_exit_code,
+        _ => cli.run.conflict_exit_code,
+    };
+    match dispatch(cli) {
+        Ok(exit) => exit.code(),
+        Err(e) => {
+            eprintln!("lockrun: {e}");
+            e.exit(conflict_code).code()
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<Exit> {
+    if let Some(what) = cli.generate {
+        generate::generate(what, &mut std::io::stdout().lock())?;
+        return Ok(Exit::Success);
+    }
+    let global = &cli.global;
+    let run_args = match &cli.command {
+        Some(Command::Run(args)) => args,
+        Some(_) => &cli.run,
+        None => &cli.run,
+    };
+    // Validate everything before starting a runtime or touching a backend.
+    let plan = match &cli.command {
+        Some(Command::Run(_)) | None => Some(run::plan(run_args, global)?),
+        Some(_) => None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(async {
+        match (&cli.command, plan) {
+            (Some(Command::Status(args)), _) => inspect::status(args, global).await,
+            (Some(Command::List(args)), _) => inspect::list(args, global).await,
+            (Some(Command::Release(args)), _) => inspect::release(args, global).await,
+            (_, Some(plan)) => run::run(plan, run_args, global).await,
+            (_, None) => Err(Error::internal("nothing to do")),
+        }
+    })
+}
+
+/// clap's errors are several lines with usage; ours are one line and exit 64.
+fn report_parse_error(e: &clap::Error) -> u8 {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return 0;
+    }
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        return exit::USAGE;
+    }
+    let rendered = e.render().to_string();
+    let first = rendered
+        .lines()
+        .find(|line| !line.trim().is_empty())
+        .unwrap_or("invalid arguments");
+    let message = first.trim_start_matches("error: ");
+    eprintln!("lockrun: {message} (see 'lockrun --help')");
+    exit::USAGE
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = EnvFilter::try_from_env("LOCKRUN_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("lockrun={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,108 @@
+//! `lockrun NAME -- COMMAND`: acquire, supervise, release.
+
+use std::ffi::OsString;
+use std::time::Instant;
+
+use crate::backend::BackendConfig;
+use crate::cli::{GlobalArgs, RunArgs};
+use crate::error::{Error, Result};
+use crate::exit::Exit;
+use crate::lock::{self, Backend, HolderInfo, Lease, LockName, LockRequest, WaitPolicy};
+use crate::signals::Signals;
+use crate::supervise::{self, ChildSpec, StopPolicy};
+use crate::ui::WaitIndicator;
+
+/// Everything checked before any backend is touched, so bad input never
+/// costs a connection and never runs the command.
+pub struct RunPlan {
+    pub name: LockName,
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    pub backend: BackendConfig,
+}
+
+pub fn plan(args: &RunArgs, global: &GlobalArgs) -> Result<RunPlan> {
+    let Some(raw_name) = &args.name else {
+        return Err(Error::usage(
+            "missing lock NAME: lockrun [OPTIONS] NAME -- COMMAND [ARGS...]",
+        ));
+    };
+    let name = LockName::parse(raw_name)?;
+    let (program, args_out) = match (&args.shell_command, args.argv.split_first()) {
+        (Some(script), _) => ("/bin/sh".into(), vec!["-c".into(), script.clone()]),
+        (None, Some((program, rest))) => (program.clone(), rest.to_vec()),
+        (None, None) => {
+            return Err(Error::usage(format!(
+                "missing command: lockrun {name} -- COMMAND [ARGS...], or lockrun {name} -c 'shell command'"
+            )));
+        }
+    };
+    if program.is_empty() {
+        return Err(Error::usage("empty command"));
+    }
+    let backend = BackendConfig::parse(global.backend.as_deref())?;
+    Ok(RunPlan {
+        name,
+        program,
+        args: args_out,
+        backend,
+    })
+}
+
+pub async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> Result<Exit> {
+    // Installed before the wait starts: a signal while waiting must abort
+    // the wait cleanly, not kill us half-way through a backend request.
+    let mut signals = Signals::install()?;
+    supervise::become_subreaper();
+    let RunPlan {
+        name,
+        program,
+        args: child_args,
+        backend,
+    } = plan;
+    let command_line = std::iter::once(&program)
+        .chain(&child_args)
+        .map(|word| word.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let req = LockRequest {
+        name,
+        slots: args.slots.unwrap_or(1),
+        ttl: args.ttl,
+        holder: HolderInfo::for_this_process(&command_line),
+    };
+    let policy = if args.no_wait {
+        WaitPolicy::NoWait
+    } else {
+        args.wait
+            .map_or(WaitPolicy::Forever, |wait| WaitPolicy::Until(Instant::now() + wait))
+    };
+    let spec = |backend_url: String, lease: &dyn Lease| {
+        let mut env = vec![
+            ("LOCKRUN_NAME".to_owned(), req.name.to_string()),
+            ("LOCKRUN_BACKEND".to_owned(), backend_url),
+        ];
+        if args.slots.is_some() {
+            env.push(("LOCKRUN_SLOT".to_owned(), lease.slot().to_string()));
+        }
+        if let Some(fence) = lease.fence() {
+            env.push(("LOCKRUN_FENCE".to_owned(), fence.to_string()));
+        }
+        ChildSpec {
+            program: program.clone(),
+            args: child_args.clone(),
+            env,
+        }
+    };
+    let stop = StopPolicy {
+        kill_after: args.kill_after,
+        max_time: args.max_time,
+    };
+    crate::with_backend!(backend, |backend| {
+        let mut indicator = WaitIndicator::new(global.quiet);
+        let lease = lock::acquire(&mut backend, &req, policy, &mut signals, &mut indicator).await?;
+        tracing::info!(name = %req.name, slot = lease.slot(), fence = ?lease.fence(), "acquired");
+        let spec = spec(backend.display_url(), &lease);
+        supervise::run_locked(&mut backend, lease, &req, &spec, stop, &mut signals).await
+    })
+}
