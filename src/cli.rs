@@ -11,12 +11,27 @@ pub const VERSION: &str = concat!(
     " (backends: file, redis, rediss, cloudshell, cloudshells)"
 );
 
+/// The usage forms, as in DESIGN.md; also the man page's SYNOPSIS.
+const USAGE: &str = "\
+lockrun [OPTIONS] NAME -- COMMAND [ARGS...]
+       lockrun [OPTIONS] NAME -c 'SHELL COMMAND'
+       lockrun run [OPTIONS] NAME -- COMMAND [ARGS...]
+       lockrun status [--json] [--slots N] NAME
+       lockrun list [--json]
+       lockrun release --force [--slots N] NAME";
+
+/// Shown after `-h` and `--help`. Every line here must be true: the README,
+/// the man page and the tests rely on it.
 const EXAMPLES: &str = "\
 Examples:
-  lockrun nightly-backup -- ./backup.sh            # file lock on this machine
-  lockrun -n deploy -- make deploy                 # skip (exit 75) if already running
-  lockrun --backend redis://ci-redis:6379 -w 10m db-migration -- make migrate
-  lockrun status nightly-backup                    # who holds it, since when";
+  lockrun nightly-backup -- ./backup.sh        # wait for the lock, then run
+  lockrun -n deploy -- make deploy             # already running? exit 75 at once
+  lockrun -w 10m -b redis://ci-redis db-migrate -- make migrate
+  lockrun status nightly-backup                # who holds it, since when
+
+A lock called status, list, release or run: lockrun run status -- CMD.
+Exit codes: the command's own; 75 busy, 76 lock lost, 124 --max-time,
+69 backend down, 64 bad arguments. Full details: man lockrun.";
 
 /// Run a command under a named lock, and always release it.
 ///
@@ -28,8 +43,8 @@ Examples:
 #[command(
     name = "lockrun",
     version = VERSION,
+    override_usage = USAGE,
     after_help = EXAMPLES,
-    args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true,
     disable_help_subcommand = true,
     subcommand_value_name = "SUBCOMMAND",
@@ -52,9 +67,13 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Where locks live: file:///DIR, redis://[USER:PASS@]HOST[:PORT][/DB],
-    /// rediss://…, cloudshell://HOST[:PORT]/RESERVATION [default: a per-user
-    /// directory on this machine]
+    /// Where locks live [default: lock files in a private per-user directory]
+    ///
+    /// file:///DIR (lock files in DIR, e.g. shared by several users),
+    /// redis://[USER@]HOST[:PORT][/DB] or rediss://… (TLS),
+    /// cloudshell://HOST[:PORT]/RESERVATION or cloudshells://… (TLS).
+    /// Passwords and tokens belong in LOCKRUN_REDIS_PASSWORD and
+    /// LOCKRUN_CLOUDSHELL_*, not in the URL, where ps(1) shows them.
     #[arg(
         short = 'b',
         long,
@@ -89,12 +108,20 @@ pub struct RunArgs {
     )]
     pub argv: Vec<OsString>,
 
-    /// Run this string with /bin/sh -c instead of COMMAND
+    /// Run STRING with /bin/sh -c instead of COMMAND
     #[arg(short = 'c', long = "command", value_name = "STRING", conflicts_with = "COMMAND")]
     pub shell_command: Option<OsString>,
 
-    /// Give up after waiting this long (30s, 5m, 1h30m) [default: wait forever]
-    #[arg(short, long, value_name = "DURATION", env = "LOCKRUN_WAIT", value_parser = parse_duration)]
+    /// Give up after waiting this long (30s, 5m, 1h30m, or seconds) [default: wait forever]
+    #[arg(
+        short,
+        long,
+        value_name = "DURATION",
+        env = "LOCKRUN_WAIT",
+        hide_env_values = true,
+        allow_negative_numbers = true,
+        value_parser = parse_duration
+    )]
     pub wait: Option<Duration>,
 
     /// Fail at once if the lock is held
@@ -107,24 +134,61 @@ pub struct RunArgs {
         long,
         value_name = "N",
         env = "LOCKRUN_CONFLICT_EXIT_CODE",
+        hide_env_values = true,
         default_value_t = crate::exit::TEMPFAIL
     )]
     pub conflict_exit_code: u8,
 
     /// Lease length for remote backends, renewed every ttl/3 while the command runs
-    #[arg(long, value_name = "DURATION", env = "LOCKRUN_TTL", default_value = "30s", value_parser = parse_ttl)]
+    ///
+    /// If lockrun dies without releasing, a Redis lock frees itself after at
+    /// most this long. The file backend needs no lease: the kernel frees a
+    /// lock file the moment its holder exits.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "LOCKRUN_TTL",
+        hide_env_values = true,
+        default_value = "30s",
+        allow_negative_numbers = true,
+        value_parser = parse_ttl
+    )]
     pub ttl: Duration,
 
     /// Semaphore: allow up to N holders at once (the command learns its slot in LOCKRUN_SLOT)
-    #[arg(long, value_name = "N", env = "LOCKRUN_SLOTS", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    ///
+    /// Slot k of NAME is its own lock, NAME@k. Everyone using NAME must pass
+    /// the same N.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "LOCKRUN_SLOTS",
+        hide_env_values = true,
+        value_parser = clap::value_parser!(u32).range(1..=1000)
+    )]
     pub slots: Option<u32>,
 
     /// Grace between SIGTERM and SIGKILL when lockrun must stop the command
-    #[arg(long, value_name = "DURATION", env = "LOCKRUN_KILL_AFTER", default_value = "10s", value_parser = parse_duration)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "LOCKRUN_KILL_AFTER",
+        hide_env_values = true,
+        default_value = "10s",
+        allow_negative_numbers = true,
+        value_parser = parse_duration
+    )]
     pub kill_after: Duration,
 
     /// Stop the command (exit 124) if it runs longer than this
-    #[arg(long, value_name = "DURATION", env = "LOCKRUN_MAX_TIME", value_parser = parse_duration)]
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "LOCKRUN_MAX_TIME",
+        hide_env_values = true,
+        allow_negative_numbers = true,
+        value_parser = parse_duration
+    )]
     pub max_time: Option<Duration>,
 }
 
@@ -133,10 +197,17 @@ pub enum Command {
     /// Run a command under the lock (the default; needed when the lock is called status, list, release or run)
     Run(RunArgs),
     /// Show whether NAME is held, by whom, since when and until when
+    ///
+    /// Reads the lock without taking it, so it never gets in the way of a
+    /// waiting or starting holder. Exit 0 whether the lock is held or free.
     Status(StatusArgs),
     /// List the locks the backend knows about
     List(ListArgs),
     /// Break a lock whose holder died (needs --force)
+    ///
+    /// For locks that do not free themselves when their holder dies
+    /// (CloudShell service aliases). A file lock is freed by the kernel the
+    /// moment its holder exits, and a Redis lease expires after --ttl.
     Release(ReleaseArgs),
 }
 
@@ -188,16 +259,16 @@ pub enum Generate {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
+    const HINT: &str = "use a number and a unit, e.g. 30s, 5m, 1h30m, 250ms (a bare number means seconds)";
     let text = text.trim();
     // A bare number means seconds, as flock(1)'s -w does.
     if let Ok(secs) = text.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
+        if secs < 0.0 {
+            return Err("must not be negative".into());
         }
-        return Err("must not be negative".into());
+        return Duration::try_from_secs_f64(secs).map_err(|_| format!("not a usable duration; {HINT}"));
     }
-    humantime::parse_duration(text)
-        .map_err(|e| format!("{e} (examples: 30s, 5m, 1h30m, 250ms)"))
+    humantime::parse_duration(text).map_err(|_| format!("not a duration; {HINT}"))
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -224,6 +295,9 @@ mod tests {
         assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("1e300").is_err());
+        assert!(parse_duration("NaN").is_err());
+        assert!(parse_duration("inf").is_err());
         assert!(parse_ttl("10ms").is_err());
     }
 }

@@ -1,0 +1,552 @@
+//! The core on the file backend: mutual exclusion, flock(1) interop, release
+//! on every path, exit codes, holder records, fencing, slots, lock loss.
+
+use std::io::{BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::util::*;
+
+/// A lockrun holding NAME whose child writes its pid to `ready` and then
+/// blocks reading stdin: closing the returned stdin ends the child.
+struct Holder {
+    proc: Proc,
+    stdin: Option<ChildStdin>,
+    child_pid: i32,
+}
+
+impl Holder {
+    fn start(sb: &Sandbox, name: &str, extra: &[&str]) -> Holder {
+        let ready = sb.path(&format!("{name}.ready"));
+        let _ = std::fs::remove_file(&ready);
+        let mut args: Vec<&str> = extra.to_vec();
+        let script = format!("echo $$ > {}; read line; exit 0", ready.display());
+        args.extend([name, "--", "sh", "-c", &script]);
+        let mut cmd = sb.lockrun(&args);
+        cmd.stdin(Stdio::piped()).stderr(Stdio::piped());
+        let mut proc = Proc::spawn(cmd, &format!("holder of {name}"));
+        let stdin = proc.child.stdin.take();
+        let child_pid = wait_for_content(&ready).parse().unwrap();
+        Holder {
+            proc,
+            stdin,
+            child_pid,
+        }
+    }
+
+    /// Let the child finish; returns lockrun's exit code.
+    fn release(mut self) -> i32 {
+        drop(self.stdin.take());
+        code(self.proc.wait_timeout(SOON))
+    }
+}
+
+/// Start a lockrun that will wait for a busy lock; returns once it has
+/// reported (with -v) that it is waiting.
+fn start_waiter(sb: &Sandbox, name: &str, args: &[&str]) -> (Proc, BufReader<std::process::ChildStderr>) {
+    let mut all = vec!["-v", name];
+    all.extend(args);
+    let mut cmd = sb.lockrun(&all);
+    cmd.stdin(Stdio::piped()).stderr(Stdio::piped());
+    let mut proc = Proc::spawn(cmd, &format!("waiter for {name}"));
+    let mut stderr = BufReader::new(proc.child.stderr.take().unwrap());
+    wait_for_line(&mut stderr, "lock busy, waiting");
+    (proc, stderr)
+}
+
+fn no_wait_code(sb: &Sandbox, name: &str) -> i32 {
+    code(run_timeout(sb.lockrun(&["-n", name, "--", "true"]), SOON).status)
+}
+
+#[test]
+fn concurrent_critical_sections_never_overlap() {
+    const WORKERS: usize = 8;
+    const SECTIONS: usize = 25;
+    let sb = Sandbox::new();
+    let counter = sb.path("counter");
+    std::fs::write(&counter, "0\n").unwrap();
+    // Unprotected read, pause, write: loses increments unless excluded.
+    let section = format!(
+        "n=$(cat {c}); sleep 0.002; echo $((n + 1)) > {c}",
+        c = counter.display()
+    );
+    let workers: Vec<Proc> = (0..WORKERS)
+        .map(|i| {
+            let script = format!(
+                "for i in $(seq {SECTIONS}); do \"$0\" --backend '{url}' torture -- sh -c '{section}' || exit 99; done",
+                url = sb.backend_url()
+            );
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c").arg(script).arg(BIN);
+            Proc::spawn(cmd, &format!("worker {i}"))
+        })
+        .collect();
+    for mut worker in workers {
+        assert_eq!(code(worker.wait_timeout(Duration::from_secs(120))), 0);
+    }
+    let total: usize = std::fs::read_to_string(&counter).unwrap().trim().parse().unwrap();
+    assert_eq!(total, WORKERS * SECTIONS, "lost increments: mutual exclusion broken");
+}
+
+#[test]
+fn slots_bound_concurrency_and_fill_up() {
+    let sb = Sandbox::new();
+    let inside = sb.path("inside");
+    std::fs::create_dir(&inside).unwrap();
+    let log = sb.path("log");
+    // Each holder marks its slot (noclobber: a shared slot would fail),
+    // waits (bounded) until three are inside, records what it saw, leaves.
+    let script = format!(
+        r#"set -C; echo $$ > {inside}/slot-$LOCKRUN_SLOT || {{ echo collision >> {log}; exit 1; }}
+i=0; while [ "$(ls {inside} | wc -l)" -lt 3 ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done
+echo "$(ls {inside} | wc -l) $LOCKRUN_SLOT" >> {log}
+rm -f {inside}/slot-$LOCKRUN_SLOT"#,
+        inside = inside.display(),
+        log = log.display()
+    );
+    let procs: Vec<Proc> = (0..6)
+        .map(|i| {
+            let cmd = sb.lockrun(&["--slots", "3", "pool", "--", "sh", "-c", &script]);
+            Proc::spawn(cmd, &format!("slot user {i}"))
+        })
+        .collect();
+    for mut p in procs {
+        assert_eq!(code(p.wait_timeout(Duration::from_secs(60))), 0);
+    }
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(!log.contains("collision"), "two holders got the same slot:\n{log}");
+    let seen: Vec<(usize, u32)> = log
+        .lines()
+        .map(|l| {
+            let (n, slot) = l.split_once(' ').unwrap();
+            (n.parse().unwrap(), slot.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(seen.len(), 6);
+    assert!(seen.iter().all(|&(n, _)| n <= 3), "more than 3 inside: {seen:?}");
+    assert!(seen.iter().any(|&(n, _)| n == 3), "never 3 inside together: {seen:?}");
+    assert!(seen.iter().all(|&(_, s)| (1..=3).contains(&s)), "bad LOCKRUN_SLOT: {seen:?}");
+}
+
+#[test]
+fn flock_and_lockrun_exclude_each_other_both_ways() {
+    let sb = Sandbox::new();
+    // lockrun holds -> flock(1) cannot have it.
+    let holder = Holder::start(&sb, "shared", &[]);
+    let flock = run_timeout(
+        {
+            let mut c = Command::new("flock");
+            c.arg("-n").arg(sb.lock_file("shared")).arg("true");
+            c
+        },
+        SOON,
+    );
+    assert_eq!(code(flock.status), 1, "flock(1) got a lock lockrun holds");
+    assert_eq!(holder.release(), 0);
+
+    // flock(1) holds -> lockrun cannot have it.
+    let ready = sb.path("flock-ready");
+    let mut cmd = Command::new("flock");
+    cmd.arg(sb.lock_file("shared")).arg("sh").arg("-c").arg(format!(
+        "echo $$ > {}; read line",
+        ready.display()
+    ));
+    cmd.stdin(Stdio::piped());
+    let mut flock_holder = Proc::spawn(cmd, "flock holder");
+    wait_for_content(&ready);
+    let out = run_timeout(sb.lockrun(&["-n", "shared", "--", "touch", sb.path("ran").to_str().unwrap()]), SOON);
+    assert_eq!(code(out.status), 75, "{}", stderr_of(&out));
+    assert!(!sb.path("ran").exists(), "command ran without the lock");
+    drop(flock_holder.child.stdin.take());
+    flock_holder.wait_timeout(SOON);
+    assert_eq!(no_wait_code(&sb, "shared"), 0);
+}
+
+#[test]
+fn lock_is_released_whatever_the_child_does() {
+    let sb = Sandbox::new();
+    for (script, expected) in [("exit 0", 0), ("exit 3", 3), ("kill -KILL $$", 137), ("kill -USR1 $$", 138)] {
+        let out = run_timeout(sb.lockrun(&["job", "--", "sh", "-c", script]), SOON);
+        assert_eq!(code(out.status), expected, "{script}: {}", stderr_of(&out));
+        assert!(sb.lock_is_free("job"), "lock still held after: {script}");
+        assert_eq!(no_wait_code(&sb, "job"), 0);
+    }
+}
+
+#[test]
+fn signals_to_a_holding_lockrun_reach_the_child_once_and_release() {
+    let sb = Sandbox::new();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        let got = sb.path(&format!("got-{signal}"));
+        let ready = sb.path(&format!("ready-{signal}"));
+        let script = format!(
+            "trap 'echo {signal} >> {got}; exit 5' {short}; echo $$ > {ready}; while :; do sleep 0.05; done",
+            got = got.display(),
+            ready = ready.display(),
+            short = &signal.as_str()[3..],
+        );
+        let mut proc = Proc::spawn(sb.lockrun(&["sig", "--", "sh", "-c", &script]), "holder");
+        wait_for_content(&ready);
+        proc.signal(signal);
+        assert_eq!(code(proc.wait_timeout(SOON)), 5, "{signal}: lockrun must exit with the child's code");
+        let lines = std::fs::read_to_string(&got).unwrap();
+        assert_eq!(lines.lines().collect::<Vec<_>>(), vec![signal.as_str()], "child must get {signal} exactly once");
+        assert_eq!(no_wait_code(&sb, "sig"), 0, "lock not released after {signal}");
+    }
+}
+
+#[test]
+fn a_signal_while_waiting_aborts_cleanly() {
+    let sb = Sandbox::new();
+    let holder = Holder::start(&sb, "busy", &[]);
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        let ran = sb.path("ran");
+        let (mut waiter, _stderr) = start_waiter(&sb, "busy", &["--", "touch", ran.to_str().unwrap()]);
+        waiter.signal(signal);
+        assert_eq!(code(waiter.wait_timeout(SOON)), 128 + signal as i32);
+        assert!(!ran.exists(), "command ran after the wait was aborted by {signal}");
+    }
+    assert!(!sb.lock_is_free("busy"), "the holder must still hold the lock");
+    assert_eq!(holder.release(), 0);
+    assert_eq!(no_wait_code(&sb, "busy"), 0);
+}
+
+#[test]
+fn sigkilled_lockrun_frees_the_lock_and_takes_the_child_along() {
+    let sb = Sandbox::new();
+    let holder = Holder::start(&sb, "victim", &[]);
+    holder.proc.signal(Signal::SIGKILL);
+    let child_pid = holder.child_pid;
+    wait_until("the lock to be free after SIGKILL", SOON, || sb.lock_is_free("victim"));
+    wait_until("the child to die with lockrun (PDEATHSIG)", SOON, || !alive(child_pid));
+    assert_eq!(no_wait_code(&sb, "victim"), 0);
+    drop(holder);
+}
+
+#[test]
+fn a_child_ignoring_sigterm_is_killed_after_kill_after() {
+    let sb = Sandbox::new();
+    let ready = sb.path("ready");
+    let script = format!("trap '' TERM; echo $$ > {}; while :; do sleep 0.05; done", ready.display());
+    let started = Instant::now();
+    let out = run_timeout(
+        sb.lockrun(&["--max-time", "300ms", "--kill-after", "500ms", "stubborn", "--", "sh", "-c", &script]),
+        SOON,
+    );
+    assert_eq!(code(out.status), 124, "{}", stderr_of(&out));
+    assert!(started.elapsed() >= Duration::from_millis(800), "SIGKILL came before --kill-after");
+    let pid: i32 = std::fs::read_to_string(&ready).unwrap().trim().parse().unwrap();
+    assert!(!alive(pid), "stubborn child survived");
+    assert_eq!(no_wait_code(&sb, "stubborn"), 0);
+}
+
+#[test]
+fn exit_codes_for_busy_locks() {
+    let sb = Sandbox::new();
+    let holder = Holder::start(&sb, "held", &[]);
+    let ran = sb.path("ran");
+    let touch = ["--", "touch", ran.to_str().unwrap()];
+    for (args, expected) in [
+        (vec!["-n", "held"], 75),
+        (vec!["--wait", "300ms", "held"], 75),
+        (vec!["-w", "0", "held"], 75),
+        (vec!["-n", "-E", "42", "held"], 42),
+    ] {
+        let mut all = args.clone();
+        all.extend(touch);
+        let out = run_timeout(sb.lockrun(&all), SOON);
+        assert_eq!(code(out.status), expected, "{args:?}");
+        let err = stderr_of(&out);
+        assert!(!ran.exists(), "{args:?} ran the command without the lock");
+        // Busy is informative: who holds it, and for how long.
+        let holder_pid = holder.proc.pid();
+        assert!(
+            err.contains(&format!("pid {holder_pid}")) && err.contains("for ") && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(holder.release(), 0);
+}
+
+#[test]
+fn exit_codes_for_commands_that_cannot_run() {
+    let sb = Sandbox::new();
+    let not_exec = sb.path("not-executable");
+    std::fs::write(&not_exec, "#!/bin/sh\ntrue\n").unwrap();
+    std::fs::set_permissions(&not_exec, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for (command, expected) in [
+        (not_exec.to_str().unwrap().to_owned(), 126),
+        ("/nonexistent/command".to_owned(), 127),
+        ("no-such-command-lockrun-test".to_owned(), 127),
+    ] {
+        let out = run_timeout(sb.lockrun(&["x", "--", &command]), SOON);
+        assert_eq!(code(out.status), expected, "{command}: {}", stderr_of(&out));
+        assert_eq!(stderr_of(&out).lines().count(), 1);
+        assert!(sb.lock_is_free("x"), "lock kept after failing to start {command}");
+    }
+}
+
+#[test]
+fn removed_or_replaced_lock_file_is_a_lost_lock() {
+    let sb = Sandbox::new();
+    for replace in [false, true] {
+        let ready = sb.path("ready");
+        let _ = std::fs::remove_file(&ready);
+        let script = format!("echo $$ > {}; while :; do sleep 0.05; done", ready.display());
+        let mut cmd = sb.lockrun(&["--kill-after", "2s", "lost", "--", "sh", "-c", &script]);
+        cmd.stderr(Stdio::piped());
+        let mut proc = Proc::spawn(cmd, "holder");
+        let child: i32 = wait_for_content(&ready).parse().unwrap();
+        let path = sb.lock_file("lost");
+        if replace {
+            let tmp = sb.lock_dir().join("replacement");
+            std::fs::write(&tmp, "").unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+        } else {
+            std::fs::remove_file(&path).unwrap();
+        }
+        let noticed = Instant::now();
+        let (status, stderr) = proc.finish(SOON);
+        assert_eq!(code(status), 76, "{stderr}");
+        assert!(noticed.elapsed() < Duration::from_secs(5), "took {:?} to notice", noticed.elapsed());
+        assert!(stderr.contains("lost the lock"), "{stderr}");
+        assert!(!alive(child));
+    }
+}
+
+#[test]
+fn waiter_rechecks_the_inode_after_the_file_is_replaced() {
+    let sb = Sandbox::new();
+    let holder = Holder::start(&sb, "swap", &[]);
+    let ready = sb.path("waiter-ready");
+    let script = format!("echo $$ > {}; read line || true", ready.display());
+    let (mut waiter, _err) = start_waiter(&sb, "swap", &["--", "sh", "-c", &script]);
+    // The waiter is blocked on the old inode; replace the path.
+    let tmp = sb.lock_dir().join("new");
+    std::fs::write(&tmp, "").unwrap();
+    std::fs::rename(&tmp, sb.lock_file("swap")).unwrap();
+    // The holder notices on its own and is stopped (its `read` never returns).
+    let mut holder = holder;
+    assert_eq!(code(holder.proc.wait_timeout(SOON)), 76, "the holder lost its file");
+    // The waiter must end up holding the inode the path names now.
+    wait_for_content(&ready);
+    let flock = run_timeout(
+        {
+            let mut c = Command::new("flock");
+            c.arg("-n").arg(sb.lock_file("swap")).arg("true");
+            c
+        },
+        SOON,
+    );
+    assert_eq!(code(flock.status), 1, "waiter holds a dead inode: the path's lock is free");
+    drop(waiter.child.stdin.take());
+    assert_eq!(code(waiter.wait_timeout(SOON)), 0);
+}
+
+#[test]
+fn fence_increases_with_every_acquisition() {
+    let sb = Sandbox::new();
+    let mut fences = Vec::new();
+    for slots in ["1", "1", "2", "2", "1"] {
+        let out = run_timeout(
+            sb.lockrun(&["--slots", slots, "fenced", "--", "sh", "-c", "echo $LOCKRUN_FENCE"]),
+            SOON,
+        );
+        assert_eq!(code(out.status), 0);
+        fences.push(String::from_utf8(out.stdout).unwrap().trim().parse::<u64>().unwrap());
+    }
+    assert!(fences.windows(2).all(|w| w[0] < w[1]), "fences not increasing: {fences:?}");
+}
+
+#[test]
+fn child_environment() {
+    let sb = Sandbox::new();
+    let mut cmd = sb.lockrun(&["--slots", "2", "envy", "--", "env"]);
+    cmd.env("LOCKRUN_REDIS_PASSWORD", "hunter2").env("LOCKRUN_CLOUDSHELL_TOKEN", "tok3n");
+    let out = run_timeout(cmd, SOON);
+    let env = String::from_utf8(out.stdout).unwrap();
+    assert!(env.contains("LOCKRUN_NAME=envy\n"), "{env}");
+    assert!(env.contains("LOCKRUN_SLOT=1\n"), "{env}");
+    assert!(env.contains("LOCKRUN_FENCE="), "{env}");
+    assert!(env.contains(&format!("LOCKRUN_BACKEND={}\n", sb.backend_url())), "{env}");
+    assert!(!env.contains("hunter2") && !env.contains("tok3n"), "secret leaked to the child");
+}
+
+#[test]
+fn status_reports_the_holder_from_the_lock_itself() {
+    let sb = Sandbox::new();
+    let status = |sb: &Sandbox| {
+        let out = run_timeout(sb.lockrun(&["status", "st"]), SOON);
+        assert_eq!(code(out.status), 0);
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(status(&sb).contains("st: free"));
+    let holder = Holder::start(&sb, "st", &[]);
+    let text = status(&sb);
+    assert!(text.contains(&format!("pid {}", holder.proc.pid())) && text.contains("read line"), "{text}");
+    // A SIGKILLed holder leaves its record behind: status must say free anyway.
+    holder.proc.signal(Signal::SIGKILL);
+    wait_until("lock free", SOON, || sb.lock_is_free("st"));
+    assert!(status(&sb).contains("st: free"), "status trusted a dead holder's record");
+    // A lock literally called "status" is reachable through `run`.
+    let out = run_timeout(sb.lockrun(&["run", "status", "--", "sh", "-c", "echo $LOCKRUN_NAME"]), SOON);
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "status\n");
+    drop(holder);
+}
+
+#[test]
+fn a_daemon_started_by_the_child_does_not_keep_the_lock() {
+    let sb = Sandbox::new();
+    let pidfile = sb.path("daemon.pid");
+    // setsid: the daemon leaves the child's process group, as daemons do.
+    // The child waits (bounded) until the daemon has detached, as a
+    // daemonizing parent does before it exits.
+    let script = format!(
+        "setsid sh -c 'echo $$ > {p}; exec sleep 60' < /dev/null > /dev/null 2>&1 & \
+         i=0; while [ ! -s {p} ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done",
+        p = pidfile.display()
+    );
+    let out = run_timeout(sb.lockrun(&["daemonic", "--", "sh", "-c", &script]), SOON);
+    assert_eq!(code(out.status), 0);
+    let pid: i32 = wait_for_content(&pidfile).parse().unwrap();
+    assert!(alive(pid));
+    let free = sb.lock_is_free("daemonic");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    assert!(free, "a daemon inherited the lock");
+}
+
+#[test]
+fn leftovers_in_the_childs_group_are_stopped() {
+    let sb = Sandbox::new();
+    let pidfile = sb.path("bg.pid");
+    let script = format!("sleep 60 & echo $! > {}", pidfile.display());
+    let out = run_timeout(sb.lockrun(&["leftover", "--", "sh", "-c", &script]), SOON);
+    assert_eq!(code(out.status), 0);
+    let pid: i32 = wait_for_content(&pidfile).parse().unwrap();
+    assert!(!alive(pid), "background job outlived the lock");
+}
+
+#[test]
+fn symlinked_lock_file_is_refused() {
+    let sb = Sandbox::new();
+    let target = sb.path("elsewhere");
+    std::fs::write(&target, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&target, sb.lock_file("sym")).unwrap();
+    let ran = sb.path("ran");
+    let out = run_timeout(sb.lockrun(&["sym", "--", "touch", ran.to_str().unwrap()]), SOON);
+    assert_eq!(code(out.status), 77, "{}", stderr_of(&out));
+    assert!(stderr_of(&out).starts_with("lockrun: ") && stderr_of(&out).contains("symlink"));
+    assert!(!ran.exists());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+}
+
+/// Run lockrun as an unprivileged user (tests run as root in CI), so that
+/// permission checks mean something.
+fn as_nobody(args: &[&str]) -> Option<Command> {
+    if !nix::unistd::getuid().is_root() {
+        return None;
+    }
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]).args(args);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("LOCKRUN_") {
+            cmd.env_remove(key);
+        }
+    }
+    Some(cmd)
+}
+
+#[test]
+fn unwritable_lock_dir_is_a_permission_error() {
+    let sb = Sandbox::new();
+    let dir = sb.path("readonly");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(sb.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let url = format!("file://{}", dir.display());
+    let ran = sb.path("ran");
+    let args = ["--backend", url.as_str(), "ro", "--", "touch", ran.to_str().unwrap()];
+    let cmd = as_nobody(&args).unwrap_or_else(|| {
+        let mut c = lockrun_cmd();
+        c.args(args);
+        c
+    });
+    let out = run_timeout(cmd, SOON);
+    let err = stderr_of(&out);
+    assert_eq!(code(out.status), 77, "{err}");
+    assert!(err.starts_with("lockrun: ") && err.lines().count() == 1, "{err}");
+    assert!(!ran.exists());
+}
+
+#[test]
+fn foreign_owned_or_symlinked_default_dir_is_refused() {
+    // The default dir for uid 65534; only root can set up the trap.
+    let Some(_) = as_nobody(&[]) else {
+        eprintln!("skipped: needs root to create a directory owned by someone else");
+        return;
+    };
+    let base = if std::path::Path::new("/run/lock").is_dir() { "/run/lock" } else { "/tmp" };
+    let default = std::path::PathBuf::from(format!("{base}/lockrun-65534"));
+    let sb = Sandbox::new();
+    std::fs::set_permissions(sb.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let ran = sb.path("ran");
+    for make in ["foreign", "symlink"] {
+        let _ = std::fs::remove_dir_all(&default);
+        let _ = std::fs::remove_file(&default);
+        match make {
+            "foreign" => std::fs::create_dir(&default).unwrap(),
+            _ => std::os::unix::fs::symlink(sb.dir.path(), &default).unwrap(),
+        }
+        let out = run_timeout(as_nobody(&["trap", "--", "touch", ran.to_str().unwrap()]).unwrap(), SOON);
+        let err = stderr_of(&out);
+        let _ = std::fs::remove_dir(&default);
+        let _ = std::fs::remove_file(&default);
+        assert_eq!(code(out.status), 77, "{make}: {err}");
+        assert!(err.starts_with("lockrun: ") && err.lines().count() == 1, "{err}");
+        assert!(!ran.exists(), "{make}: command ran");
+    }
+}
+
+#[test]
+fn default_dir_is_private_and_shared_by_every_session() {
+    let sb = Sandbox::new();
+    // Two environments as different as cron and a login shell.
+    let run = |env: &[(&str, &str)]| {
+        let mut cmd = lockrun_cmd();
+        cmd.env_clear().env("PATH", "/usr/bin:/bin");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.args(["status", "--json", "lockrun-test-default-dir"]);
+        let out = run_timeout(cmd, SOON);
+        assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["backend"].as_str().unwrap().to_owned()
+    };
+    let cron_like = run(&[]);
+    let shell_like = run(&[
+        ("HOME", sb.dir.path().to_str().unwrap()),
+        ("XDG_RUNTIME_DIR", sb.dir.path().to_str().unwrap()),
+        ("TMPDIR", sb.dir.path().to_str().unwrap()),
+    ]);
+    assert_eq!(cron_like, shell_like);
+    let dir = cron_like.strip_prefix("file://").unwrap();
+    let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "default lock dir must be private");
+}
+
+#[test]
+fn stdin_and_stdout_belong_to_the_child() {
+    let sb = Sandbox::new();
+    let mut cmd = sb.lockrun(&["-v", "io", "--", "cat"]);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut proc = Proc::spawn(cmd, "cat");
+    proc.child.stdin.take().unwrap().write_all(b"through\n").unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut proc.child.stdout.take().unwrap(), &mut out).unwrap();
+    assert_eq!(code(proc.wait_timeout(SOON)), 0);
+    assert_eq!(out, "through\n", "lockrun wrote to stdout or lost stdin");
+}
