@@ -2,7 +2,6 @@
 //! printer in `lib.rs` adds the `lockrun:` prefix.
 
 use crate::exit::Exit;
-use crate::lock::HolderInfo;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -15,11 +14,8 @@ pub enum Error {
     #[error("internal error: {0}")]
     Internal(String),
     /// The lock could not be had; the message names the holder when known.
-    #[error("{message}")]
-    Busy {
-        message: String,
-        holder: Option<HolderInfo>,
-    },
+    #[error("{0}")]
+    Busy(String),
     #[error("{message}")]
     Spawn { message: String, not_found: bool },
     #[error("interrupted by {name} while waiting for the lock")]
@@ -50,9 +46,13 @@ impl Error {
             Error::Unavailable(_) => Exit::Unavailable,
             Error::NoPermission(_) => Exit::NoPermission,
             Error::Internal(_) => Exit::Software,
-            Error::Busy { .. } => Exit::Conflict(conflict_code),
-            Error::Spawn { not_found: true, .. } => Exit::NotFound,
-            Error::Spawn { not_found: false, .. } => Exit::CannotExecute,
+            Error::Busy(_) => Exit::Conflict(conflict_code),
+            Error::Spawn {
+                not_found: true, ..
+            } => Exit::NotFound,
+            Error::Spawn {
+                not_found: false, ..
+            } => Exit::CannotExecute,
             Error::Interrupted { signal, .. } => Exit::Interrupted(*signal),
         }
     }

@@ -66,15 +66,36 @@ impl Exit {
 
 /// The rows of the table as documented in `--help`, the man page and README.
 pub const TABLE: &[(&str, &str)] = &[
-    ("child's code", "the command exited; 128+N if it died of signal N"),
-    ("75", "lock not acquired: --no-wait and held, or --wait ran out (change with -E)"),
-    ("76", "the lock was lost while the command ran; the command was stopped"),
-    ("69", "backend unreachable or failing; the command was not run"),
-    ("77", "backend refused our credentials, or the lock directory/file is not ours"),
+    (
+        "child's code",
+        "the command exited; 128+N if it died of signal N",
+    ),
+    (
+        "75",
+        "lock not acquired: --no-wait and held, or --wait ran out (change with -E)",
+    ),
+    (
+        "76",
+        "the lock was lost while the command ran; the command was stopped",
+    ),
+    (
+        "69",
+        "backend unreachable or failing; the command was not run",
+    ),
+    (
+        "77",
+        "backend refused our credentials, or the lock directory/file is not ours",
+    ),
     ("64", "bad arguments: name, URL, duration, missing command"),
     ("124", "--max-time ran out; the command was stopped"),
-    ("126", "command found but not executable; the lock was released"),
+    (
+        "126",
+        "command found but not executable; the lock was released",
+    ),
     ("127", "command not found; the lock was released"),
-    ("128+N", "lockrun got signal N while waiting; nothing was left behind"),
+    (
+        "128+N",
+        "lockrun got signal N while waiting; nothing was left behind",
+    ),
     ("70", "internal error"),
 ];

@@ -35,7 +35,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     match dispatch(cli) {
         Ok(exit) => exit.code(),
         Err(e) => {
-            eprintln!("lockrun: {e}");
+            eprintln!("lockrun: {}", ui::error_line(&e.to_string()));
             e.exit(conflict_code).code()
         }
     }
@@ -83,14 +83,61 @@ fn report_parse_error(e: &clap::Error) -> u8 {
         let _ = e.print();
         return exit::USAGE;
     }
-    let rendered = e.render().to_string();
-    let first = rendered
-        .lines()
-        .find(|line| !line.trim().is_empty())
-        .unwrap_or("invalid arguments");
-    let message = first.trim_start_matches("error: ");
-    eprintln!("lockrun: {message} (see 'lockrun --help')");
+    let mut line = parse_error_line(&e.render().to_string());
+    if e.kind() == ErrorKind::UnknownArgument {
+        use clap::error::{ContextKind, ContextValue};
+        if let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) {
+            if !arg.starts_with('-') {
+                line = line.replacen(
+                    " found",
+                    " found; the command goes after '--': lockrun NAME -- COMMAND [ARGS...]",
+                    1,
+                );
+            }
+        }
+    }
+    eprintln!("lockrun: {}", ui::error_line(&line));
     exit::USAGE
+}
+
+/// clap renders "error: …", indented details, tips and a usage block. Keep
+/// the message, its details and tips on one line, and point at the `--help`
+/// of the (sub)command that was being parsed.
+fn parse_error_line(rendered: &str) -> String {
+    let mut message = String::new();
+    let mut help_for = "lockrun".to_owned();
+    for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(usage) = line.strip_prefix("Usage: ") {
+            let mut words = usage.split_whitespace().skip(1);
+            if let Some(sub) = words
+                .next()
+                .filter(|w| ["run", "status", "list", "release"].contains(w))
+            {
+                help_for = format!("lockrun {sub}");
+            }
+            break;
+        }
+        if line.starts_with("For more information") {
+            continue;
+        }
+        let text = line.strip_prefix("error: ").unwrap_or(line);
+        if message.is_empty() {
+            message.push_str(text);
+        } else if text.starts_with("tip: to pass") {
+            // "use '-- --flag'" would make the flag lockrun's COMMAND: not a tip for us.
+            continue;
+        } else if text.starts_with("tip:") {
+            message.push_str("; ");
+            message.push_str(text);
+        } else {
+            message.push(' ');
+            message.push_str(text);
+        }
+    }
+    if message.is_empty() {
+        message.push_str("invalid arguments");
+    }
+    format!("{message} (see '{help_for} --help')")
 }
 
 fn init_logging(verbose: u8, quiet: bool) {

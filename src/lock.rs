@@ -26,7 +26,9 @@ impl LockName {
             ));
         };
         if text.is_empty() {
-            return Err(Error::usage("invalid lock name: empty; give a NAME such as 'nightly-backup'"));
+            return Err(Error::usage(
+                "invalid lock name: empty; give a NAME such as 'nightly-backup'",
+            ));
         }
         if text.len() > MAX_NAME_LEN {
             return Err(Error::usage(format!(
@@ -264,7 +266,11 @@ pub trait Backend {
     async fn list(&mut self) -> Result<Vec<SlotState>>;
 
     /// Break the lock whatever its owner; returns what was removed.
-    async fn force_release(&mut self, name: &LockName, slots: Option<u32>) -> Result<Vec<SlotState>>;
+    async fn force_release(
+        &mut self,
+        name: &LockName,
+        slots: Option<u32>,
+    ) -> Result<Vec<SlotState>>;
 
     /// The backend URL with secrets removed, for the child and for output.
     fn display_url(&self) -> String;
@@ -378,10 +384,7 @@ fn busy(req: &LockRequest, holder: Option<&HolderInfo>, waited: Option<Duration>
         || "; use --wait DURATION to wait for it".to_owned(),
         |w| format!("; gave up after waiting {}", compact_duration(w)),
     );
-    Error::Busy {
-        message: format!("{what} held{by}{after}"),
-        holder: holder.cloned(),
-    }
+    Error::Busy(format!("{what} held{by}{after}"))
 }
 
 /// Capped exponential backoff with full jitter, for backends that can only
@@ -402,7 +405,17 @@ mod tests {
         for ok in ["a", "MUTEX", "nightly-db_migration.v2", &"x".repeat(200)] {
             assert!(LockName::parse(OsStr::new(ok)).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", ".hidden", "a/b", "a b", "a\0b", "a@1", &"x".repeat(201)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "a/b",
+            "a b",
+            "a\0b",
+            "a@1",
+            &"x".repeat(201),
+        ] {
             assert!(LockName::parse(OsStr::new(bad)).is_err(), "{bad:?}");
         }
     }

@@ -74,8 +74,9 @@ pub async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> Result<E
     let policy = if args.no_wait {
         WaitPolicy::NoWait
     } else {
-        args.wait
-            .map_or(WaitPolicy::Forever, |wait| WaitPolicy::Until(Instant::now() + wait))
+        args.wait.map_or(WaitPolicy::Forever, |wait| {
+            WaitPolicy::Until(Instant::now() + wait)
+        })
     };
     let spec = |backend_url: String, lease: &dyn Lease| {
         let mut env = vec![

@@ -29,7 +29,9 @@ impl Signals {
                 let number = sig as i32;
                 signal(SignalKind::from_raw(number))
                     .map(|stream| (number, stream))
-                    .map_err(|e| Error::internal(format!("cannot install a handler for {sig}: {e}")))
+                    .map_err(|e| {
+                        Error::internal(format!("cannot install a handler for {sig}: {e}"))
+                    })
             })
             .collect::<Result<_>>()?;
         Ok(Signals { streams })
@@ -51,12 +53,12 @@ impl Signals {
     pub fn pending(&mut self) -> Option<i32> {
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
-        self.streams.iter_mut().find_map(|(number, stream)| {
-            match stream.poll_recv(&mut cx) {
+        self.streams
+            .iter_mut()
+            .find_map(|(number, stream)| match stream.poll_recv(&mut cx) {
                 std::task::Poll::Ready(Some(())) => Some(*number),
                 _ => None,
-            }
-        })
+            })
     }
 }
 

@@ -123,7 +123,6 @@ async fn supervise<B: Backend>(
             }
         }
     };
-    drop(lease_watch);
     stop_leftovers(pgid, policy.kill_after).await;
 
     Ok(match stop {
@@ -145,7 +144,9 @@ fn exit_of(status: ExitStatus) -> Exit {
 
 fn spawn(spec: &ChildSpec) -> Result<tokio::process::Child> {
     let mut command = tokio::process::Command::new(&spec.program);
-    command.args(&spec.args).envs(spec.env.iter().map(|(k, v)| (k, v)));
+    command
+        .args(&spec.args)
+        .envs(spec.env.iter().map(|(k, v)| (k, v)));
     for secret in SECRET_ENV {
         command.env_remove(secret);
     }
@@ -224,11 +225,11 @@ async fn keep_lease<B: Backend>(
             reason: "could not renew the lease before it could expire".into(),
             kill_by: Some(kill_by),
         };
-        if let Some((term_at, kill_by)) = fence {
-            if term_at <= next {
-                tokio::time::sleep_until(term_at.into()).await;
-                return self_fence(kill_by);
-            }
+        if let Some((term_at, kill_by)) = fence
+            && term_at <= next
+        {
+            tokio::time::sleep_until(term_at.into()).await;
+            return self_fence(kill_by);
         }
         tokio::time::sleep_until(next.into()).await;
         let renewal = match fence {
@@ -242,7 +243,12 @@ async fn keep_lease<B: Backend>(
         };
         match renewal {
             Ok(Renewal::Held) => next = Instant::now() + interval,
-            Ok(Renewal::Lost(reason)) => return LeaseEnd { reason, kill_by: None },
+            Ok(Renewal::Lost(reason)) => {
+                return LeaseEnd {
+                    reason,
+                    kill_by: None,
+                };
+            }
             Err(e) => {
                 tracing::warn!(%e, "renewal failed, retrying");
                 next = Instant::now() + retry;
@@ -266,7 +272,10 @@ async fn stop_leftovers(pgid: Pid, kill_after: Duration) {
     if !group_alive(pgid) {
         return;
     }
-    tracing::info!(pgid = pgid.as_raw(), "stopping processes the command left behind");
+    tracing::info!(
+        pgid = pgid.as_raw(),
+        "stopping processes the command left behind"
+    );
     signal_group(pgid, Some(Signal::SIGTERM));
     let deadline = Instant::now() + kill_after;
     while group_alive(pgid) && Instant::now() < deadline {

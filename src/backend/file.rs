@@ -71,8 +71,11 @@ pub fn default_dir() -> PathBuf {
     let uid = nix::unistd::getuid();
     let run_lock = Path::new("/run/lock");
     let base = if run_lock.is_dir()
-        && nix::unistd::access(run_lock, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK)
-            .is_ok()
+        && nix::unistd::access(
+            run_lock,
+            nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+        )
+        .is_ok()
     {
         run_lock
     } else {
@@ -215,7 +218,9 @@ impl Backend for FileBackend {
         let receiver = self.waiters.get_or_insert_with(|| {
             let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
             for slot in 1..=req.slots {
-                let path = self.dir.join(format!("{}.lock", req.name.slot_key(slot, req.slots)));
+                let path = self
+                    .dir
+                    .join(format!("{}.lock", req.name.slot_key(slot, req.slots)));
                 let sender = sender.clone();
                 std::thread::spawn(move || {
                     // A send to a dropped receiver drops the file, which
@@ -272,10 +277,17 @@ impl Backend for FileBackend {
     }
 
     async fn list(&mut self) -> Result<Vec<SlotState>> {
-        self.all_keys()?.iter().map(|key| self.slot_state(key)).collect()
+        self.all_keys()?
+            .iter()
+            .map(|key| self.slot_state(key))
+            .collect()
     }
 
-    async fn force_release(&mut self, name: &LockName, slots: Option<u32>) -> Result<Vec<SlotState>> {
+    async fn force_release(
+        &mut self,
+        name: &LockName,
+        slots: Option<u32>,
+    ) -> Result<Vec<SlotState>> {
         let held: Vec<SlotState> = self
             .status(name, slots)
             .await?
@@ -283,17 +295,14 @@ impl Backend for FileBackend {
             .filter(|s| s.held)
             .collect();
         if let Some(state) = held.first() {
-            let who = state
-                .holder
-                .as_ref()
-                .map_or_else(|| "a live process".to_owned(), |h| format!("pid {} on {}", h.pid, h.host));
-            return Err(Error::Busy {
-                message: format!(
-                    "{} is held by {who}; a file lock is freed by the kernel the moment its holder exits, so stop that process instead",
-                    state.key
-                ),
-                holder: state.holder.clone(),
-            });
+            let who = state.holder.as_ref().map_or_else(
+                || "a live process".to_owned(),
+                |h| format!("pid {} on {}", h.pid, h.host),
+            );
+            return Err(Error::Busy(format!(
+                "{} is held by {who}; a file lock is freed by the kernel the moment its holder exits, so stop that process instead",
+                state.key
+            )));
         }
         Ok(Vec::new())
     }
@@ -335,8 +344,15 @@ fn open_lock_file(path: &Path) -> Result<(File, bool)> {
 
 /// After flock succeeded: does `path` still name the inode we locked? If it
 /// was unlinked or replaced meanwhile, our lock protects nothing.
-fn still_names_inode(file: File, path: &Path, writable: bool, slot: u32) -> Result<Option<LockedFile>> {
-    let ours = file.metadata().map_err(|e| io_error("cannot stat lock file", path, &e))?;
+fn still_names_inode(
+    file: File,
+    path: &Path,
+    writable: bool,
+    slot: u32,
+) -> Result<Option<LockedFile>> {
+    let ours = file
+        .metadata()
+        .map_err(|e| io_error("cannot stat lock file", path, &e))?;
     match std::fs::symlink_metadata(path) {
         Ok(now) if now.dev() == ours.dev() && now.ino() == ours.ino() => Ok(Some(LockedFile {
             file,
@@ -370,7 +386,8 @@ fn next_fence(path: &Path) -> Result<Option<u64>> {
         // A shared directory whose counter we may not write: no fence.
         return Ok(None);
     };
-    file.lock().map_err(|e| io_error("cannot lock fence counter", path, &e))?;
+    file.lock()
+        .map_err(|e| io_error("cannot lock fence counter", path, &e))?;
     let mut text = String::new();
     (&file)
         .read_to_string(&mut text)
@@ -402,7 +419,12 @@ fn read_record(file: &File) -> Option<HolderInfo> {
 fn kernel_lock_holder(path: &Path, meta: &std::fs::Metadata) -> Result<Option<Option<u32>>> {
     if let Ok(table) = std::fs::read_to_string("/proc/locks") {
         let dev = meta.dev();
-        let id = format!("{:02x}:{:02x}:{}", libc::major(dev), libc::minor(dev), meta.ino());
+        let id = format!(
+            "{:02x}:{:02x}:{}",
+            libc::major(dev),
+            libc::minor(dev),
+            meta.ino()
+        );
         for line in table.lines() {
             let fields: Vec<&str> = line.split_whitespace().collect();
             // "1: FLOCK ADVISORY WRITE 1234 fe:00:5678 0 EOF"; waiters have a "->".
@@ -443,7 +465,8 @@ fn ensure_private_dir(dir: &Path) -> Result<()> {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => return Err(io_error("cannot create lock directory", dir, &e)),
     }
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| io_error("cannot inspect lock directory", dir, &e))?;
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| io_error("cannot inspect lock directory", dir, &e))?;
     if meta.file_type().is_symlink() {
         return Err(Error::no_permission(format!(
             "lock directory {} is a symlink; refusing it (remove it, or choose a directory with --backend file:///DIR)",
@@ -472,7 +495,10 @@ fn ensure_private_dir(dir: &Path) -> Result<()> {
 fn ensure_shared_dir(dir: &Path) -> Result<()> {
     match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(Error::usage(format!("lock directory {} is not a directory", dir.display()))),
+        Ok(_) => Err(Error::usage(format!(
+            "lock directory {} is not a directory",
+            dir.display()
+        ))),
         Err(e) if e.kind() == ErrorKind::NotFound => std::fs::DirBuilder::new()
             .recursive(true)
             .create(dir)
@@ -484,9 +510,11 @@ fn ensure_shared_dir(dir: &Path) -> Result<()> {
 fn io_error(what: &str, path: &Path, e: &std::io::Error) -> Error {
     let message = format!("{what} {}: {}", path.display(), plain_io_message(e));
     match e.kind() {
-        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => Error::no_permission(format!(
-            "{message}; check permissions or choose another directory with --backend file:///DIR"
-        )),
+        ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
+            Error::no_permission(format!(
+                "{message}; check permissions or choose another directory with --backend file:///DIR"
+            ))
+        }
         _ => Error::unavailable(message),
     }
 }

@@ -16,8 +16,7 @@ pub enum BackendConfig {
     CloudShell(cloudshell::CloudShellConfig),
 }
 
-const SCHEMES_HINT: &str =
-    "use file:///DIR, redis://HOST[:PORT][/DB], rediss://…, or cloudshell://HOST[:PORT]/RESERVATION";
+const SCHEMES_HINT: &str = "use file:///DIR, redis://HOST[:PORT][/DB], rediss://…, or cloudshell://HOST[:PORT]/RESERVATION";
 
 impl BackendConfig {
     /// Parse `--backend` / `LOCKRUN_BACKEND`. No URL means the file backend

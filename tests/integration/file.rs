@@ -46,7 +46,11 @@ impl Holder {
 
 /// Start a lockrun that will wait for a busy lock; returns once it has
 /// reported (with -v) that it is waiting.
-fn start_waiter(sb: &Sandbox, name: &str, args: &[&str]) -> (Proc, BufReader<std::process::ChildStderr>) {
+fn start_waiter(
+    sb: &Sandbox,
+    name: &str,
+    args: &[&str],
+) -> (Proc, BufReader<std::process::ChildStderr>) {
     let mut all = vec!["-v", name];
     all.extend(args);
     let mut cmd = sb.lockrun(&all);
@@ -87,8 +91,16 @@ fn concurrent_critical_sections_never_overlap() {
     for mut worker in workers {
         assert_eq!(code(worker.wait_timeout(Duration::from_secs(120))), 0);
     }
-    let total: usize = std::fs::read_to_string(&counter).unwrap().trim().parse().unwrap();
-    assert_eq!(total, WORKERS * SECTIONS, "lost increments: mutual exclusion broken");
+    let total: usize = std::fs::read_to_string(&counter)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        total,
+        WORKERS * SECTIONS,
+        "lost increments: mutual exclusion broken"
+    );
 }
 
 #[test]
@@ -117,7 +129,10 @@ rm -f {inside}/slot-$LOCKRUN_SLOT"#,
         assert_eq!(code(p.wait_timeout(Duration::from_secs(60))), 0);
     }
     let log = std::fs::read_to_string(&log).unwrap();
-    assert!(!log.contains("collision"), "two holders got the same slot:\n{log}");
+    assert!(
+        !log.contains("collision"),
+        "two holders got the same slot:\n{log}"
+    );
     let seen: Vec<(usize, u32)> = log
         .lines()
         .map(|l| {
@@ -126,9 +141,18 @@ rm -f {inside}/slot-$LOCKRUN_SLOT"#,
         })
         .collect();
     assert_eq!(seen.len(), 6);
-    assert!(seen.iter().all(|&(n, _)| n <= 3), "more than 3 inside: {seen:?}");
-    assert!(seen.iter().any(|&(n, _)| n == 3), "never 3 inside together: {seen:?}");
-    assert!(seen.iter().all(|&(_, s)| (1..=3).contains(&s)), "bad LOCKRUN_SLOT: {seen:?}");
+    assert!(
+        seen.iter().all(|&(n, _)| n <= 3),
+        "more than 3 inside: {seen:?}"
+    );
+    assert!(
+        seen.iter().any(|&(n, _)| n == 3),
+        "never 3 inside together: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|&(_, s)| (1..=3).contains(&s)),
+        "bad LOCKRUN_SLOT: {seen:?}"
+    );
 }
 
 #[test]
@@ -150,14 +174,23 @@ fn flock_and_lockrun_exclude_each_other_both_ways() {
     // flock(1) holds -> lockrun cannot have it.
     let ready = sb.path("flock-ready");
     let mut cmd = Command::new("flock");
-    cmd.arg(sb.lock_file("shared")).arg("sh").arg("-c").arg(format!(
-        "echo $$ > {}; read line",
-        ready.display()
-    ));
+    cmd.arg(sb.lock_file("shared"))
+        .arg("sh")
+        .arg("-c")
+        .arg(format!("echo $$ > {}; read line", ready.display()));
     cmd.stdin(Stdio::piped());
     let mut flock_holder = Proc::spawn(cmd, "flock holder");
     wait_for_content(&ready);
-    let out = run_timeout(sb.lockrun(&["-n", "shared", "--", "touch", sb.path("ran").to_str().unwrap()]), SOON);
+    let out = run_timeout(
+        sb.lockrun(&[
+            "-n",
+            "shared",
+            "--",
+            "touch",
+            sb.path("ran").to_str().unwrap(),
+        ]),
+        SOON,
+    );
     assert_eq!(code(out.status), 75, "{}", stderr_of(&out));
     assert!(!sb.path("ran").exists(), "command ran without the lock");
     drop(flock_holder.child.stdin.take());
@@ -168,7 +201,12 @@ fn flock_and_lockrun_exclude_each_other_both_ways() {
 #[test]
 fn lock_is_released_whatever_the_child_does() {
     let sb = Sandbox::new();
-    for (script, expected) in [("exit 0", 0), ("exit 3", 3), ("kill -KILL $$", 137), ("kill -USR1 $$", 138)] {
+    for (script, expected) in [
+        ("exit 0", 0),
+        ("exit 3", 3),
+        ("kill -KILL $$", 137),
+        ("kill -USR1 $$", 138),
+    ] {
         let out = run_timeout(sb.lockrun(&["job", "--", "sh", "-c", script]), SOON);
         assert_eq!(code(out.status), expected, "{script}: {}", stderr_of(&out));
         assert!(sb.lock_is_free("job"), "lock still held after: {script}");
@@ -191,10 +229,22 @@ fn signals_to_a_holding_lockrun_reach_the_child_once_and_release() {
         let mut proc = Proc::spawn(sb.lockrun(&["sig", "--", "sh", "-c", &script]), "holder");
         wait_for_content(&ready);
         proc.signal(signal);
-        assert_eq!(code(proc.wait_timeout(SOON)), 5, "{signal}: lockrun must exit with the child's code");
+        assert_eq!(
+            code(proc.wait_timeout(SOON)),
+            5,
+            "{signal}: lockrun must exit with the child's code"
+        );
         let lines = std::fs::read_to_string(&got).unwrap();
-        assert_eq!(lines.lines().collect::<Vec<_>>(), vec![signal.as_str()], "child must get {signal} exactly once");
-        assert_eq!(no_wait_code(&sb, "sig"), 0, "lock not released after {signal}");
+        assert_eq!(
+            lines.lines().collect::<Vec<_>>(),
+            vec![signal.as_str()],
+            "child must get {signal} exactly once"
+        );
+        assert_eq!(
+            no_wait_code(&sb, "sig"),
+            0,
+            "lock not released after {signal}"
+        );
     }
 }
 
@@ -204,12 +254,19 @@ fn a_signal_while_waiting_aborts_cleanly() {
     let holder = Holder::start(&sb, "busy", &[]);
     for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         let ran = sb.path("ran");
-        let (mut waiter, _stderr) = start_waiter(&sb, "busy", &["--", "touch", ran.to_str().unwrap()]);
+        let (mut waiter, _stderr) =
+            start_waiter(&sb, "busy", &["--", "touch", ran.to_str().unwrap()]);
         waiter.signal(signal);
         assert_eq!(code(waiter.wait_timeout(SOON)), 128 + signal as i32);
-        assert!(!ran.exists(), "command ran after the wait was aborted by {signal}");
+        assert!(
+            !ran.exists(),
+            "command ran after the wait was aborted by {signal}"
+        );
     }
-    assert!(!sb.lock_is_free("busy"), "the holder must still hold the lock");
+    assert!(
+        !sb.lock_is_free("busy"),
+        "the holder must still hold the lock"
+    );
     assert_eq!(holder.release(), 0);
     assert_eq!(no_wait_code(&sb, "busy"), 0);
 }
@@ -220,8 +277,12 @@ fn sigkilled_lockrun_frees_the_lock_and_takes_the_child_along() {
     let holder = Holder::start(&sb, "victim", &[]);
     holder.proc.signal(Signal::SIGKILL);
     let child_pid = holder.child_pid;
-    wait_until("the lock to be free after SIGKILL", SOON, || sb.lock_is_free("victim"));
-    wait_until("the child to die with lockrun (PDEATHSIG)", SOON, || !alive(child_pid));
+    wait_until("the lock to be free after SIGKILL", SOON, || {
+        sb.lock_is_free("victim")
+    });
+    wait_until("the child to die with lockrun (PDEATHSIG)", SOON, || {
+        !alive(child_pid)
+    });
     assert_eq!(no_wait_code(&sb, "victim"), 0);
     drop(holder);
 }
@@ -230,15 +291,35 @@ fn sigkilled_lockrun_frees_the_lock_and_takes_the_child_along() {
 fn a_child_ignoring_sigterm_is_killed_after_kill_after() {
     let sb = Sandbox::new();
     let ready = sb.path("ready");
-    let script = format!("trap '' TERM; echo $$ > {}; while :; do sleep 0.05; done", ready.display());
+    let script = format!(
+        "trap '' TERM; echo $$ > {}; while :; do sleep 0.05; done",
+        ready.display()
+    );
     let started = Instant::now();
     let out = run_timeout(
-        sb.lockrun(&["--max-time", "300ms", "--kill-after", "500ms", "stubborn", "--", "sh", "-c", &script]),
+        sb.lockrun(&[
+            "--max-time",
+            "300ms",
+            "--kill-after",
+            "500ms",
+            "stubborn",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ]),
         SOON,
     );
     assert_eq!(code(out.status), 124, "{}", stderr_of(&out));
-    assert!(started.elapsed() >= Duration::from_millis(800), "SIGKILL came before --kill-after");
-    let pid: i32 = std::fs::read_to_string(&ready).unwrap().trim().parse().unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "SIGKILL came before --kill-after"
+    );
+    let pid: i32 = std::fs::read_to_string(&ready)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(!alive(pid), "stubborn child survived");
     assert_eq!(no_wait_code(&sb, "stubborn"), 0);
 }
@@ -264,7 +345,9 @@ fn exit_codes_for_busy_locks() {
         // Busy is informative: who holds it, and for how long.
         let holder_pid = holder.proc.pid();
         assert!(
-            err.contains(&format!("pid {holder_pid}")) && err.contains("for ") && err.lines().count() == 1,
+            err.contains(&format!("pid {holder_pid}"))
+                && err.contains("for ")
+                && err.lines().count() == 1,
             "{args:?}: {err}"
         );
     }
@@ -285,7 +368,10 @@ fn exit_codes_for_commands_that_cannot_run() {
         let out = run_timeout(sb.lockrun(&["x", "--", &command]), SOON);
         assert_eq!(code(out.status), expected, "{command}: {}", stderr_of(&out));
         assert_eq!(stderr_of(&out).lines().count(), 1);
-        assert!(sb.lock_is_free("x"), "lock kept after failing to start {command}");
+        assert!(
+            sb.lock_is_free("x"),
+            "lock kept after failing to start {command}"
+        );
     }
 }
 
@@ -295,7 +381,10 @@ fn removed_or_replaced_lock_file_is_a_lost_lock() {
     for replace in [false, true] {
         let ready = sb.path("ready");
         let _ = std::fs::remove_file(&ready);
-        let script = format!("echo $$ > {}; while :; do sleep 0.05; done", ready.display());
+        let script = format!(
+            "echo $$ > {}; while :; do sleep 0.05; done",
+            ready.display()
+        );
         let mut cmd = sb.lockrun(&["--kill-after", "2s", "lost", "--", "sh", "-c", &script]);
         cmd.stderr(Stdio::piped());
         let mut proc = Proc::spawn(cmd, "holder");
@@ -311,7 +400,11 @@ fn removed_or_replaced_lock_file_is_a_lost_lock() {
         let noticed = Instant::now();
         let (status, stderr) = proc.finish(SOON);
         assert_eq!(code(status), 76, "{stderr}");
-        assert!(noticed.elapsed() < Duration::from_secs(5), "took {:?} to notice", noticed.elapsed());
+        assert!(
+            noticed.elapsed() < Duration::from_secs(5),
+            "took {:?} to notice",
+            noticed.elapsed()
+        );
         assert!(stderr.contains("lost the lock"), "{stderr}");
         assert!(!alive(child));
     }
@@ -330,7 +423,11 @@ fn waiter_rechecks_the_inode_after_the_file_is_replaced() {
     std::fs::rename(&tmp, sb.lock_file("swap")).unwrap();
     // The holder notices on its own and is stopped (its `read` never returns).
     let mut holder = holder;
-    assert_eq!(code(holder.proc.wait_timeout(SOON)), 76, "the holder lost its file");
+    assert_eq!(
+        code(holder.proc.wait_timeout(SOON)),
+        76,
+        "the holder lost its file"
+    );
     // The waiter must end up holding the inode the path names now.
     wait_for_content(&ready);
     let flock = run_timeout(
@@ -341,7 +438,11 @@ fn waiter_rechecks_the_inode_after_the_file_is_replaced() {
         },
         SOON,
     );
-    assert_eq!(code(flock.status), 1, "waiter holds a dead inode: the path's lock is free");
+    assert_eq!(
+        code(flock.status),
+        1,
+        "waiter holds a dead inode: the path's lock is free"
+    );
     drop(waiter.child.stdin.take());
     assert_eq!(code(waiter.wait_timeout(SOON)), 0);
 }
@@ -352,27 +453,51 @@ fn fence_increases_with_every_acquisition() {
     let mut fences = Vec::new();
     for slots in ["1", "1", "2", "2", "1"] {
         let out = run_timeout(
-            sb.lockrun(&["--slots", slots, "fenced", "--", "sh", "-c", "echo $LOCKRUN_FENCE"]),
+            sb.lockrun(&[
+                "--slots",
+                slots,
+                "fenced",
+                "--",
+                "sh",
+                "-c",
+                "echo $LOCKRUN_FENCE",
+            ]),
             SOON,
         );
         assert_eq!(code(out.status), 0);
-        fences.push(String::from_utf8(out.stdout).unwrap().trim().parse::<u64>().unwrap());
+        fences.push(
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap(),
+        );
     }
-    assert!(fences.windows(2).all(|w| w[0] < w[1]), "fences not increasing: {fences:?}");
+    assert!(
+        fences.windows(2).all(|w| w[0] < w[1]),
+        "fences not increasing: {fences:?}"
+    );
 }
 
 #[test]
 fn child_environment() {
     let sb = Sandbox::new();
     let mut cmd = sb.lockrun(&["--slots", "2", "envy", "--", "env"]);
-    cmd.env("LOCKRUN_REDIS_PASSWORD", "hunter2").env("LOCKRUN_CLOUDSHELL_TOKEN", "tok3n");
+    cmd.env("LOCKRUN_REDIS_PASSWORD", "hunter2")
+        .env("LOCKRUN_CLOUDSHELL_TOKEN", "tok3n");
     let out = run_timeout(cmd, SOON);
     let env = String::from_utf8(out.stdout).unwrap();
     assert!(env.contains("LOCKRUN_NAME=envy\n"), "{env}");
     assert!(env.contains("LOCKRUN_SLOT=1\n"), "{env}");
     assert!(env.contains("LOCKRUN_FENCE="), "{env}");
-    assert!(env.contains(&format!("LOCKRUN_BACKEND={}\n", sb.backend_url())), "{env}");
-    assert!(!env.contains("hunter2") && !env.contains("tok3n"), "secret leaked to the child");
+    assert!(
+        env.contains(&format!("LOCKRUN_BACKEND={}\n", sb.backend_url())),
+        "{env}"
+    );
+    assert!(
+        !env.contains("hunter2") && !env.contains("tok3n"),
+        "secret leaked to the child"
+    );
 }
 
 #[test]
@@ -386,13 +511,22 @@ fn status_reports_the_holder_from_the_lock_itself() {
     assert!(status(&sb).contains("st: free"));
     let holder = Holder::start(&sb, "st", &[]);
     let text = status(&sb);
-    assert!(text.contains(&format!("pid {}", holder.proc.pid())) && text.contains("read line"), "{text}");
+    assert!(
+        text.contains(&format!("pid {}", holder.proc.pid())) && text.contains("read line"),
+        "{text}"
+    );
     // A SIGKILLed holder leaves its record behind: status must say free anyway.
     holder.proc.signal(Signal::SIGKILL);
     wait_until("lock free", SOON, || sb.lock_is_free("st"));
-    assert!(status(&sb).contains("st: free"), "status trusted a dead holder's record");
+    assert!(
+        status(&sb).contains("st: free"),
+        "status trusted a dead holder's record"
+    );
     // A lock literally called "status" is reachable through `run`.
-    let out = run_timeout(sb.lockrun(&["run", "status", "--", "sh", "-c", "echo $LOCKRUN_NAME"]), SOON);
+    let out = run_timeout(
+        sb.lockrun(&["run", "status", "--", "sh", "-c", "echo $LOCKRUN_NAME"]),
+        SOON,
+    );
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "status\n");
     drop(holder);
 }
@@ -436,7 +570,10 @@ fn symlinked_lock_file_is_refused() {
     std::fs::write(&target, "precious\n").unwrap();
     std::os::unix::fs::symlink(&target, sb.lock_file("sym")).unwrap();
     let ran = sb.path("ran");
-    let out = run_timeout(sb.lockrun(&["sym", "--", "touch", ran.to_str().unwrap()]), SOON);
+    let out = run_timeout(
+        sb.lockrun(&["sym", "--", "touch", ran.to_str().unwrap()]),
+        SOON,
+    );
     assert_eq!(code(out.status), 77, "{}", stderr_of(&out));
     assert!(stderr_of(&out).starts_with("lockrun: ") && stderr_of(&out).contains("symlink"));
     assert!(!ran.exists());
@@ -450,7 +587,8 @@ fn as_nobody(args: &[&str]) -> Option<Command> {
         return None;
     }
     let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]).args(args);
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+        .args(args);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("LOCKRUN_") {
             cmd.env_remove(key);
@@ -468,7 +606,14 @@ fn unwritable_lock_dir_is_a_permission_error() {
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
     let url = format!("file://{}", dir.display());
     let ran = sb.path("ran");
-    let args = ["--backend", url.as_str(), "ro", "--", "touch", ran.to_str().unwrap()];
+    let args = [
+        "--backend",
+        url.as_str(),
+        "ro",
+        "--",
+        "touch",
+        ran.to_str().unwrap(),
+    ];
     let cmd = as_nobody(&args).unwrap_or_else(|| {
         let mut c = lockrun_cmd();
         c.args(args);
@@ -477,7 +622,10 @@ fn unwritable_lock_dir_is_a_permission_error() {
     let out = run_timeout(cmd, SOON);
     let err = stderr_of(&out);
     assert_eq!(code(out.status), 77, "{err}");
-    assert!(err.starts_with("lockrun: ") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.starts_with("lockrun: ") && err.lines().count() == 1,
+        "{err}"
+    );
     assert!(!ran.exists());
 }
 
@@ -488,7 +636,11 @@ fn foreign_owned_or_symlinked_default_dir_is_refused() {
         eprintln!("skipped: needs root to create a directory owned by someone else");
         return;
     };
-    let base = if std::path::Path::new("/run/lock").is_dir() { "/run/lock" } else { "/tmp" };
+    let base = if std::path::Path::new("/run/lock").is_dir() {
+        "/run/lock"
+    } else {
+        "/tmp"
+    };
     let default = std::path::PathBuf::from(format!("{base}/lockrun-65534"));
     let sb = Sandbox::new();
     std::fs::set_permissions(sb.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -500,12 +652,18 @@ fn foreign_owned_or_symlinked_default_dir_is_refused() {
             "foreign" => std::fs::create_dir(&default).unwrap(),
             _ => std::os::unix::fs::symlink(sb.dir.path(), &default).unwrap(),
         }
-        let out = run_timeout(as_nobody(&["trap", "--", "touch", ran.to_str().unwrap()]).unwrap(), SOON);
+        let out = run_timeout(
+            as_nobody(&["trap", "--", "touch", ran.to_str().unwrap()]).unwrap(),
+            SOON,
+        );
         let err = stderr_of(&out);
         let _ = std::fs::remove_dir(&default);
         let _ = std::fs::remove_file(&default);
         assert_eq!(code(out.status), 77, "{make}: {err}");
-        assert!(err.starts_with("lockrun: ") && err.lines().count() == 1, "{err}");
+        assert!(
+            err.starts_with("lockrun: ") && err.lines().count() == 1,
+            "{err}"
+        );
         assert!(!ran.exists(), "{make}: command ran");
     }
 }
@@ -542,9 +700,16 @@ fn default_dir_is_private_and_shared_by_every_session() {
 fn stdin_and_stdout_belong_to_the_child() {
     let sb = Sandbox::new();
     let mut cmd = sb.lockrun(&["-v", "io", "--", "cat"]);
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut proc = Proc::spawn(cmd, "cat");
-    proc.child.stdin.take().unwrap().write_all(b"through\n").unwrap();
+    proc.child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"through\n")
+        .unwrap();
     let mut out = String::new();
     std::io::Read::read_to_string(&mut proc.child.stdout.take().unwrap(), &mut out).unwrap();
     assert_eq!(code(proc.wait_timeout(SOON)), 0);

@@ -137,7 +137,9 @@ impl Drop for Proc {
 
 /// Run to completion with a deadline; returns the output.
 pub fn run_timeout(mut cmd: Command, timeout: Duration) -> Output {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut proc = Proc::spawn(cmd, "command");
     let stdout = proc.child.stdout.take().unwrap();
     let stderr = proc.child.stderr.take().unwrap();
@@ -161,7 +163,10 @@ fn read_all(mut r: impl Read) -> Vec<u8> {
 pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -208,7 +213,12 @@ pub fn stderr_of(out: &Output) -> String {
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat.rsplit(')').next().unwrap_or("").split_whitespace().next();
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .next();
             !matches!(state, Some("Z" | "X"))
         }
         Err(_) => false,
