@@ -715,3 +715,30 @@ fn stdin_and_stdout_belong_to_the_child() {
     assert_eq!(code(proc.wait_timeout(SOON)), 0);
     assert_eq!(out, "through\n", "lockrun wrote to stdout or lost stdin");
 }
+
+#[test]
+fn ctrl_c_at_a_terminal_reaches_the_child_once() {
+    let sb = Sandbox::new();
+    let got = sb.path("got");
+    let ready = sb.path("ready");
+    let script = format!(
+        "trap 'echo INT >> {got}; exit 9' INT; echo $$ > {ready}; while :; do sleep 0.05; done",
+        got = got.display(),
+        ready = ready.display()
+    );
+    let command = format!(
+        "{BIN} --backend '{}' tty -- sh -c \"{script}\"",
+        sb.backend_url()
+    );
+    let tmux = Tmux::start(&command);
+    wait_for_content(&ready);
+    tmux.send_keys("C-c");
+    assert_eq!(
+        tmux.wait_for_exit(),
+        9,
+        "lockrun must exit with the child's code"
+    );
+    let lines = std::fs::read_to_string(&got).unwrap();
+    assert_eq!(lines, "INT\n", "the child must see Ctrl-C exactly once");
+    assert_eq!(no_wait_code(&sb, "tty"), 0);
+}

@@ -237,3 +237,96 @@ pub fn free_port() -> u16 {
 pub fn touch(path: &Path) {
     File::create(path).unwrap();
 }
+
+/// A private tmux server with one session: a real pseudo-terminal for tests
+/// of terminal behaviour (Ctrl-C, the waiting indicator). Killed on drop.
+pub struct Tmux {
+    socket: String,
+    status: PathBuf,
+}
+
+impl Tmux {
+    /// Start `command` (a shell string) in a detached session. The shell
+    /// around it ignores SIGINT, as an interactive shell running a
+    /// foreground job would, and records the command's exit status.
+    pub fn start(command: &str) -> Tmux {
+        let socket = format!("lockrun-test-{}-{}", std::process::id(), rand_suffix());
+        let status = std::env::temp_dir().join(format!("{socket}.status"));
+        let tmux = Tmux { socket, status };
+        let wrapped = format!(
+            "trap '' INT; {command}; echo $? > {}.tmp; mv {0}.tmp {0}; sleep 600",
+            tmux.status.display()
+        );
+        tmux.run(&[
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "200",
+            "-y",
+            "50",
+            "sh",
+            "-c",
+            &wrapped,
+        ]);
+        tmux
+    }
+
+    /// The command's exit status once it has exited.
+    pub fn wait_for_exit(&self) -> i32 {
+        wait_for_content(&self.status).parse().unwrap()
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux (scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "tmux {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn send_keys(&self, keys: &str) {
+        self.run(&["send-keys", "-t", "t", keys]);
+    }
+
+    /// The visible screen, one string per line.
+    pub fn screen(&self) -> String {
+        self.run(&["capture-pane", "-p", "-t", "t"])
+    }
+
+    pub fn wait_for_screen(&self, what: &str, mut pred: impl FnMut(&str) -> bool) -> String {
+        let mut screen = String::new();
+        wait_until(what, SOON, || {
+            screen = self.screen();
+            pred(&screen)
+        });
+        screen
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .output();
+        let _ = std::fs::remove_file(&self.status);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
