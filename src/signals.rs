@@ -1,8 +1,14 @@
 //! The signals lockrun forwards to its child, as one stream. Handlers are
 //! installed once at start-up, before waiting for the lock, so that a signal
 //! during the wait aborts it cleanly instead of killing lockrun mid-request.
+//!
+//! Job control is handled here too: the child lives in its own process group,
+//! so a terminal's Ctrl-Z stops only lockrun. Were lockrun stopped alone, the
+//! child would run on while nobody renews its lease; so SIGTSTP stops the
+//! child's group first, and SIGCONT resumes it.
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::error::{Error, Result};
@@ -17,65 +23,99 @@ pub const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR2,
 ];
 
+/// Handled inside [`Signals::recv`], never returned.
+const JOB_CONTROL: [Signal; 3] = [Signal::SIGTSTP, Signal::SIGCONT, Signal::SIGWINCH];
+
 pub struct Signals {
-    streams: Vec<(i32, tokio::signal::unix::Signal)>,
+    streams: Vec<(Signal, tokio::signal::unix::Signal)>,
+    /// The child's process group, once there is a child.
+    child_group: Option<Pid>,
 }
 
 impl Signals {
     pub fn install() -> Result<Self> {
         let streams = FORWARDED
             .iter()
+            .chain(&JOB_CONTROL)
             .map(|&sig| {
-                let number = sig as i32;
-                signal(SignalKind::from_raw(number))
-                    .map(|stream| (number, stream))
+                signal(SignalKind::from_raw(sig as i32))
+                    .map(|stream| (sig, stream))
                     .map_err(|e| {
                         Error::internal(format!("cannot install a handler for {sig}: {e}"))
                     })
             })
             .collect::<Result<_>>()?;
-        Ok(Signals { streams })
+        Ok(Signals {
+            streams,
+            child_group: None,
+        })
     }
 
-    /// The next signal received (its number).
+    pub fn set_child_group(&mut self, group: Option<Pid>) {
+        self.child_group = group;
+    }
+
+    /// The next signal received that is meant to end things (its number).
     pub async fn recv(&mut self) -> i32 {
-        let futures = self.streams.iter_mut().map(|(number, stream)| {
-            let number = *number;
-            Box::pin(async move {
-                stream.recv().await;
-                number
-            })
-        });
-        futures_select_all(futures).await
+        loop {
+            let signal = self.next_any().await;
+            if !self.handle_job_control(signal) {
+                return signal as i32;
+            }
+        }
     }
 
     /// A signal that already arrived, without waiting.
     pub fn pending(&mut self) -> Option<i32> {
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
-        self.streams
+        let ready: Vec<Signal> = self
+            .streams
             .iter_mut()
-            .find_map(|(number, stream)| match stream.poll_recv(&mut cx) {
-                std::task::Poll::Ready(Some(())) => Some(*number),
+            .filter_map(|(sig, stream)| match stream.poll_recv(&mut cx) {
+                std::task::Poll::Ready(Some(())) => Some(*sig),
                 _ => None,
             })
+            .collect();
+        ready
+            .into_iter()
+            .find(|&sig| !self.handle_job_control(sig))
+            .map(|sig| sig as i32)
     }
-}
 
-/// The first of several futures to finish (tiny stand-in for `select_all`).
-async fn futures_select_all<F: std::future::Future<Output = i32> + Unpin>(
-    futures: impl Iterator<Item = F>,
-) -> i32 {
-    let mut futures: Vec<F> = futures.collect();
-    std::future::poll_fn(move |cx| {
-        for future in &mut futures {
-            if let std::task::Poll::Ready(number) = std::pin::Pin::new(future).poll(cx) {
-                return std::task::Poll::Ready(number);
+    async fn next_any(&mut self) -> Signal {
+        std::future::poll_fn(|cx| {
+            for (sig, stream) in &mut self.streams {
+                if let std::task::Poll::Ready(Some(())) = stream.poll_recv(cx) {
+                    return std::task::Poll::Ready(*sig);
+                }
             }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+
+    /// True if `signal` was a job-control signal and has been dealt with.
+    fn handle_job_control(&self, signal: Signal) -> bool {
+        if !JOB_CONTROL.contains(&signal) {
+            return false;
         }
-        std::task::Poll::Pending
-    })
-    .await
+        let to_child = |sig| {
+            if let Some(group) = self.child_group {
+                let _ = killpg(group, sig);
+            }
+        };
+        match signal {
+            Signal::SIGTSTP => {
+                to_child(Signal::SIGTSTP);
+                // Our handler replaced the default "stop": stop for real.
+                let _ = nix::sys::signal::raise(Signal::SIGSTOP);
+            }
+            Signal::SIGCONT => to_child(Signal::SIGCONT),
+            _ => to_child(signal),
+        }
+        true
+    }
 }
 
 /// `SIGTERM` for 15, for messages.

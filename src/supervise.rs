@@ -83,6 +83,7 @@ async fn supervise<B: Backend>(
             .ok_or_else(|| Error::internal("child has no pid"))?,
     );
     tracing::info!(pid = pgid.as_raw(), "child started");
+    signals.set_child_group(Some(pgid));
 
     let max_deadline = policy.max_time.map(|d| Instant::now() + d);
     let mut stop: Option<StopReason> = None;
@@ -124,6 +125,7 @@ async fn supervise<B: Backend>(
         }
     };
     stop_leftovers(pgid, policy.kill_after).await;
+    signals.set_child_group(None);
 
     Ok(match stop {
         Some(StopReason::LockLost) => Exit::LockLost,

@@ -204,6 +204,9 @@ impl Backend for FileBackend {
             match file.try_lock() {
                 Ok(()) => {
                     if let Some(locked) = still_names_inode(file, &path, writable, slot)? {
+                        // Wait threads from an earlier round must not park a
+                        // second slot in the channel while we hold this one.
+                        self.waiters = None;
                         return Ok(Attempt::Acquired(self.finish_acquire(req, locked)?));
                     }
                     // Replaced between open and lock: lock the new file instead.

@@ -742,3 +742,35 @@ fn ctrl_c_at_a_terminal_reaches_the_child_once() {
     assert_eq!(lines, "INT\n", "the child must see Ctrl-C exactly once");
     assert_eq!(no_wait_code(&sb, "tty"), 0);
 }
+
+fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+#[test]
+fn ctrl_z_stops_the_child_with_lockrun_and_fg_resumes_both() {
+    let sb = Sandbox::new();
+    let holder = Holder::start(&sb, "jobctl", &[]);
+    let (lockrun, child) = (holder.proc.pid(), holder.child_pid);
+    holder.proc.signal(Signal::SIGTSTP);
+    wait_until("the child to stop", SOON, || {
+        process_state(child) == Some('T')
+    });
+    wait_until("lockrun to stop", SOON, || {
+        process_state(lockrun) == Some('T')
+    });
+    holder.proc.signal(Signal::SIGCONT);
+    wait_until("the child to resume", SOON, || {
+        process_state(child) != Some('T')
+    });
+    wait_until("lockrun to resume", SOON, || {
+        process_state(lockrun) != Some('T')
+    });
+    assert_eq!(holder.release(), 0);
+}
