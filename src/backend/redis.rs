@@ -1,69 +1,1140 @@
-//! Redis backend (not built yet: see issue "Redis backend").
+//! Redis backend: leases that renew, fence, wake waiters on release, and fail safe.
+//!
+//! Key layout (prefix `lockrun:` by default, `?prefix=` in the URL). Every key
+//! of one lock carries the hash tag `{NAME}`, so a Redis Cluster would keep
+//! them in one slot and the Lua scripts below never go cross-slot:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `P{NAME}:lock` | hash, PX ttl | the plain lock: `token`, `holder` (JSON), `fence` |
+//! | `P{NAME}:slot:K` | hash, PX ttl | slot K of a `--slots N` lock, same fields |
+//! | `P{NAME}:fence` | string | fencing counter, never expires |
+//! | `P{NAME}:released` | channel | PUBLISHed on every release, wakes waiters |
+//!
+//! * Acquire, renew, release and force-release are single Lua scripts, so each
+//!   is atomic and one round trip. A release or renewal compares the random
+//!   128-bit token first and never touches a lock that is no longer ours.
+//! * The fence is `max(counter + 1, server time in µs)`: it strictly
+//!   increases even when Redis lost the counter (restart without persistence,
+//!   AOF that missed the last second), which a bare INCR would repeat.
+//! * No lock is granted while the server has been up for less than the TTL
+//!   ("delayed restart", from the Redis docs on Redlock): a server that lost
+//!   its data cannot tell us about a holder from before the restart, whose
+//!   child is only guaranteed to be stopped by then.
+//! * Waiters SUBSCRIBE to the release channel on a connection of their own
+//!   and sleep; the only polling is one try per slot when the busy lease
+//!   would expire by itself (a holder that died without releasing). Nothing
+//!   a waiter does is stored in Redis: closing its connection is the cleanup.
+//! * Every call has a deadline, so a paused or half-dead server cannot hang
+//!   the supervisor past its self-fencing deadline.
 
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
-use crate::lock::{Attempt, Backend, Lease, LockName, LockRequest, Renewal, SlotState, WaitOutcome};
+use redis::aio::{MultiplexedConnection, PubSub};
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo,
+    RedisError, Script,
+};
 
-#[derive(Debug, Clone)]
+use crate::error::{Error, Result};
+use crate::lock::{
+    Attempt, Backend, HolderInfo, Lease, LockName, LockRequest, Renewal, SlotState, WaitOutcome,
+    backoff_delay,
+};
+
+pub const DEFAULT_PORT: u16 = 6379;
+pub const DEFAULT_PREFIX: &str = "lockrun:";
+pub const PASSWORD_ENV: &str = "LOCKRUN_REDIS_PASSWORD";
+
+/// Establishing a connection (TCP, TLS, AUTH, SELECT).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest any single request may take; renewals use less (see `renew_timeout`).
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+const RENEW_TIMEOUT_CAP: Duration = Duration::from_secs(2);
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Waiters re-check at least this often even if the busy lease claims to
+/// live longer, in case the release message was lost with a dead connection.
+const MAX_FALLBACK: Duration = Duration::from_secs(60);
+const SCAN_COUNT: u32 = 1000;
+
+/// A parsed `redis://` / `rediss://` URL. The password is kept out of
+/// `Debug` and out of [`display_url`](Self::display_url).
+#[derive(Clone)]
 pub struct RedisConfig {
-    pub url: String,
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    pub db: i64,
+    pub username: Option<String>,
+    password: Option<String>,
+    pub prefix: String,
+    /// PEM file with the CA(s) to trust instead of the system store (`rediss` only).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.display_url())
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl RedisConfig {
+    /// `redis://[user[:password]@]host[:port][/db][?prefix=P&cacert=FILE]`;
+    /// the password may instead come from `LOCKRUN_REDIS_PASSWORD`.
     pub fn parse(url: &str) -> Result<Self> {
-        Ok(RedisConfig { url: url.to_owned() })
+        let env_password = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty());
+        Self::parse_with(url, env_password)
+    }
+
+    fn parse_with(url: &str, env_password: Option<String>) -> Result<Self> {
+        // Not `redact_url`: in a malformed URL (a '/' in the password) the
+        // user info need not be where a well-formed URL would have it.
+        let shown = match (url.split_once("://"), url.rfind('@')) {
+            (Some((scheme, _)), Some(at)) => format!("{scheme}://***@{}", &url[at + 1..]),
+            _ => url.to_owned(),
+        };
+        let bad = |why: &str| {
+            Error::usage(format!(
+                "invalid redis URL {shown:?}: {why}; use redis://[user:password@]host[:port][/db][?prefix=P] or rediss://… for TLS"
+            ))
+        };
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or_else(|| bad("expected redis://"))?;
+        let tls = match scheme.to_ascii_lowercase().as_str() {
+            "redis" => false,
+            "rediss" => true,
+            _ => return Err(bad("the scheme must be redis or rediss")),
+        };
+        if rest.contains('#') {
+            return Err(bad("fragments (#…) are not supported"));
+        }
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((userinfo, hostport)) => (Some(userinfo), hostport),
+            None => (None, authority),
+        };
+        let (mut username, mut password) = (None, None);
+        if let Some(userinfo) = userinfo {
+            let (user, pass) = match userinfo.split_once(':') {
+                Some((user, pass)) => (user, Some(pass)),
+                None => (userinfo, None),
+            };
+            let user = percent_decode(user).ok_or_else(|| bad("bad %-escape in the user name"))?;
+            if !user.is_empty() {
+                username = Some(user);
+            }
+            if let Some(pass) = pass {
+                let pass =
+                    percent_decode(pass).ok_or_else(|| bad("bad %-escape in the password"))?;
+                if !pass.is_empty() {
+                    password = Some(pass);
+                }
+            }
+        }
+        let (host, port) = split_host_port(hostport).ok_or_else(|| bad("bad host or port"))?;
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let db = match path.trim_start_matches('/') {
+            "" => 0,
+            db => db
+                .parse::<i64>()
+                .ok()
+                .filter(|db| *db >= 0)
+                .ok_or_else(|| bad("the path must be a database number such as /0"))?,
+        };
+        let mut prefix = DEFAULT_PREFIX.to_owned();
+        let mut ca_file = None;
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(value).ok_or_else(|| bad("bad %-escape in the query"))?;
+            match key {
+                "prefix" => {
+                    if value
+                        .chars()
+                        .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
+                    {
+                        return Err(bad(
+                            "the prefix must not contain braces, spaces or control characters",
+                        ));
+                    }
+                    prefix = value;
+                }
+                "cacert" if tls => {
+                    if value.is_empty() {
+                        return Err(bad("cacert needs a file name"));
+                    }
+                    ca_file = Some(PathBuf::from(value));
+                }
+                "cacert" => return Err(bad("cacert only applies to rediss:// (TLS)")),
+                other => {
+                    return Err(bad(&format!(
+                        "unknown option {other:?} (known: prefix, cacert)"
+                    )));
+                }
+            }
+        }
+        Ok(RedisConfig {
+            tls,
+            host,
+            port,
+            db,
+            username,
+            password: password.or(env_password),
+            prefix,
+            ca_file,
+        })
+    }
+
+    /// The URL without the password, for the child's `LOCKRUN_BACKEND` and output.
+    pub fn display_url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let user = self
+            .username
+            .as_ref()
+            .map(|u| format!("{}@", percent_encode(u)))
+            .unwrap_or_default();
+        let mut url = format!("{scheme}://{user}{}/{}", self.address(), self.db);
+        let mut options = Vec::new();
+        if self.prefix != DEFAULT_PREFIX {
+            options.push(format!("prefix={}", percent_encode(&self.prefix)));
+        }
+        if let Some(ca) = &self.ca_file {
+            options.push(format!("cacert={}", percent_encode(&ca.to_string_lossy())));
+        }
+        if !options.is_empty() {
+            url.push('?');
+            url.push_str(&options.join("&"));
+        }
+        url
+    }
+
+    /// `host:port`, with brackets around IPv6 literals.
+    fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    fn client(&self) -> Result<Client> {
+        let addr = if self.tls {
+            ConnectionAddr::TcpTls {
+                host: self.host.clone(),
+                port: self.port,
+                insecure: false,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(self.host.clone(), self.port)
+        };
+        let mut settings = RedisConnectionInfo::default()
+            .set_db(self.db)
+            .set_lib_name("lockrun", env!("CARGO_PKG_VERSION"));
+        if let Some(user) = &self.username {
+            settings = settings.set_username(user);
+        }
+        if let Some(password) = &self.password {
+            settings = settings.set_password(password);
+        }
+        let info = addr
+            .into_connection_info()
+            .map_err(|e| Error::usage(format!("invalid redis address {}: {e}", self.address())))?
+            .set_redis_settings(settings);
+        let built = match &self.ca_file {
+            Some(ca) => {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    Error::usage(format!("cannot read the CA file {}: {e}", ca.display()))
+                })?;
+                Client::build_with_tls(
+                    info,
+                    redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(pem),
+                    },
+                )
+            }
+            None => Client::open(info),
+        };
+        built.map_err(|e| {
+            Error::usage(format!(
+                "invalid redis settings for {}: {e}",
+                self.display_url()
+            ))
+        })
     }
 }
 
-pub struct RedisBackend;
-pub struct RedisLease;
+/// `host`, `host:port`, `[v6]`, `[v6]:port`.
+fn split_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        match after {
+            "" => (host, None),
+            after => (host, Some(after.strip_prefix(':')?)),
+        }
+    } else {
+        match text.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        }
+    };
+    let port = match port {
+        None | Some("") => DEFAULT_PORT,
+        Some(port) => port.parse().ok().filter(|p| *p != 0)?,
+    };
+    let host = percent_decode(host)?;
+    if host.contains(['/', '@', '?']) {
+        return None;
+    }
+    Some((host, port))
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~:/".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Take the lock if free. Replies (all strings):
+/// `{"1", fence}` acquired; `{"0", holder, fence, pttl}` held;
+/// `{"2", ms}` refused because the server restarted less than a TTL ago.
+/// A key that is ours already (a retry whose first reply was lost) counts
+/// as acquired. A key of another type (someone else's `SET`) counts as held
+/// and is never overwritten.
+const ACQUIRE: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'hash' then
+  local cur = redis.call('HMGET', KEYS[1], 'token', 'holder', 'fence')
+  if cur[1] == ARGV[1] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return {'1', cur[3] or '0'}
+  end
+  return {'0', cur[2] or '', cur[3] or '', tostring(redis.call('PTTL', KEYS[1]))}
+elseif kind ~= 'none' then
+  return {'0', '', '', tostring(redis.call('PTTL', KEYS[1]))}
+end
+local ttl = tonumber(ARGV[2])
+local info = redis.pcall('INFO', 'server')
+if type(info) == 'string' then
+  local up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)'))
+  if up and up * 1000 < ttl then
+    return {'2', string.format('%d', ttl - up * 1000)}
+  end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local fence = redis.call('INCR', KEYS[2])
+if fence < now then
+  fence = now
+  redis.call('SET', KEYS[2], string.format('%d', fence))
+end
+local f = string.format('%d', fence)
+redis.call('HSET', KEYS[1], 'token', ARGV[1], 'holder', ARGV[3], 'fence', f)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return {'1', f}
+";
+
+/// Compare-and-extend: 1 extended, 0 the key is gone, -1 it is someone else's.
+const RENEW: &str = r"
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then return 0 end
+if kind ~= 'hash' or redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return -1 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+";
+
+/// Compare-and-delete, then wake the waiters: 1 released, 0 not ours (left alone).
+const RELEASE: &str = r"
+if redis.call('TYPE', KEYS[1])['ok'] == 'hash' and redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], 'released')
+  return 1
+end
+return 0
+";
+
+/// `{type, holder, fence, pttl}` for each key; with ARGV[1] = 'delete' the
+/// keys are also deleted (whoever holds them) and ARGV[2] is PUBLISHed.
+const INSPECT: &str = r"
+local out = {}
+local deleted = 0
+for i, key in ipairs(KEYS) do
+  local kind = redis.call('TYPE', key)['ok']
+  local holder, fence = '', ''
+  if kind == 'hash' then
+    local v = redis.call('HMGET', key, 'holder', 'fence')
+    holder, fence = v[1] or '', v[2] or ''
+  end
+  out[i] = {kind, holder, fence, tostring(redis.call('PTTL', key))}
+  if ARGV[1] == 'delete' and kind ~= 'none' then
+    redis.call('DEL', key)
+    deleted = deleted + 1
+  end
+end
+if deleted > 0 then redis.call('PUBLISH', ARGV[2], 'released') end
+return out
+";
+
+static ACQUIRE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE));
+static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW));
+static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
+static INSPECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(INSPECT));
+
+pub struct RedisBackend {
+    config: RedisConfig,
+    client: Client,
+    conn: Option<MultiplexedConnection>,
+    /// The release subscription while waiting; dropped once we hold the lock.
+    waiter: Option<Waiter>,
+    /// Shortest remaining lease among the slots found busy in the last round
+    /// (`None`: a lease without expiry, or not known).
+    soonest_expiry: Option<Duration>,
+    /// Consecutive subscriptions lost while waiting, for backoff.
+    lost_subscriptions: u32,
+    told_about_restart: bool,
+}
+
+struct Waiter {
+    channel: String,
+    pubsub: PubSub,
+}
+
+pub struct RedisLease {
+    key: String,
+    token: String,
+    slot: u32,
+    fence: u64,
+    ttl: Duration,
+    channel: String,
+    expires_at: Instant,
+}
 
 impl Lease for RedisLease {
     fn slot(&self) -> u32 {
-        1
+        self.slot
     }
     fn fence(&self) -> Option<u64> {
-        None
+        Some(self.fence)
     }
     fn expires_at(&self) -> Option<Instant> {
-        None
+        Some(self.expires_at)
     }
 }
 
+/// What one inspected key looks like.
+struct KeyState {
+    kind: String,
+    holder: Option<HolderInfo>,
+    pttl_ms: Option<u64>,
+}
+
 impl RedisBackend {
-    pub async fn connect(_config: RedisConfig) -> Result<Self> {
-        Err(Error::unavailable("the redis backend is not built yet"))
+    /// Connect at once, so that an unreachable server (69) or refused
+    /// credentials (77) are reported before anything else happens.
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let client = config.client()?;
+        let mut backend = RedisBackend {
+            config,
+            client,
+            conn: None,
+            waiter: None,
+            soonest_expiry: None,
+            lost_subscriptions: 0,
+            told_about_restart: false,
+        };
+        backend.connection(CONNECT_TIMEOUT).await?;
+        Ok(backend)
     }
+
+    fn key_base(&self, name: &LockName) -> String {
+        format!("{}{{{name}}}", self.config.prefix)
+    }
+
+    fn lock_key(&self, name: &LockName, slot: u32, slots: u32) -> String {
+        if slots <= 1 {
+            format!("{}:lock", self.key_base(name))
+        } else {
+            format!("{}:slot:{slot}", self.key_base(name))
+        }
+    }
+
+    fn fence_key(&self, name: &LockName) -> String {
+        format!("{}:fence", self.key_base(name))
+    }
+
+    fn channel(&self, name: &LockName) -> String {
+        format!("{}:released", self.key_base(name))
+    }
+
+    /// The cached connection, or a new one.
+    async fn connection(&mut self, limit: Duration) -> Result<MultiplexedConnection> {
+        if let Some(conn) = &self.conn {
+            return Ok(conn.clone());
+        }
+        let limit = limit.min(CONNECT_TIMEOUT);
+        // Our own deadlines bound every call; the library's default 500 ms
+        // response timeout would turn a slow renewal into a spurious error.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(limit))
+            .set_response_timeout(None);
+        let conn = match tokio::time::timeout(
+            limit,
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(self.error("connecting", &e)),
+            Err(_) => return Err(self.timeout_error("connecting", limit)),
+        };
+        self.conn = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Run one request with a deadline. A cached connection that turns out
+    /// to be dead (the server restarted, an idle timeout) is replaced and the
+    /// request sent once more: every request we make is idempotent (the
+    /// acquire script recognises its own token).
+    async fn call<T>(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        request: impl AsyncFn(&mut MultiplexedConnection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        let deadline = tokio::time::Instant::now() + limit;
+        let outcome = tokio::time::timeout_at(deadline, async {
+            let reused = self.conn.is_some();
+            let mut conn = self.connection(limit).await?;
+            match request(&mut conn).await {
+                Ok(value) => Ok(value),
+                Err(e) if reused && is_transport_error(&e) => {
+                    tracing::debug!(error = %e, "redis connection lost; reconnecting");
+                    self.conn = None;
+                    let mut conn = self.connection(limit).await?;
+                    request(&mut conn).await.map_err(|e| self.error(what, &e))
+                }
+                Err(e) => Err(self.error(what, &e)),
+            }
+        })
+        .await;
+        let result = outcome.unwrap_or_else(|_| Err(self.timeout_error(what, limit)));
+        if result.is_err() {
+            // After a timeout the request may still be queued on the server
+            // (CLIENT PAUSE): closing the connection lets the server drop it.
+            self.conn = None;
+        }
+        result
+    }
+
+    fn error(&self, what: &str, e: &RedisError) -> Error {
+        let address = self.config.address();
+        let code = e.code().unwrap_or_default();
+        let detail = self.scrub(&e.detail().map_or_else(|| e.to_string(), str::to_owned));
+        if e.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(code, "WRONGPASS" | "NOAUTH")
+        {
+            let hint = if self.config.password.is_some() {
+                "check the user name and password"
+            } else {
+                "the server wants a password: put it in the URL or in LOCKRUN_REDIS_PASSWORD"
+            };
+            return Error::no_permission(format!(
+                "redis at {address} refused our credentials while {what}: {detail}; {hint}"
+            ));
+        }
+        if code == "NOPERM" {
+            return Error::no_permission(format!(
+                "redis at {address} does not allow this user to run lockrun's commands ({what}): {detail}; it needs EVALSHA, EVAL, SCRIPT, SUBSCRIBE, SCAN and INFO on the keys {}*",
+                self.config.prefix
+            ));
+        }
+        let text = self.scrub(&e.to_string());
+        let reason = if e.is_connection_refusal() {
+            "connection refused (is redis-server running there?)".to_owned()
+        } else if e.is_timeout() {
+            "timed out".to_owned()
+        } else if text.contains("certificate") && self.config.ca_file.is_none() {
+            format!(
+                "{text} (for a server certificate from a private CA, add ?cacert=/path/to/ca.pem to the URL)"
+            )
+        } else {
+            text
+        };
+        Error::unavailable(format!("redis at {address}: {what} failed: {reason}"))
+    }
+
+    fn timeout_error(&self, what: &str, limit: Duration) -> Error {
+        Error::unavailable(format!(
+            "redis at {} did not answer within {} while {what}",
+            self.config.address(),
+            humantime::format_duration(limit)
+        ))
+    }
+
+    /// Server and library messages should never contain the password, but
+    /// a message is not worth a leak.
+    fn scrub(&self, text: &str) -> String {
+        match &self.config.password {
+            Some(password) if !password.is_empty() => text.replace(password.as_str(), "***"),
+            _ => text.to_owned(),
+        }
+    }
+
+    async fn inspect(
+        &mut self,
+        name: &LockName,
+        keys: &[String],
+        delete: bool,
+    ) -> Result<Vec<KeyState>> {
+        let channel = self.channel(name);
+        let mut invocation = INSPECT_SCRIPT.prepare_invoke();
+        for key in keys {
+            invocation.key(key);
+        }
+        invocation
+            .arg(if delete { "delete" } else { "read" })
+            .arg(&channel);
+        let what = if delete {
+            "force-releasing"
+        } else {
+            "reading the lock"
+        };
+        let rows: Vec<Vec<String>> = self
+            .call(what, CALL_TIMEOUT, async |conn| {
+                invocation.invoke_async(conn).await
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let field = |i: usize| row.get(i).cloned().unwrap_or_default();
+                KeyState {
+                    holder: parse_holder(&field(1), &field(2)),
+                    pttl_ms: field(3)
+                        .parse::<i64>()
+                        .ok()
+                        .and_then(|ms| u64::try_from(ms).ok()),
+                    kind: field(0),
+                }
+            })
+            .collect())
+    }
+
+    /// The keys of `name`: all `slots` of them when given, else the ones
+    /// that exist (SCAN), else the plain lock.
+    async fn keys_of(
+        &mut self,
+        name: &LockName,
+        slots: Option<u32>,
+    ) -> Result<Vec<(String, Option<u32>)>> {
+        if let Some(slots) = slots {
+            return Ok((1..=slots)
+                .map(|slot| {
+                    (
+                        self.lock_key(name, slot, slots),
+                        (slots > 1).then_some(slot),
+                    )
+                })
+                .collect());
+        }
+        let base = self.key_base(name);
+        let pattern = format!("{}:*", glob_escape(&base));
+        let mut found: Vec<(String, Option<u32>)> = self
+            .scan(&pattern)
+            .await?
+            .into_iter()
+            .filter_map(|key| {
+                let rest = key.strip_prefix(&base)?.to_owned();
+                match rest.as_str() {
+                    ":lock" => Some((key, None)),
+                    _ => {
+                        let slot = rest.strip_prefix(":slot:")?.parse().ok()?;
+                        Some((key, Some(slot)))
+                    }
+                }
+            })
+            .collect();
+        found.sort_by_key(|(_, slot)| *slot);
+        if found.is_empty() {
+            found.push((self.lock_key(name, 1, 1), None));
+        }
+        Ok(found)
+    }
+
+    async fn scan(&mut self, pattern: &str) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, batch): (u64, Vec<String>) = self
+                .call("listing keys", CALL_TIMEOUT, async |conn| {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(SCAN_COUNT)
+                        .query_async(conn)
+                        .await
+                })
+                .await?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    async fn states(
+        &mut self,
+        name: &LockName,
+        keys: &[(String, Option<u32>)],
+        delete: bool,
+    ) -> Result<Vec<SlotState>> {
+        let redis_keys: Vec<String> = keys.iter().map(|(key, _)| key.clone()).collect();
+        let states = self.inspect(name, &redis_keys, delete).await?;
+        Ok(keys
+            .iter()
+            .zip(states)
+            .map(|((_, slot), state)| SlotState {
+                key: match slot {
+                    Some(slot) => format!("{name}@{slot}"),
+                    None => name.as_str().to_owned(),
+                },
+                slot: *slot,
+                held: state.kind != "none",
+                holder: state.holder,
+                expires_in_ms: state.pttl_ms,
+                needs_manual_release: false,
+            })
+            .collect())
+    }
+
+    /// Subscribe to the release channel of `name` on a connection of its own.
+    async fn subscribe(&mut self, channel: &str) -> Result<Waiter> {
+        let subscribed = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let mut pubsub = self.client.get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            Ok::<_, RedisError>(pubsub)
+        })
+        .await;
+        match subscribed {
+            Ok(Ok(pubsub)) => Ok(Waiter {
+                channel: channel.to_owned(),
+                pubsub,
+            }),
+            Ok(Err(e)) => Err(self.error("subscribing to release messages", &e)),
+            Err(_) => Err(self.timeout_error("subscribing to release messages", CONNECT_TIMEOUT)),
+        }
+    }
+
+    /// When to look again without a release message: just after the
+    /// shortest busy lease would expire by itself, jittered so the waiters
+    /// of a holder that died do not all arrive at once.
+    fn fallback_delay(&self, req: &LockRequest) -> Duration {
+        let base = self
+            .soonest_expiry
+            .unwrap_or_else(|| req.ttl.min(MAX_FALLBACK))
+            .min(MAX_FALLBACK);
+        let spread = (base / 10).clamp(Duration::from_millis(5), Duration::from_secs(1));
+        let jitter = rand::random_range(0..=u64::try_from(spread.as_micros()).unwrap_or(u64::MAX));
+        base + Duration::from_micros(jitter) + Duration::from_millis(1)
+    }
+}
+
+fn is_transport_error(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
+}
+
+fn parse_holder(json: &str, fence: &str) -> Option<HolderInfo> {
+    let mut holder: HolderInfo = serde_json::from_str(json).ok()?;
+    holder.fence = fence.parse().ok();
+    Some(holder)
+}
+
+/// Escape SCAN's glob characters in a literal.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn renew_timeout(ttl: Duration) -> Duration {
+    (ttl / 3).min(RENEW_TIMEOUT_CAP)
+}
+
+/// An acquire answered later than this would leave too little of the lease
+/// to be worth starting the command on; it fails as unavailable instead.
+fn acquire_timeout(ttl: Duration) -> Duration {
+    (ttl / 3).min(CALL_TIMEOUT)
 }
 
 impl Backend for RedisBackend {
     type Lease = RedisLease;
-    async fn try_acquire(&mut self, _: &LockRequest, _: u32) -> Result<Attempt<RedisLease>> {
-        unreachable!()
+
+    async fn try_acquire(&mut self, req: &LockRequest, slot: u32) -> Result<Attempt<RedisLease>> {
+        if slot == 1 {
+            self.soonest_expiry = None;
+        }
+        let key = self.lock_key(&req.name, slot, req.slots);
+        let fence_key = self.fence_key(&req.name);
+        let token = format!("{:032x}", rand::random::<u128>());
+        let holder =
+            serde_json::to_string(&req.holder).map_err(|e| Error::internal(e.to_string()))?;
+        let ttl_ms = u64::try_from(req.ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut invocation = ACQUIRE_SCRIPT.key(&key);
+        invocation
+            .key(&fence_key)
+            .arg(&token)
+            .arg(ttl_ms)
+            .arg(&holder);
+        // Taken before sending: the server's lease starts later than this,
+        // so our idea of when it expires errs on the safe side.
+        let sent = Instant::now();
+        let reply: Vec<String> = self
+            .call(
+                "acquiring the lock",
+                acquire_timeout(req.ttl),
+                async |conn| invocation.invoke_async(conn).await,
+            )
+            .await?;
+        let field = |i: usize| reply.get(i).map_or("", String::as_str);
+        match field(0) {
+            "1" => {
+                let fence = field(1).parse().map_err(|_| {
+                    Error::unavailable(format!("redis returned a bad fence {:?}", field(1)))
+                })?;
+                // Whatever the slot, we are no longer waiting.
+                self.waiter = None;
+                self.lost_subscriptions = 0;
+                Ok(Attempt::Acquired(RedisLease {
+                    key,
+                    token,
+                    slot,
+                    fence,
+                    ttl: req.ttl,
+                    channel: self.channel(&req.name),
+                    expires_at: sent + req.ttl,
+                }))
+            }
+            "0" => {
+                let pttl = field(3).parse::<i64>().ok();
+                let remaining = pttl
+                    .and_then(|ms| u64::try_from(ms).ok())
+                    .map(Duration::from_millis);
+                self.soonest_expiry = match (self.soonest_expiry, remaining) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                Ok(Attempt::Held(parse_holder(field(1), field(2))))
+            }
+            "2" => {
+                let wait = Duration::from_millis(field(1).parse().unwrap_or(0));
+                if !self.told_about_restart {
+                    self.told_about_restart = true;
+                    tracing::warn!(
+                        "redis at {} started less than --ttl ago: no lock is granted for {} more, in case a holder from before a restart is still running",
+                        self.config.address(),
+                        humantime::format_duration(wait)
+                    );
+                }
+                self.soonest_expiry = Some(self.soonest_expiry.map_or(wait, |s| s.min(wait)));
+                Ok(Attempt::Held(None))
+            }
+            other => Err(Error::unavailable(format!(
+                "redis returned an unexpected reply {other:?} to the acquire script"
+            ))),
+        }
     }
-    async fn wait(&mut self, _: &LockRequest, _: u32) -> Result<WaitOutcome<RedisLease>> {
-        unreachable!()
+
+    async fn wait(&mut self, req: &LockRequest, _round: u32) -> Result<WaitOutcome<RedisLease>> {
+        let channel = self.channel(&req.name);
+        if self.waiter.as_ref().is_none_or(|w| w.channel != channel) {
+            self.waiter = Some(self.subscribe(&channel).await?);
+            // A release between our last try and the SUBSCRIBE went
+            // unheard: look once more now that we would hear it.
+            return Ok(WaitOutcome::Retry);
+        }
+        let fallback = self.fallback_delay(req);
+        let Some(waiter) = self.waiter.as_mut() else {
+            return Ok(WaitOutcome::Retry);
+        };
+        let woke = {
+            let mut messages = std::pin::pin!(waiter.pubsub.on_message());
+            let next_message =
+                std::future::poll_fn(|cx| futures_core::Stream::poll_next(messages.as_mut(), cx));
+            tokio::select! {
+                message = next_message => Some(message.is_some()),
+                () = tokio::time::sleep(fallback) => None,
+            }
+        };
+        match woke {
+            Some(true) => {
+                self.lost_subscriptions = 0;
+                tracing::debug!("release message: trying again");
+            }
+            Some(false) => {
+                // The subscription's connection died (server restart, idle
+                // kill): the next try tells whether the server is back.
+                self.waiter = None;
+                self.lost_subscriptions += 1;
+                tracing::info!("lost the redis subscription; trying again");
+                tokio::time::sleep(backoff_delay(
+                    self.lost_subscriptions,
+                    Duration::from_millis(50),
+                    Duration::from_secs(2),
+                ))
+                .await;
+            }
+            None => tracing::debug!(
+                ?fallback,
+                "no release message; checking for an expired lease"
+            ),
+        }
+        Ok(WaitOutcome::Retry)
     }
-    fn renew_interval(&self, _: &LockRequest) -> Option<Duration> {
-        None
+
+    fn renew_interval(&self, req: &LockRequest) -> Option<Duration> {
+        Some(req.ttl / 3)
     }
-    async fn renew(&mut self, _: &mut RedisLease) -> Result<Renewal> {
-        unreachable!()
+
+    async fn renew(&mut self, lease: &mut RedisLease) -> Result<Renewal> {
+        let ttl_ms = u64::try_from(lease.ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut invocation = RENEW_SCRIPT.key(&lease.key);
+        invocation.arg(&lease.token).arg(ttl_ms);
+        let sent = Instant::now();
+        let verdict: i64 = self
+            .call(
+                "renewing the lease",
+                renew_timeout(lease.ttl),
+                async |conn| invocation.invoke_async(conn).await,
+            )
+            .await?;
+        Ok(match verdict {
+            1 => {
+                lease.expires_at = sent + lease.ttl;
+                Renewal::Held
+            }
+            0 => Renewal::Lost(format!(
+                "the lock key {} is gone from redis (it expired, was deleted, or the server lost its data)",
+                lease.key
+            )),
+            _ => Renewal::Lost(format!(
+                "the lock key {} now belongs to someone else (overwritten or taken over)",
+                lease.key
+            )),
+        })
     }
-    async fn release(&mut self, _: RedisLease) -> Result<()> {
-        unreachable!()
+
+    async fn release(&mut self, lease: RedisLease) -> Result<()> {
+        let mut invocation = RELEASE_SCRIPT.key(&lease.key);
+        invocation.arg(&lease.token).arg(&lease.channel);
+        let released: i64 = self
+            .call("releasing the lock", RELEASE_TIMEOUT, async |conn| {
+                invocation.invoke_async(conn).await
+            })
+            .await?;
+        if released == 0 {
+            tracing::info!(key = %lease.key, "the lock was no longer ours; left it alone");
+        }
+        Ok(())
     }
-    async fn status(&mut self, _: &LockName, _: Option<u32>) -> Result<Vec<SlotState>> {
-        unreachable!()
+
+    async fn status(&mut self, name: &LockName, slots: Option<u32>) -> Result<Vec<SlotState>> {
+        let keys = self.keys_of(name, slots).await?;
+        self.states(name, &keys, false).await
     }
+
     async fn list(&mut self) -> Result<Vec<SlotState>> {
-        unreachable!()
+        let pattern = format!("{}{{*}}:*", glob_escape(&self.config.prefix));
+        let keys = self.scan(&pattern).await?;
+        // name -> its lock keys; a name with only a fence counter is known but free.
+        let mut names: std::collections::BTreeMap<String, Vec<(String, Option<u32>)>> =
+            Default::default();
+        for key in keys {
+            let Some(rest) = key
+                .strip_prefix(&self.config.prefix)
+                .and_then(|r| r.strip_prefix('{'))
+            else {
+                continue;
+            };
+            let Some((name, suffix)) = rest.split_once('}') else {
+                continue;
+            };
+            if LockName::parse(std::ffi::OsStr::new(name)).is_err() {
+                continue;
+            }
+            let entry = names.entry(name.to_owned()).or_default();
+            match suffix {
+                ":lock" => entry.push((key, None)),
+                ":fence" => {}
+                _ => {
+                    if let Some(slot) = suffix.strip_prefix(":slot:").and_then(|s| s.parse().ok()) {
+                        entry.push((key, Some(slot)));
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (name, mut keys) in names {
+            let name = LockName::parse(std::ffi::OsStr::new(&name))?;
+            if keys.is_empty() {
+                out.push(SlotState {
+                    key: name.as_str().to_owned(),
+                    slot: None,
+                    held: false,
+                    holder: None,
+                    expires_in_ms: None,
+                    needs_manual_release: false,
+                });
+                continue;
+            }
+            keys.sort_by_key(|(_, slot)| *slot);
+            out.extend(self.states(&name, &keys, false).await?);
+        }
+        Ok(out)
     }
-    async fn force_release(&mut self, _: &LockName, _: Option<u32>) -> Result<Vec<SlotState>> {
-        unreachable!()
+
+    async fn force_release(
+        &mut self,
+        name: &LockName,
+        slots: Option<u32>,
+    ) -> Result<Vec<SlotState>> {
+        let keys = self.keys_of(name, slots).await?;
+        let states = self.states(name, &keys, true).await?;
+        Ok(states.into_iter().filter(|s| s.held).collect())
     }
+
     fn display_url(&self) -> String {
-        String::new()
+        self.config.display_url()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> Result<RedisConfig> {
+        RedisConfig::parse_with(url, None)
+    }
+
+    #[test]
+    fn urls() {
+        let c = parse("redis://localhost").unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.db, c.tls),
+            ("localhost", 6379, 0, false)
+        );
+        assert_eq!(c.display_url(), "redis://localhost:6379/0");
+
+        let c = parse("rediss://bob:s%40cret@cache.example:6380/3?prefix=app%3A").unwrap();
+        assert_eq!((c.port, c.db, c.tls), (6380, 3, true));
+        assert_eq!(c.username.as_deref(), Some("bob"));
+        assert_eq!(c.password.as_deref(), Some("s@cret"));
+        assert_eq!(c.prefix, "app:");
+        assert_eq!(
+            c.display_url(),
+            "rediss://bob@cache.example:6380/3?prefix=app:"
+        );
+
+        let c = parse("redis://:pw@[::1]:7000").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("::1", 7000));
+        assert_eq!(c.display_url(), "redis://[::1]:7000/0");
+        assert!(c.username.is_none());
+    }
+
+    #[test]
+    fn bad_urls_are_usage_errors_without_the_password() {
+        for url in [
+            "redis://",
+            "redis://:secret@",
+            "redis://h:notaport",
+            "redis://h:0",
+            "redis://h/x",
+            "redis://h/-1",
+            "redis://:secret@h?what=1",
+            "redis://:sec/ret@h",
+            "redis://:secret@h:1:2",
+            "redis://h?prefix=a{b}",
+            "redis://h?cacert=/x",
+            "redis://h#insecure",
+            "http://h",
+        ] {
+            let err = parse(url).unwrap_err();
+            assert!(matches!(err, Error::Usage(_)), "{url}: {err}");
+            let text = err.to_string();
+            assert!(
+                !text.contains("secret") && !text.contains("sec/ret"),
+                "{url}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn password_from_env_unless_in_url() {
+        let c = RedisConfig::parse_with("redis://h", Some("envpw".into())).unwrap();
+        assert_eq!(c.password.as_deref(), Some("envpw"));
+        let c = RedisConfig::parse_with("redis://:urlpw@h", Some("envpw".into())).unwrap();
+        assert_eq!(c.password.as_deref(), Some("urlpw"));
+        assert!(!format!("{c:?}").contains("urlpw"));
+        assert!(!c.display_url().contains("urlpw"));
+    }
+
+    #[test]
+    fn glob_escaping() {
+        assert_eq!(glob_escape("a*b?[c]\\{d}"), "a\\*b\\?\\[c\\]\\\\{d}");
     }
 }

@@ -1,0 +1,1185 @@
+//! The Redis backend against a real `redis-server` that each test starts on
+//! a free loopback port (no persistence) and kills when it ends.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::Signal;
+
+use crate::util::*;
+
+/// Lease length for most tests: short, so expiry tests are quick, but with
+/// room for a loaded two-core machine (renewal every second).
+const TTL: &str = "3s";
+const TTL_MS: u64 = 3000;
+
+/// A `redis-server` of our own; killed and reaped on drop.
+struct RedisServer {
+    proc: Option<Proc>,
+    port: u16,
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    password: Option<String>,
+    /// CA of the server's certificate when it speaks TLS only.
+    tls_ca: Option<std::path::PathBuf>,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        RedisServer::start_with(&[], None)
+    }
+
+    fn start_with(args: &[&str], password: Option<&str>) -> RedisServer {
+        let mut server = RedisServer {
+            proc: None,
+            port: 0,
+            dir: tempfile::tempdir().unwrap(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            password: password.map(str::to_owned),
+            tls_ca: None,
+        };
+        server.start_on_free_port();
+        server
+    }
+
+    /// A TLS-only server with a certificate for localhost/127.0.0.1 from a
+    /// CA of its own; `None` (the test is skipped) without openssl.
+    fn start_tls() -> Option<RedisServer> {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let script = format!(
+            "cd {d} && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=lockrun-test-ca && \
+             openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost && \
+             printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext && \
+             openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext"
+        );
+        let out = run_timeout(sh(&script), SOON);
+        if !out.status.success() {
+            eprintln!(
+                "skipping the TLS test: cannot make certificates: {}",
+                stderr_of(&out)
+            );
+            return None;
+        }
+        let file = |name: &str| dir.path().join(name).display().to_string();
+        let mut server = RedisServer {
+            proc: None,
+            port: 0,
+            args: vec![
+                "--tls-cert-file".into(),
+                file("server.pem"),
+                "--tls-key-file".into(),
+                file("server.key"),
+                "--tls-ca-cert-file".into(),
+                file("ca.pem"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+            password: None,
+            tls_ca: Some(dir.path().join("ca.pem")),
+            dir,
+        };
+        server.start_on_free_port();
+        Some(server)
+    }
+
+    fn start_on_free_port(&mut self) {
+        for _ in 0..5 {
+            self.port = free_port();
+            if self.launch() {
+                self.settle();
+                return;
+            }
+        }
+        panic!("could not start redis-server on a free port");
+    }
+
+    /// Spawn on `self.port`; false if it exited (port taken) before answering.
+    fn launch(&mut self) -> bool {
+        let mut cmd = Command::new("redis-server");
+        let port = self.port.to_string();
+        if self.tls_ca.is_some() {
+            cmd.args(["--port", "0", "--tls-port", &port]);
+        } else {
+            cmd.args(["--port", &port]);
+        }
+        cmd.args(["--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"))
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(password) = &self.password {
+            cmd.args(["--requirepass", password]);
+        }
+        let mut proc = Proc::spawn(cmd, "redis-server");
+        let deadline = Instant::now() + SOON;
+        loop {
+            if let Ok(Some(_)) = proc.child.try_wait() {
+                return false;
+            }
+            if self.answers_ping() {
+                self.proc = Some(proc);
+                return true;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not become ready"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A fresh server grants no lock until it has been up for the TTL (the
+    /// backend's restart guard): wait that out once, so tests start at once.
+    fn settle(&self) {
+        let deadline = Instant::now() + SOON;
+        while self
+            .info_field("uptime_in_seconds")
+            .parse::<u64>()
+            .unwrap_or(0)
+            * 1000
+            < TTL_MS
+        {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server uptime did not grow"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn answers_ping(&self) -> bool {
+        if self.tls_ca.is_some() {
+            let out = run_timeout(self.cli_command(&["PING"]), SOON);
+            return String::from_utf8_lossy(&out.stdout).contains("PONG");
+        }
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        if stream.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut line = String::new();
+        let _ = BufReader::new(stream).read_line(&mut line);
+        line.starts_with("+PONG") || line.starts_with("-NOAUTH")
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `redis-cli` against this server (authenticated); its stdout, trimmed.
+    fn cli(&self, args: &[&str]) -> String {
+        let out = run_timeout(self.cli_command(args), SOON);
+        assert!(
+            out.status.success(),
+            "redis-cli {args:?}: {}",
+            stderr_of(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn cli_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(ca) = &self.tls_ca {
+            cmd.arg("--tls").arg("--cacert").arg(ca);
+        }
+        cmd.args(args);
+        if let Some(password) = &self.password {
+            cmd.env("REDISCLI_AUTH", password);
+        }
+        cmd
+    }
+
+    fn info_field(&self, field: &str) -> String {
+        let info = self.cli(&["INFO", "server"]);
+        info.lines()
+            .find_map(|line| line.strip_prefix(&format!("{field}:")))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+
+    /// Kill it (no shutdown, no save) and reap it.
+    fn kill(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.signal(Signal::SIGKILL);
+            proc.wait_timeout(SOON);
+        }
+    }
+
+    /// Start again on the same port, empty.
+    fn restart(&mut self) {
+        self.kill();
+        let deadline = Instant::now() + SOON;
+        while !self.launch() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not restart on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Block until a CLIENT PAUSE is over (PING waits behind it).
+    fn wait_unpaused(&self) {
+        self.cli(&["PING"]);
+    }
+
+    /// Total calls of the given commands since the server started.
+    fn calls(&self, commands: &[&str]) -> u64 {
+        self.cli(&["INFO", "commandstats"])
+            .lines()
+            .filter_map(|line| {
+                let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                commands.contains(&name).then_some(())?;
+                stats
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("calls="))?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
+    fn subscribers(&self, channel: &str) -> u64 {
+        let out = self.cli(&["PUBSUB", "NUMSUB", channel]);
+        out.lines()
+            .nth(1)
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn wait_for_subscribers(&self, channel: &str, n: u64) {
+        wait_until(&format!("{n} subscribers on {channel}"), SOON, || {
+            self.subscribers(channel) >= n
+        });
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn lock_key(name: &str) -> String {
+    format!("lockrun:{{{name}}}:lock")
+}
+
+fn channel(name: &str) -> String {
+    format!("lockrun:{{{name}}}:released")
+}
+
+/// `lockrun --backend URL ARGS…`.
+fn lockrun(url: &str, args: &[&str]) -> Command {
+    let mut cmd = lockrun_cmd();
+    cmd.arg("--backend").arg(url).args(args);
+    cmd
+}
+
+/// `sh -c SCRIPT` without LOCKRUN_* from the test runner.
+fn sh(script: &str) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("LOCKRUN_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// A lockrun holding NAME whose child writes "PID FENCE" to `ready`, then
+/// blocks reading stdin: closing stdin ends it.
+struct Holder {
+    proc: Proc,
+    stdin: Option<ChildStdin>,
+    child_pid: i32,
+    fence: u64,
+}
+
+impl Holder {
+    fn start(url: &str, dir: &Path, name: &str, extra: &[&str]) -> Holder {
+        let ready = dir.join(format!("{name}.{}.ready", now_ns()));
+        let script = format!(
+            "echo $$ $LOCKRUN_FENCE > {}; read line; exit 0",
+            ready.display()
+        );
+        let mut args: Vec<&str> = vec!["--ttl", TTL];
+        args.extend(extra);
+        args.extend([name, "--", "sh", "-c", &script]);
+        let mut cmd = lockrun(url, &args);
+        cmd.stdin(Stdio::piped()).stderr(Stdio::piped());
+        let mut proc = Proc::spawn(cmd, &format!("holder of {name}"));
+        let stdin = proc.child.stdin.take();
+        let text = wait_for_content(&ready);
+        let mut words = text.split_whitespace();
+        let child_pid = words.next().unwrap().parse().unwrap();
+        let fence = words.next().expect("LOCKRUN_FENCE is set").parse().unwrap();
+        Holder {
+            proc,
+            stdin,
+            child_pid,
+            fence,
+        }
+    }
+
+    /// Let the child finish; lockrun's exit code.
+    fn release(mut self) -> i32 {
+        drop(self.stdin.take());
+        code(self.proc.wait_timeout(SOON))
+    }
+
+    /// Wait until lockrun exits by itself; its exit code and stderr.
+    fn wait_exit(&mut self, timeout: Duration) -> (i32, String) {
+        let (status, stderr) = self.proc.finish(timeout);
+        (code(status), stderr)
+    }
+}
+
+fn read_fence_log(path: &Path) -> Vec<u64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|line| {
+            line.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("bad fence line {line:?}"))
+        })
+        .collect()
+}
+
+fn assert_strictly_increasing(fences: &[u64]) {
+    for pair in fences.windows(2) {
+        assert!(
+            pair[0] < pair[1],
+            "fences not strictly increasing: {pair:?} in {fences:?}"
+        );
+    }
+}
+
+#[test]
+fn contention_torture_keeps_the_count_exact_and_fences_increasing() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let counter = dir.path().join("counter");
+    let fences = dir.path().join("fences");
+    std::fs::write(&counter, "0\n").unwrap();
+    const WORKERS: usize = 8;
+    const ROUNDS: usize = 25;
+    // Unprotected read, pause, write: any overlap loses an increment.
+    let section = format!(
+        "n=$(cat {c}); sleep 0.002; echo $((n + 1)) > {c}; echo $LOCKRUN_FENCE >> {f}",
+        c = counter.display(),
+        f = fences.display()
+    );
+    let worker = format!(
+        "i=0; while [ $i -lt {ROUNDS} ]; do \"$BIN\" -q --backend \"$URL\" -w 120s --ttl {TTL} torture -c \"$SECTION\" || exit $?; i=$((i + 1)); done"
+    );
+    let started = Instant::now();
+    let mut procs: Vec<Proc> = (0..WORKERS)
+        .map(|i| {
+            let mut cmd = sh(&worker);
+            cmd.env("BIN", BIN)
+                .env("URL", server.url())
+                .env("SECTION", &section);
+            Proc::spawn(cmd, &format!("worker {i}"))
+        })
+        .collect();
+    for proc in &mut procs {
+        let status = proc.wait_timeout(Duration::from_secs(240));
+        assert!(status.success(), "{} failed: {status:?}", proc.name);
+    }
+    let total = std::fs::read_to_string(&counter).unwrap();
+    assert_eq!(total.trim(), (WORKERS * ROUNDS).to_string());
+    let fences = read_fence_log(&fences);
+    assert_eq!(fences.len(), WORKERS * ROUNDS);
+    assert_strictly_increasing(&fences);
+    eprintln!(
+        "{} critical sections in {:?}",
+        WORKERS * ROUNDS,
+        started.elapsed()
+    );
+    // Nothing left but the fence counter.
+    assert_eq!(server.cli(&["KEYS", "*"]), "lockrun:{torture}:fence");
+}
+
+#[test]
+fn three_slots_hold_three_at_most_and_three_together() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    // Each holder marks its slot (noclobber: two in one slot is a collision),
+    // checks how many are inside, then waits at the barrier `go`.
+    let script = format!(
+        "set -C; : > {d}/in.$LOCKRUN_SLOT 2>/dev/null || touch {d}/collision; \
+         n=$(ls {d} | grep -c '^in\\.'); [ \"$n\" -le 3 ] || touch {d}/over; \
+         echo $LOCKRUN_SLOT >> {d}/entered; \
+         while [ ! -e {d}/go ]; do sleep 0.01; done; rm -f {d}/in.$LOCKRUN_SLOT"
+    );
+    let inside = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("in.")
+            })
+            .count()
+    };
+    let mut procs: Vec<Proc> = (0..6)
+        .map(|i| {
+            let cmd = lockrun(
+                &server.url(),
+                &[
+                    "--slots", "3", "-w", "60s", "--ttl", TTL, "pool", "-c", &script,
+                ],
+            );
+            Proc::spawn(cmd, &format!("slot user {i}"))
+        })
+        .collect();
+    wait_until("three holders inside together", SOON, || inside() == 3);
+    // The other three are waiting, not inside.
+    let status = run_timeout(
+        lockrun(&server.url(), &["status", "pool", "--slots", "3", "--json"]),
+        SOON,
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let held = doc["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["held"] == true)
+        .count();
+    assert_eq!(held, 3, "{doc}");
+    let running = procs
+        .iter_mut()
+        .filter_map(|p| p.child.try_wait().unwrap())
+        .count();
+    let running = 6 - running;
+    assert_eq!(running, 6);
+    assert_eq!(inside(), 3);
+    touch(&dir.path().join("go"));
+    for proc in &mut procs {
+        assert_eq!(code(proc.wait_timeout(SOON)), 0, "{}", proc.name);
+    }
+    assert!(
+        !dir.path().join("over").exists(),
+        "more than 3 inside at once"
+    );
+    assert!(
+        !dir.path().join("collision").exists(),
+        "two holders in one slot"
+    );
+    let entered = std::fs::read_to_string(dir.path().join("entered")).unwrap();
+    let slots: Vec<&str> = entered.lines().collect();
+    assert_eq!(slots.len(), 6);
+    assert!(
+        slots.iter().all(|s| ["1", "2", "3"].contains(s)),
+        "{slots:?}"
+    );
+}
+
+#[test]
+fn sigkilled_holder_keeps_the_lock_until_the_ttl_then_it_is_free() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let mut holder = Holder::start(&url, dir.path(), "crash", &[]);
+    // The key expires no earlier than t0 + its PTTL read after t0.
+    let t0 = now_ns();
+    let pttl: u64 = server.cli(&["PTTL", &lock_key("crash")]).parse().unwrap();
+    assert!(pttl > 0 && pttl <= TTL_MS, "pttl {pttl}");
+    holder.proc.signal(Signal::SIGKILL);
+    holder.proc.wait_timeout(SOON);
+    wait_until("the child to die with lockrun", SOON, || {
+        !alive(holder.child_pid)
+    });
+
+    let out = run_timeout(lockrun(&url, &["-n", "crash", "--", "true"]), SOON);
+    assert_eq!(code(out.status), 75, "{}", stderr_of(&out));
+
+    let stamp = dir.path().join("acquired");
+    let cmd = lockrun(
+        &url,
+        &[
+            "-w",
+            "20s",
+            "--ttl",
+            TTL,
+            "crash",
+            "-c",
+            &format!("date +%s%N > {}", stamp.display()),
+        ],
+    );
+    let out = run_timeout(cmd, SOON);
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+    let acquired: u128 = std::fs::read_to_string(&stamp)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let expiry = t0 + u128::from(pttl) * 1_000_000;
+    assert!(
+        acquired >= expiry,
+        "acquired {} ms before the lease expired",
+        (expiry - acquired) / 1_000_000
+    );
+    // Noticed promptly (the waiter sleeps until the lease would expire, plus jitter).
+    assert!(
+        acquired < expiry + 2_000_000_000,
+        "acquired {} ms after the lease expired",
+        (acquired - expiry) / 1_000_000
+    );
+}
+
+#[test]
+fn deleted_lock_key_stops_the_holder_and_spares_the_new_holder() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let mut old = Holder::start(&url, dir.path(), "stolen", &[]);
+    server.cli(&["DEL", &lock_key("stolen")]);
+    let deleted = Instant::now();
+    let new = Holder::start(&url, dir.path(), "stolen", &["-w", "10s"]);
+    let (code_old, stderr) = old.wait_exit(SOON);
+    let took = deleted.elapsed();
+    assert_eq!(code_old, 76, "{stderr}");
+    assert!(stderr.contains("lost the lock"), "{stderr}");
+    // Renewal every ttl/3 = 1s; the margin covers the stop and a busy machine.
+    assert!(
+        took < Duration::from_millis(TTL_MS / 3 + 1500),
+        "stopped only after {took:?}"
+    );
+    assert!(!alive(old.child_pid));
+    // The old holder's release left the new holder's key alone.
+    let record = server.cli(&["HGET", &lock_key("stolen"), "holder"]);
+    assert!(
+        record.contains(&format!("\"pid\":{}", new.proc.pid())),
+        "{record}"
+    );
+    assert!(alive(new.child_pid));
+    assert!(new.fence > old.fence);
+    assert_eq!(new.release(), 0);
+    assert_eq!(server.cli(&["EXISTS", &lock_key("stolen")]), "0");
+}
+
+#[test]
+fn overwritten_lock_key_is_lost_and_left_alone() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut holder = Holder::start(&server.url(), dir.path(), "clobbered", &[]);
+    server.cli(&["SET", &lock_key("clobbered"), "intruder"]);
+    let overwritten = Instant::now();
+    let (code, stderr) = holder.wait_exit(SOON);
+    assert_eq!(code, 76, "{stderr}");
+    assert!(overwritten.elapsed() < Duration::from_millis(TTL_MS / 3 + 1500));
+    assert!(stderr.contains("belongs to someone else"), "{stderr}");
+    assert_eq!(server.cli(&["GET", &lock_key("clobbered")]), "intruder");
+
+    // Same with a hash that has another token: taken over, not ours to delete.
+    let mut holder = Holder::start(&server.url(), dir.path(), "taken", &[]);
+    server.cli(&["HSET", &lock_key("taken"), "token", "someone-else"]);
+    let (code, stderr) = holder.wait_exit(SOON);
+    assert_eq!(code, 76, "{stderr}");
+    assert_eq!(
+        server.cli(&["HGET", &lock_key("taken"), "token"]),
+        "someone-else"
+    );
+}
+
+#[test]
+fn redis_stopped_under_a_holder_stops_the_child_before_the_ttl() {
+    let mut server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let mut holder = Holder::start(&url, dir.path(), "outage", &[]);
+    server.kill();
+    let killed = Instant::now();
+    // The last renewal was before the kill, so the lease could expire on the
+    // server ttl after it at the latest: the child must be gone by then.
+    wait_until(
+        "the child to be stopped",
+        Duration::from_millis(TTL_MS),
+        || !alive(holder.child_pid),
+    );
+    let stopped = killed.elapsed();
+    let (code, stderr) = holder.wait_exit(SOON);
+    assert_eq!(code, 76, "{stderr}");
+    assert!(stderr.contains("could not renew"), "{stderr}");
+    eprintln!("child stopped {stopped:?} after redis died (ttl {TTL})");
+
+    // Back, empty: the next holder gets a larger fence although the counter was lost.
+    server.restart();
+    let next = Holder::start(&url, dir.path(), "outage", &["-w", "20s"]);
+    assert!(
+        next.fence > holder.fence,
+        "{} <= {}",
+        next.fence,
+        holder.fence
+    );
+    assert_eq!(next.release(), 0);
+}
+
+#[test]
+fn quick_redis_restart_never_gives_two_holders() {
+    let mut server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let mut old = Holder::start(&url, dir.path(), "restart", &[]);
+    // Restarted empty before the holder even noticed: its key is gone, yet
+    // the holder's child may still run until its next renewal.
+    server.restart();
+    let overlap = dir.path().join("overlap");
+    let fence = dir.path().join("fence");
+    let script = format!(
+        "if kill -0 {pid} 2>/dev/null; then touch {overlap}; fi; echo $LOCKRUN_FENCE > {fence}",
+        pid = old.child_pid,
+        overlap = overlap.display(),
+        fence = fence.display()
+    );
+    let out = run_timeout(
+        lockrun(&url, &["-w", "20s", "--ttl", TTL, "restart", "-c", &script]),
+        SOON,
+    );
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+    assert!(
+        !overlap.exists(),
+        "the new holder ran while the old holder's child was alive"
+    );
+    let (code_old, stderr) = old.wait_exit(SOON);
+    assert_eq!(code_old, 76, "{stderr}");
+    let new_fence: u64 = wait_for_content(&fence).parse().unwrap();
+    assert!(new_fence > old.fence);
+}
+
+#[test]
+fn client_pause_during_renewal() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+
+    // Short pauses: the lease survives. Back to back over 1.5s, so at least
+    // one renewal (every 1s) is caught; at ttl 3s supervise self-fences if a
+    // renewal is not answered within about 0.67s.
+    let holder = Holder::start(&url, dir.path(), "paused", &[]);
+    for _ in 0..5 {
+        server.cli(&["CLIENT", "PAUSE", "300", "ALL"]);
+        server.wait_unpaused();
+    }
+    assert!(alive(holder.child_pid));
+    assert_eq!(holder.release(), 0);
+
+    // A long pause: renewals time out and the child is stopped before the
+    // lease could expire, without waiting for the server to answer.
+    let mut holder = Holder::start(&url, dir.path(), "paused", &[]);
+    server.cli(&["CLIENT", "PAUSE", "6000", "ALL"]);
+    let paused = Instant::now();
+    wait_until(
+        "the child to be stopped",
+        Duration::from_millis(TTL_MS),
+        || !alive(holder.child_pid),
+    );
+    let (code, stderr) = holder.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, 76, "{stderr}");
+    assert!(
+        paused.elapsed() < Duration::from_secs(6),
+        "lockrun waited for the pause to end"
+    );
+    server.wait_unpaused();
+    let out = run_timeout(
+        lockrun(&url, &["-w", "10s", "--ttl", TTL, "paused", "--", "true"]),
+        SOON,
+    );
+    assert_eq!(code_of(&out), 0, "{}", stderr_of(&out));
+}
+
+fn code_of(out: &std::process::Output) -> i32 {
+    code(out.status)
+}
+
+#[test]
+fn client_pause_during_acquisition() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+
+    // A pause shorter than the acquire timeout (ttl/3) only delays it.
+    let ran = dir.path().join("ran");
+    server.cli(&["CLIENT", "PAUSE", "600", "ALL"]);
+    let started = Instant::now();
+    let out = run_timeout(
+        lockrun(
+            &url,
+            &[
+                "-n",
+                "--ttl",
+                TTL,
+                "slow",
+                "--",
+                "touch",
+                ran.to_str().unwrap(),
+            ],
+        ),
+        SOON,
+    );
+    assert_eq!(code_of(&out), 0, "{}", stderr_of(&out));
+    assert!(ran.exists());
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "the pause was not felt"
+    );
+
+    // A pause that outlasts the acquire timeout (ttl/3): a waiter's try
+    // fails as unavailable, the command does not run, and its request,
+    // dropped with its connection, leaves no lock behind after the pause.
+    let key = lock_key("slow");
+    server.cli(&["HSET", &key, "token", "fake", "holder", "{}", "fence", "1"]);
+    server.cli(&["PEXPIRE", &key, "1500"]);
+    let ran = dir.path().join("ran2");
+    let mut cmd = lockrun(
+        &url,
+        &[
+            "-w",
+            "30s",
+            "--ttl",
+            TTL,
+            "slow",
+            "--",
+            "touch",
+            ran.to_str().unwrap(),
+        ],
+    );
+    cmd.stderr(Stdio::piped());
+    let mut waiter = Proc::spawn(cmd, "waiter");
+    server.wait_for_subscribers(&channel("slow"), 1);
+    server.cli(&["CLIENT", "PAUSE", "5000", "ALL"]);
+    let paused = Instant::now();
+    let (status, stderr) = waiter.finish(SOON);
+    assert_eq!(code(status), 69, "{stderr}");
+    assert!(
+        paused.elapsed() < Duration::from_millis(4500),
+        "the waiter waited out the pause"
+    );
+    assert!(stderr.contains("did not answer"), "{stderr}");
+    assert!(!ran.exists());
+    server.wait_unpaused();
+    let record = server.cli(&["HGET", &key, "holder"]);
+    assert!(
+        !record.contains(&format!("\"pid\":{}", waiter.pid())),
+        "phantom lock: {record}"
+    );
+    let out = run_timeout(
+        lockrun(&url, &["-w", "10s", "--ttl", TTL, "slow", "--", "true"]),
+        SOON,
+    );
+    assert_eq!(code_of(&out), 0, "{}", stderr_of(&out));
+}
+
+#[test]
+fn credentials_refused_is_77_unreachable_is_69_and_nothing_runs() {
+    const SECRET: &str = "s3cret-Pw-xyz";
+    let server = RedisServer::start_with(&[], Some(SECRET));
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    let touch_ran = ["--", "touch", ran.to_str().unwrap()];
+    let port = server.port;
+    let try_with = |url: &str, env_password: Option<&str>| {
+        let mut args = vec!["-n", "creds"];
+        args.extend(touch_ran);
+        let mut cmd = lockrun(url, &args);
+        if let Some(password) = env_password {
+            cmd.env("LOCKRUN_REDIS_PASSWORD", password);
+        }
+        run_timeout(cmd, SOON)
+    };
+    let cases = [
+        (
+            format!("redis://:wrong-Pw-abc@127.0.0.1:{port}"),
+            None,
+            77,
+            "wrong-Pw-abc",
+        ),
+        (format!("redis://127.0.0.1:{port}"), None, 77, SECRET),
+        (
+            format!("redis://127.0.0.1:{port}"),
+            Some("wrong-Pw-abc"),
+            77,
+            "wrong-Pw-abc",
+        ),
+        (
+            format!("redis://nobody:{SECRET}@127.0.0.1:{port}"),
+            None,
+            77,
+            SECRET,
+        ),
+        (
+            format!("redis://:{SECRET}@127.0.0.1:{}", free_port()),
+            None,
+            69,
+            SECRET,
+        ),
+        (
+            format!("redis://:{SECRET}@127.0.0.1:{port}:notaport"),
+            None,
+            64,
+            SECRET,
+        ),
+    ];
+    for (url, env_password, expected, secret) in &cases {
+        let out = try_with(url, *env_password);
+        let stderr = stderr_of(&out);
+        assert_eq!(code_of(&out), *expected, "{url}: {stderr}");
+        assert!(!stderr.contains(secret), "{url}: password leaked: {stderr}");
+        assert!(!ran.exists(), "{url}: the command ran");
+    }
+
+    // A user the server knows but who may not run scripts: 77 too.
+    server.cli(&[
+        "ACL",
+        "SETUSER",
+        "limited",
+        "on",
+        ">limited-Pw",
+        "~*",
+        "-@all",
+        "+ping",
+    ]);
+    let out = try_with(
+        &format!("redis://limited:limited-Pw@127.0.0.1:{port}"),
+        None,
+    );
+    assert_eq!(code_of(&out), 77, "{}", stderr_of(&out));
+    assert!(!ran.exists());
+}
+
+#[test]
+fn the_password_never_shows_and_the_child_sees_the_url_without_it() {
+    const SECRET: &str = "s3cret-Pw-xyz";
+    let server = RedisServer::start_with(&[], Some(SECRET));
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("env");
+    let plain = format!("redis://127.0.0.1:{}", server.port);
+    let dump_env = format!("env > {}", env_file.display());
+
+    // From the environment.
+    let mut cmd = lockrun(&plain, &["-vv", "--ttl", TTL, "secretive", "-c", &dump_env]);
+    cmd.env("LOCKRUN_REDIS_PASSWORD", SECRET);
+    let out = run_timeout(cmd, SOON);
+    assert_eq!(code_of(&out), 0, "{}", stderr_of(&out));
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(!env.contains(SECRET), "password in the child's environment");
+    assert!(
+        env.contains(&format!(
+            "LOCKRUN_BACKEND=redis://127.0.0.1:{}/0\n",
+            server.port
+        )),
+        "{env}"
+    );
+    assert!(!stderr_of(&out).contains(SECRET));
+
+    // From the URL.
+    let with_password = format!("redis://:{SECRET}@127.0.0.1:{}/0?prefix=app:", server.port);
+    let out = run_timeout(
+        lockrun(
+            &with_password,
+            &["-vv", "--ttl", TTL, "secretive", "-c", &dump_env],
+        ),
+        SOON,
+    );
+    assert_eq!(code_of(&out), 0, "{}", stderr_of(&out));
+    let env = std::fs::read_to_string(&env_file).unwrap();
+    assert!(!env.contains(SECRET), "password in the child's environment");
+    assert!(
+        env.contains(&format!(
+            "LOCKRUN_BACKEND=redis://127.0.0.1:{}/0?prefix=app:\n",
+            server.port
+        )),
+        "{env}"
+    );
+    assert!(!stderr_of(&out).contains(SECRET));
+    // The prefix is used and the lock's keys share the hash tag.
+    assert_eq!(server.cli(&["KEYS", "app:*"]), "app:{secretive}:fence");
+
+    let holder = Holder::start(&with_password, dir.path(), "secretive", &[]);
+    for args in [
+        &["status", "secretive"][..],
+        &["status", "secretive", "--json"],
+        &["list"],
+        &["list", "--json"],
+    ] {
+        let out = run_timeout(lockrun(&with_password, args), SOON);
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr_of(&out)
+        );
+        assert_eq!(code_of(&out), 0, "{args:?}: {all}");
+        assert!(!all.contains(SECRET), "{args:?}: {all}");
+        assert!(all.contains("secretive"), "{args:?}: {all}");
+    }
+    assert_eq!(holder.release(), 0);
+}
+
+#[test]
+fn waiters_sleep_until_the_release_and_leave_nothing_behind() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let key = lock_key("queue");
+    // A holder whose lease is long: a waiter has no reason to look before
+    // it expires, unless the release wakes it.
+    server.cli(&["HSET", &key, "token", "fake", "holder", "{}", "fence", "1"]);
+    server.cli(&["PEXPIRE", &key, "60000"]);
+
+    let log = dir.path().join("log");
+    let section = format!("echo $LOCKRUN_FENCE >> {}", log.display());
+    let mut waiters: Vec<Proc> = (0..4)
+        .map(|i| {
+            Proc::spawn(
+                lockrun(
+                    &url,
+                    &["-q", "-w", "60s", "--ttl", "2s", "queue", "-c", &section],
+                ),
+                &format!("waiter {i}"),
+            )
+        })
+        .collect();
+    // Two more that give up: one at --wait, one on a signal.
+    let mut timed_out = Proc::spawn(
+        lockrun(&url, &["-q", "-w", "3s", "queue", "--", "true"]),
+        "timed out",
+    );
+    let mut interrupted = Proc::spawn(lockrun(&url, &["-q", "queue", "--", "true"]), "interrupted");
+    server.wait_for_subscribers(&channel("queue"), 6);
+
+    // The commands lockrun sends (scripts and what they run, subscriptions),
+    // not the ones this test sends.
+    let lockrun_commands = [
+        "evalsha",
+        "eval",
+        "script|load",
+        "type",
+        "hmget",
+        "hget",
+        "pttl",
+        "incr",
+        "hset",
+        "pexpire",
+        "subscribe",
+        "publish",
+        "del",
+        "time",
+        "set",
+        "scan",
+    ];
+    // Each waiter looks once more right after subscribing; let that settle.
+    let mut before = server.calls(&lockrun_commands);
+    let settle = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = server.calls(&lockrun_commands);
+        if now == before {
+            break;
+        }
+        before = now;
+        assert!(settle.elapsed() < SOON, "waiters never went quiet");
+    }
+    // Measure over a window longer than the timed-out waiter's --wait.
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(4) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(code(timed_out.wait_timeout(SOON)), 75);
+    // While waiting, a waiter sends nothing: the count may only grow by the
+    // timed-out waiter's last look (one script, < 10 calls inside).
+    let during = server.calls(&lockrun_commands) - before;
+    assert!(
+        during <= 10,
+        "waiters sent {during} commands in 4s while waiting"
+    );
+
+    interrupted.signal(Signal::SIGINT);
+    assert_eq!(code(interrupted.wait_timeout(SOON)), 130);
+    wait_until("the quitters' subscriptions to go", SOON, || {
+        server.subscribers(&channel("queue")) == 4
+    });
+
+    // The release itself wakes them: all four run well before the lease would expire.
+    let released = Instant::now();
+    server.cli(&["DEL", &key]);
+    server.cli(&["PUBLISH", &channel("queue"), "released"]);
+    for waiter in &mut waiters {
+        assert_eq!(code(waiter.wait_timeout(SOON)), 0, "{}", waiter.name);
+    }
+    assert!(
+        released.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        released.elapsed()
+    );
+    let fences = read_fence_log(&log);
+    assert_eq!(fences.len(), 4);
+    assert_strictly_increasing(&fences);
+    // Nothing registered in Redis by anyone who waited.
+    assert_eq!(server.cli(&["KEYS", "*"]), "lockrun:{queue}:fence");
+    assert_eq!(server.subscribers(&channel("queue")), 0);
+}
+
+#[test]
+fn status_list_and_forced_release() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let mut holder = Holder::start(&url, dir.path(), "inspected", &[]);
+
+    let out = run_timeout(lockrun(&url, &["status", "inspected", "--json"]), SOON);
+    assert_eq!(code_of(&out), 0, "{}", stderr_of(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let slot = &doc["slots"][0];
+    assert_eq!(slot["held"], true, "{doc}");
+    assert_eq!(slot["holder"]["pid"], holder.proc.pid(), "{doc}");
+    assert_eq!(slot["fence"], holder.fence, "{doc}");
+    let remaining = slot["expires_in_ms"].as_u64().unwrap();
+    assert!(remaining > 0 && remaining <= TTL_MS, "{doc}");
+
+    let out = run_timeout(lockrun(&url, &["status", "inspected"]), SOON);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("pid {}", holder.proc.pid())),
+        "{text}"
+    );
+    assert!(text.contains(&format!("fence {}", holder.fence)), "{text}");
+    assert!(text.contains("lease expires in"), "{text}");
+
+    let out = run_timeout(lockrun(&url, &["-n", "inspected", "--", "true"]), SOON);
+    assert_eq!(code_of(&out), 75);
+    assert!(
+        stderr_of(&out).contains(&format!("pid {}", holder.proc.pid())),
+        "{}",
+        stderr_of(&out)
+    );
+
+    let out = run_timeout(lockrun(&url, &["list", "--json"]), SOON);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let locks = doc["locks"].as_array().unwrap();
+    assert_eq!(locks.len(), 1, "{doc}");
+    assert_eq!(locks[0]["key"], "inspected");
+
+    let out = run_timeout(lockrun(&url, &["release", "inspected", "--force"]), SOON);
+    assert_eq!(code_of(&out), 0, "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains(&format!("pid {}", holder.proc.pid())),
+        "{}",
+        stderr_of(&out)
+    );
+    let (code, stderr) = holder.wait_exit(SOON);
+    assert_eq!(code, 76, "{stderr}");
+
+    // Free now; `list` still knows the name from its fence counter.
+    let out = run_timeout(lockrun(&url, &["status", "inspected"]), SOON);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("inspected: free"));
+    let out = run_timeout(lockrun(&url, &["list"]), SOON);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("inspected: free"));
+
+    // Slots: each its own key, all discovered by status and force-released.
+    let a = Holder::start(&url, dir.path(), "pool", &["--slots", "2"]);
+    let b = Holder::start(&url, dir.path(), "pool", &["--slots", "2"]);
+    assert_eq!(
+        server.cli(&["EXISTS", "lockrun:{pool}:slot:1", "lockrun:{pool}:slot:2"]),
+        "2"
+    );
+    let out = run_timeout(lockrun(&url, &["status", "pool"]), SOON);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("pool@1: held") && text.contains("pool@2: held"),
+        "{text}"
+    );
+    assert_eq!(a.release(), 0);
+    assert_eq!(b.release(), 0);
+}
+
+#[test]
+fn bad_urls_are_usage_errors() {
+    for url in [
+        "redis://",
+        "redis://h:99999",
+        "redis://h/notadb",
+        "redis://h?nope=1",
+        "rediss://h?cacert=",
+    ] {
+        let out = run_timeout(lockrun(url, &["-n", "x", "--", "true"]), SOON);
+        assert_eq!(code_of(&out), 64, "{url}: {}", stderr_of(&out));
+    }
+}
+
+#[test]
+fn rediss_verifies_the_server_certificate() {
+    let Some(server) = RedisServer::start_tls() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    let ca = server.tls_ca.clone().unwrap();
+    let trusted = format!(
+        "rediss://localhost:{}/0?cacert={}",
+        server.port,
+        ca.display()
+    );
+    let touch_ran = [
+        "-n",
+        "--ttl",
+        TTL,
+        "tls",
+        "--",
+        "touch",
+        ran.to_str().unwrap(),
+    ];
+
+    // Verified against the system's roots by default: this CA is not among them.
+    let out = run_timeout(
+        lockrun(&format!("rediss://localhost:{}", server.port), &touch_ran),
+        SOON,
+    );
+    assert_eq!(code_of(&out), 69, "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("certificate"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(!ran.exists());
+
+    let out = run_timeout(lockrun(&trusted, &touch_ran), SOON);
+    assert_eq!(code_of(&out), 0, "{}", stderr_of(&out));
+    assert!(ran.exists());
+
+    // Waiting (the subscription) works over TLS too.
+    let holder = Holder::start(&trusted, dir.path(), "tls", &[]);
+    let mut waiter = Proc::spawn(
+        lockrun(&trusted, &["-w", "20s", "--ttl", TTL, "tls", "--", "true"]),
+        "waiter",
+    );
+    server.wait_for_subscribers(&channel("tls"), 1);
+    assert_eq!(holder.release(), 0);
+    assert_eq!(code(waiter.wait_timeout(SOON)), 0);
+}
