@@ -4,7 +4,7 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum, ValueHint};
 
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -59,10 +59,6 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Option<Command>,
-
-    /// Write the man page or a shell completion script to stdout.
-    #[arg(long, value_enum, value_name = "WHAT", hide = true, exclusive = true)]
-    pub generate: Option<Generate>,
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +74,7 @@ pub struct GlobalArgs {
         short = 'b',
         long,
         value_name = "URL",
+        value_hint = ValueHint::Url,
         env = "LOCKRUN_BACKEND",
         hide_env_values = true,
         global = true
@@ -104,12 +101,19 @@ pub struct RunArgs {
         id = "COMMAND",
         value_name = "COMMAND",
         last = true,
+        value_hint = ValueHint::CommandWithArguments,
         value_parser = clap::value_parser!(OsString)
     )]
     pub argv: Vec<OsString>,
 
     /// Run STRING with /bin/sh -c instead of COMMAND
-    #[arg(short = 'c', long = "command", value_name = "STRING", conflicts_with = "COMMAND")]
+    #[arg(
+        short = 'c',
+        long = "command",
+        value_name = "STRING",
+        value_hint = ValueHint::CommandString,
+        conflicts_with = "COMMAND"
+    )]
     pub shell_command: Option<OsString>,
 
     /// Give up after waiting this long (30s, 5m, 1h30m, or seconds) [default: wait forever]
@@ -248,6 +252,9 @@ pub struct ReleaseArgs {
     pub force: bool,
 }
 
+/// What `lockrun --generate WHAT` writes. That flag is handled before clap
+/// parses (see `generate::main`), so it never shows up in `--help`, the man
+/// page or the completions it generates.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Generate {
     Man,
@@ -259,14 +266,16 @@ pub enum Generate {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    const HINT: &str = "use a number and a unit, e.g. 30s, 5m, 1h30m, 250ms (a bare number means seconds)";
+    const HINT: &str =
+        "use a number and a unit, e.g. 30s, 5m, 1h30m, 250ms (a bare number means seconds)";
     let text = text.trim();
     // A bare number means seconds, as flock(1)'s -w does.
     if let Ok(secs) = text.parse::<f64>() {
         if secs < 0.0 {
             return Err("must not be negative".into());
         }
-        return Duration::try_from_secs_f64(secs).map_err(|_| format!("not a usable duration; {HINT}"));
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("not a usable duration; {HINT}"));
     }
     humantime::parse_duration(text).map_err(|_| format!("not a duration; {HINT}"))
 }

@@ -6,7 +6,7 @@ use crate::backend::BackendConfig;
 use crate::cli::{GlobalArgs, ListArgs, ReleaseArgs, StatusArgs};
 use crate::error::{Error, Result};
 use crate::exit::Exit;
-use crate::lock::{Backend, LockName, SlotState, compact_duration, rfc3339};
+use crate::lock::{Backend, LockName, SlotState, compact_duration, rfc3339, unix_now};
 
 pub const STATUS_SCHEMA: &str = "lockrun.status/1";
 pub const LIST_SCHEMA: &str = "lockrun.list/1";
@@ -76,14 +76,20 @@ pub async fn release(args: &ReleaseArgs, global: &GlobalArgs) -> Result<Exit> {
                 .holder
                 .as_ref()
                 .map_or_else(|| "an unknown holder".to_owned(), |h| h.describe());
-            eprintln!("lockrun: released {} (was held by {whose})", slot.key);
+            let line = format!("lockrun: released {} (was held by {whose})", slot.key);
+            eprintln!("{}", crate::ui::printable(&line));
         }
         Ok(Exit::Success)
     })
 }
 
 /// One human line per slot: "NAME: held by HOST pid N (CMD) for 3m12s; fence 7".
+/// Control characters from a holder record are never sent to the terminal.
 fn slot_line(slot: &SlotState) -> String {
+    crate::ui::printable(&slot_text(slot))
+}
+
+fn slot_text(slot: &SlotState) -> String {
     if !slot.held {
         return format!("{}: free", slot.key);
     }
@@ -117,9 +123,15 @@ fn slot_line(slot: &SlotState) -> String {
     line
 }
 
+/// One slot in the versioned JSON schemas ("lockrun.status/1", "lockrun.list/1").
+/// Every key is always present (null when unknown); docs/json-schema.md
+/// documents them and tests/integration/json.rs pins them. Adding a key is a
+/// compatible change; renaming, removing or retyping one needs a new version.
 fn slot_json(slot: &SlotState) -> Value {
     let holder = slot.holder.as_ref();
+    let name = slot.key.split('@').next().unwrap_or(&slot.key);
     json!({
+        "name": name,
         "key": slot.key,
         "slot": slot.slot,
         "held": slot.held,
@@ -130,6 +142,7 @@ fn slot_json(slot: &SlotState) -> Value {
             "command": h.command,
         })),
         "since": holder.filter(|h| h.since > 0).map(|h| rfc3339(h.since)),
+        "expires": slot.expires_in_ms.map(|ms| rfc3339(unix_now() + ms.div_ceil(1000))),
         "expires_in_ms": slot.expires_in_ms,
         "fence": holder.and_then(|h| h.fence),
         "needs_manual_release": slot.needs_manual_release,

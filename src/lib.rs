@@ -23,6 +23,10 @@ use crate::exit::Exit;
 
 /// Parse `args`, do the work, and return the process exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
+    let args: Vec<OsString> = args.into_iter().collect();
+    if args.get(1).is_some_and(|arg| arg == "--generate") {
+        return generate::main(&args[2..]);
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => return report_parse_error(&e),
@@ -42,10 +46,6 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
 }
 
 fn dispatch(cli: Cli) -> Result<Exit> {
-    if let Some(what) = cli.generate {
-        generate::generate(what, &mut std::io::stdout().lock())?;
-        return Ok(Exit::Success);
-    }
     let global = &cli.global;
     let run_args = match &cli.command {
         Some(Command::Run(args)) => args,
@@ -83,18 +83,37 @@ fn report_parse_error(e: &clap::Error) -> u8 {
         let _ = e.print();
         return exit::USAGE;
     }
+    use clap::error::{ContextKind, ContextValue};
     let mut line = parse_error_line(&e.render().to_string());
-    if e.kind() == ErrorKind::UnknownArgument {
-        use clap::error::{ContextKind, ContextValue};
-        if let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) {
-            if !arg.starts_with('-') {
-                line = line.replacen(
-                    " found",
-                    " found; the command goes after '--': lockrun NAME -- COMMAND [ARGS...]",
-                    1,
-                );
-            }
+    if let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        e.get(ContextKind::InvalidArg),
+        e.get(ContextKind::InvalidValue),
+    ) {
+        // "--wait <DURATION>": if the bad value came from the environment, say so.
+        let long = arg.split_whitespace().next().unwrap_or_default();
+        let env = <Cli as clap::CommandFactory>::command()
+            .get_arguments()
+            .find(|a| a.get_long().is_some_and(|l| long == format!("--{l}")))
+            .and_then(|a| a.get_env().map(|v| v.to_string_lossy().into_owned()));
+        if let Some(env) = env
+            && std::env::var_os(&env).is_some_and(|v| v.to_string_lossy() == *value)
+        {
+            let at = line.rfind(" (see '").unwrap_or(line.len());
+            line.insert_str(at, &format!("; the value comes from {env}"));
         }
+    }
+    // "lockrun NAME make": the command needs a `--` in front of it.
+    if e.kind() == ErrorKind::UnknownArgument
+        && let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg)
+        && !arg.starts_with('-')
+        && (line.ends_with("(see 'lockrun --help')")
+            || line.ends_with("(see 'lockrun run --help')"))
+    {
+        line = line.replacen(
+            " found",
+            " found; the command goes after '--': lockrun NAME -- COMMAND [ARGS...]",
+            1,
+        );
     }
     eprintln!("lockrun: {}", ui::error_line(&line));
     exit::USAGE

@@ -32,14 +32,13 @@ impl LockName {
         }
         if text.len() > MAX_NAME_LEN {
             return Err(Error::usage(format!(
-                "invalid lock name: {} bytes long, the limit is {MAX_NAME_LEN}",
+                "invalid lock name: {} bytes long, the limit is {MAX_NAME_LEN}; use a shorter NAME",
                 text.len()
             )));
         }
         if text.starts_with('.') {
             return Err(Error::usage(format!(
-                "invalid lock name {:?}: must not start with '.'",
-                text
+                "invalid lock name {text:?}: must not start with '.'; use only A-Z a-z 0-9 . _ -, e.g. 'nightly-backup'"
             )));
         }
         if let Some(bad) = text

@@ -38,7 +38,9 @@ pub fn plan(args: &RunArgs, global: &GlobalArgs) -> Result<RunPlan> {
         }
     };
     if program.is_empty() {
-        return Err(Error::usage("empty command"));
+        return Err(Error::usage(
+            "empty command: give the program to run after '--', e.g. lockrun NAME -- make deploy",
+        ));
     }
     let backend = BackendConfig::parse(global.backend.as_deref())?;
     Ok(RunPlan {

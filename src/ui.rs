@@ -1,11 +1,18 @@
-//! The waiting indicator: one self-updating line on stderr while the lock is
-//! busy, only when stderr is a terminal and not `--quiet`. It is cleared
-//! before the child starts so the child gets a clean line.
+//! What lockrun itself shows a person: the waiting indicator and the shape
+//! of its one-line messages.
+//!
+//! The waiting indicator is one self-updating line on stderr while the lock
+//! is busy, only when stderr is a terminal and not `--quiet`. It never grows
+//! past the terminal's width (a wrapped line could not be redrawn in place),
+//! and it is cleared before the child starts so the child gets a clean line.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use crate::lock::{HolderInfo, LockName, compact_duration};
+
+/// Used when the terminal does not say how wide it is.
+const FALLBACK_WIDTH: usize = 80;
 
 pub struct WaitIndicator {
     enabled: bool,
@@ -27,16 +34,10 @@ impl WaitIndicator {
         if !self.enabled {
             return;
         }
-        let held = holder.map_or_else(
-            || "holder unknown".to_owned(),
-            |h| format!("held by {}", h.describe()),
-        );
-        let line = format!(
-            "lockrun: waiting for {name}: {held}; waited {}",
-            compact_duration(waiting_since.elapsed())
-        );
+        let width = terminal_width().unwrap_or(FALLBACK_WIDTH);
+        let line = waiting_line(name, holder, waiting_since.elapsed(), width);
         let mut err = std::io::stderr().lock();
-        // \r + erase-line keeps it to one line however often it is redrawn.
+        // \r + erase-line redraws the same line however often it is shown.
         let _ = write!(err, "\r\x1b[2K{line}");
         let _ = err.flush();
         self.drawn = true;
@@ -49,5 +50,199 @@ impl WaitIndicator {
             let _ = err.flush();
             self.drawn = false;
         }
+    }
+}
+
+impl Drop for WaitIndicator {
+    /// Whatever ends the wait (an error, a signal), the line does not stay.
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// "lockrun: waited 5s for NAME; held by HOST pid N for 3m12s (CMD)", at
+/// most `width - 1` characters. The holder's command comes last and is
+/// shortened first, so the lock, the holder and both times stay visible.
+pub fn waiting_line(
+    name: &LockName,
+    holder: Option<&HolderInfo>,
+    waited: Duration,
+    width: usize,
+) -> String {
+    let max = width.saturating_sub(1).max(20);
+    let head = format!("lockrun: waited {} for {name}", compact_duration(waited));
+    let Some(holder) = holder else {
+        return fit(&format!("{head}; holder unknown"), max);
+    };
+    let held = if holder.since > 0 {
+        format!(" for {}", compact_duration(holder.held_for()))
+    } else {
+        String::new()
+    };
+    let head = format!(
+        "{head}; held by {} pid {}{held} (",
+        printable(&holder.host),
+        holder.pid
+    );
+    let room = max.saturating_sub(head.chars().count() + 1);
+    let line = format!("{head}{})", fit(&printable(&holder.command), room.max(3)));
+    fit(&line, max)
+}
+
+/// Shorten `text` to at most `max` characters, marking the cut with "...".
+fn fit(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let keep = max.saturating_sub(3);
+    let mut out: String = text.chars().take(keep).collect();
+    out.push_str(&"..."[..max.min(3)]);
+    out
+}
+
+/// The holder record comes from a file anyone who can write the lock
+/// directory could have written: never send its control characters (escape
+/// sequences) to the terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// Columns of the terminal on stderr, if it is one and knows its size.
+fn terminal_width() -> Option<usize> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the struct we pass, which
+    // lives for the whole call; fd 2 is not closed by it.
+    let rc = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &raw mut size) };
+    (rc == 0 && size.ws_col > 0).then_some(usize::from(size.ws_col))
+}
+
+/// An error message as lockrun prints it: one line, no secrets. Passwords
+/// in URLs (`scheme://user:PASSWORD@host`) and the values of the secret
+/// environment variables are replaced by `***` wherever they appear.
+pub fn error_line(message: &str) -> String {
+    let mut text = redact_url_passwords(message);
+    for var in crate::supervise::SECRET_ENV {
+        if let Some(value) = std::env::var_os(var).and_then(|v| v.into_string().ok()) {
+            // Very short values would mangle ordinary words; no real secret is that short.
+            if value.len() >= 4 {
+                text = text.replace(&value, "***");
+            }
+        }
+    }
+    let flat: Vec<&str> = text
+        .split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    flat.join(" ")
+}
+
+/// Replace the password of every `scheme://user:password@host` in `text`.
+fn redact_url_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let end = after
+            .find(|c: char| c == '/' || c.is_whitespace() || "\"'`()<>,;".contains(c))
+            .unwrap_or(after.len());
+        let authority = &after[..end];
+        match authority.rsplit_once('@') {
+            // "[user:pass@]host" is a usage hint, not a URL with a password.
+            Some((userinfo, host)) if userinfo.contains(':') && !userinfo.starts_with('[') => {
+                let user = userinfo.split(':').next().unwrap_or_default();
+                out.push_str(&format!("{user}:***@{host}"));
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    fn holder(command: &str) -> HolderInfo {
+        HolderInfo {
+            host: "build-7".into(),
+            pid: 4242,
+            user: "ci".into(),
+            command: command.into(),
+            since: crate::lock::unix_now() - 192,
+            fence: Some(3),
+        }
+    }
+
+    #[test]
+    fn waiting_line_names_lock_holder_and_times() {
+        let name = LockName::parse(OsStr::new("deploy")).unwrap();
+        let line = waiting_line(
+            &name,
+            Some(&holder("make deploy")),
+            Duration::from_secs(5),
+            200,
+        );
+        assert!(
+            line.starts_with("lockrun: waited 5s for deploy; held by build-7 pid 4242 for 3m1"),
+            "{line}"
+        );
+        assert!(line.ends_with(" (make deploy)"), "{line}");
+    }
+
+    #[test]
+    fn waiting_line_fits_the_terminal_and_keeps_the_times() {
+        let name = LockName::parse(OsStr::new("deploy")).unwrap();
+        let long = "x".repeat(300);
+        let line = waiting_line(&name, Some(&holder(&long)), Duration::from_secs(5), 80);
+        assert_eq!(line.chars().count(), 79, "{line}");
+        assert!(line.contains(" for 3m1"), "{line}");
+        assert!(line.ends_with("...)"), "{line}");
+        let tiny = waiting_line(&name, Some(&holder(&long)), Duration::from_secs(5), 30);
+        assert!(tiny.chars().count() <= 29, "{tiny}");
+    }
+
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        let name = LockName::parse(OsStr::new("n")).unwrap();
+        let line = waiting_line(
+            &name,
+            Some(&holder("evil\x1b]0;pwned\x07")),
+            Duration::ZERO,
+            200,
+        );
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+    }
+
+    #[test]
+    fn error_lines_hide_passwords_and_stay_on_one_line() {
+        assert_eq!(
+            error_line("cannot reach redis://bob:hunter22@db:6379/0\nretry later"),
+            "cannot reach redis://bob:***@db:6379/0 retry later"
+        );
+        assert_eq!(
+            error_line("invalid lock name \"rediss://:pw@h\""),
+            "invalid lock name \"rediss://:***@h\""
+        );
+        assert_eq!(
+            error_line("file:///run/lock/x is fine"),
+            "file:///run/lock/x is fine"
+        );
+        assert_eq!(error_line("user@host: no scheme"), "user@host: no scheme");
+        assert_eq!(
+            error_line("use redis://[user:pass@]host[:port]"),
+            "use redis://[user:pass@]host[:port]"
+        );
     }
 }

@@ -2,4 +2,12 @@
 
 mod util;
 
+mod cloudshell;
 mod file;
+mod redis;
+
+mod completions;
+mod errors;
+mod generated;
+mod json;
+mod tty;

@@ -1,0 +1,107 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[lockrun] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'lockrun'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'lockrun'= {
+            cand -b 'Where locks live [default: lock files in a private per-user directory]'
+            cand --backend 'Where locks live [default: lock files in a private per-user directory]'
+            cand -c 'Run STRING with /bin/sh -c instead of COMMAND'
+            cand --command 'Run STRING with /bin/sh -c instead of COMMAND'
+            cand -w 'Give up after waiting this long (30s, 5m, 1h30m, or seconds) [default: wait forever]'
+            cand --wait 'Give up after waiting this long (30s, 5m, 1h30m, or seconds) [default: wait forever]'
+            cand -E 'Exit code when the lock could not be had'
+            cand --conflict-exit-code 'Exit code when the lock could not be had'
+            cand --ttl 'Lease length for remote backends, renewed every ttl/3 while the command runs'
+            cand --slots 'Semaphore: allow up to N holders at once (the command learns its slot in LOCKRUN_SLOT)'
+            cand --kill-after 'Grace between SIGTERM and SIGKILL when lockrun must stop the command'
+            cand --max-time 'Stop the command (exit 124) if it runs longer than this'
+            cand -v 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
+            cand --verbose 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
+            cand -q 'Only errors on stderr; no waiting indicator'
+            cand --quiet 'Only errors on stderr; no waiting indicator'
+            cand -n 'Fail at once if the lock is held'
+            cand --no-wait 'Fail at once if the lock is held'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand run 'Run a command under the lock (the default; needed when the lock is called status, list, release or run)'
+            cand status 'Show whether NAME is held, by whom, since when and until when'
+            cand list 'List the locks the backend knows about'
+            cand release 'Break a lock whose holder died (needs --force)'
+        }
+        &'lockrun;run'= {
+            cand -c 'Run STRING with /bin/sh -c instead of COMMAND'
+            cand --command 'Run STRING with /bin/sh -c instead of COMMAND'
+            cand -w 'Give up after waiting this long (30s, 5m, 1h30m, or seconds) [default: wait forever]'
+            cand --wait 'Give up after waiting this long (30s, 5m, 1h30m, or seconds) [default: wait forever]'
+            cand -E 'Exit code when the lock could not be had'
+            cand --conflict-exit-code 'Exit code when the lock could not be had'
+            cand --ttl 'Lease length for remote backends, renewed every ttl/3 while the command runs'
+            cand --slots 'Semaphore: allow up to N holders at once (the command learns its slot in LOCKRUN_SLOT)'
+            cand --kill-after 'Grace between SIGTERM and SIGKILL when lockrun must stop the command'
+            cand --max-time 'Stop the command (exit 124) if it runs longer than this'
+            cand -b 'Where locks live [default: lock files in a private per-user directory]'
+            cand --backend 'Where locks live [default: lock files in a private per-user directory]'
+            cand -n 'Fail at once if the lock is held'
+            cand --no-wait 'Fail at once if the lock is held'
+            cand -v 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
+            cand --verbose 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
+            cand -q 'Only errors on stderr; no waiting indicator'
+            cand --quiet 'Only errors on stderr; no waiting indicator'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'lockrun;status'= {
+            cand --slots 'Number of slots, if NAME is used with --slots [default: discovered]'
+            cand -b 'Where locks live [default: lock files in a private per-user directory]'
+            cand --backend 'Where locks live [default: lock files in a private per-user directory]'
+            cand --json 'Machine-readable output (schema "lockrun.status/1")'
+            cand -v 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
+            cand --verbose 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
+            cand -q 'Only errors on stderr; no waiting indicator'
+            cand --quiet 'Only errors on stderr; no waiting indicator'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'lockrun;list'= {
+            cand -b 'Where locks live [default: lock files in a private per-user directory]'
+            cand --backend 'Where locks live [default: lock files in a private per-user directory]'
+            cand --json 'Machine-readable output (schema "lockrun.list/1")'
+            cand -v 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
+            cand --verbose 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
+            cand -q 'Only errors on stderr; no waiting indicator'
+            cand --quiet 'Only errors on stderr; no waiting indicator'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'lockrun;release'= {
+            cand --slots 'Number of slots, if NAME is used with --slots [default: discovered]'
+            cand -b 'Where locks live [default: lock files in a private per-user directory]'
+            cand --backend 'Where locks live [default: lock files in a private per-user directory]'
+            cand --force 'Really break the lock, whoever holds it'
+            cand -v 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
+            cand --verbose 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
+            cand -q 'Only errors on stderr; no waiting indicator'
+            cand --quiet 'Only errors on stderr; no waiting indicator'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+    ]
+    $completions[$command]
+}
