@@ -33,7 +33,7 @@ complete -c lockrun -n "__fish_lockrun_needs_command" -l slots -d 'Semaphore: al
 complete -c lockrun -n "__fish_lockrun_needs_command" -l kill-after -d 'Grace between SIGTERM and SIGKILL when lockrun must stop the command' -r
 complete -c lockrun -n "__fish_lockrun_needs_command" -l max-time -d 'Stop the command (exit 124) if it runs longer than this' -r
 complete -c lockrun -n "__fish_lockrun_needs_command" -s v -l verbose -d 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
-complete -c lockrun -n "__fish_lockrun_needs_command" -s q -l quiet -d 'Only errors on stderr; no waiting indicator'
+complete -c lockrun -n "__fish_lockrun_needs_command" -s q -l quiet -d 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
 complete -c lockrun -n "__fish_lockrun_needs_command" -s n -l no-wait -d 'Fail at once if the lock is held'
 complete -c lockrun -n "__fish_lockrun_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lockrun -n "__fish_lockrun_needs_command" -s V -l version -d 'Print version'
@@ -51,22 +51,22 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l max-time -d 'Sto
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s b -l backend -d 'Where locks live [default: lock files in a private per-user directory]' -r -f
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s n -l no-wait -d 'Fail at once if the lock is held'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s v -l verbose -d 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
-complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s q -l quiet -d 'Only errors on stderr; no waiting indicator'
+complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s q -l quiet -d 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lockrun -n "__fish_lockrun_using_subcommand status" -l slots -d 'Number of slots, if NAME is used with --slots [default: discovered]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand status" -s b -l backend -d 'Where locks live [default: lock files in a private per-user directory]' -r -f
 complete -c lockrun -n "__fish_lockrun_using_subcommand status" -l json -d 'Machine-readable output (schema "lockrun.status/1")'
 complete -c lockrun -n "__fish_lockrun_using_subcommand status" -s v -l verbose -d 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
-complete -c lockrun -n "__fish_lockrun_using_subcommand status" -s q -l quiet -d 'Only errors on stderr; no waiting indicator'
+complete -c lockrun -n "__fish_lockrun_using_subcommand status" -s q -l quiet -d 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
 complete -c lockrun -n "__fish_lockrun_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s b -l backend -d 'Where locks live [default: lock files in a private per-user directory]' -r -f
 complete -c lockrun -n "__fish_lockrun_using_subcommand list" -l json -d 'Machine-readable output (schema "lockrun.list/1")'
 complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s v -l verbose -d 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
-complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s q -l quiet -d 'Only errors on stderr; no waiting indicator'
+complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s q -l quiet -d 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
 complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lockrun -n "__fish_lockrun_using_subcommand release" -l slots -d 'Number of slots, if NAME is used with --slots [default: discovered]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand release" -s b -l backend -d 'Where locks live [default: lock files in a private per-user directory]' -r -f
 complete -c lockrun -n "__fish_lockrun_using_subcommand release" -l force -d 'Really break the lock, whoever holds it'
 complete -c lockrun -n "__fish_lockrun_using_subcommand release" -s v -l verbose -d 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
-complete -c lockrun -n "__fish_lockrun_using_subcommand release" -s q -l quiet -d 'Only errors on stderr; no waiting indicator'
+complete -c lockrun -n "__fish_lockrun_using_subcommand release" -s q -l quiet -d 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
 complete -c lockrun -n "__fish_lockrun_using_subcommand release" -s h -l help -d 'Print help (see more with \'--help\')'

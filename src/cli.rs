@@ -85,7 +85,7 @@ pub struct GlobalArgs {
     #[arg(short, long, action = ArgAction::Count, global = true)]
     pub verbose: u8,
 
-    /// Only errors on stderr; no waiting indicator
+    /// Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 }

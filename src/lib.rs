@@ -32,6 +32,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
         Err(e) => return report_parse_error(&e),
     };
     init_logging(cli.global.verbose, cli.global.quiet);
+    let quiet = cli.global.quiet;
     let conflict_code = match &cli.command {
         Some(Command::Run(run)) => run.conflict_exit_code,
         _ => cli.run.conflict_exit_code,
@@ -39,7 +40,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     match dispatch(cli) {
         Ok(exit) => exit.code(),
         Err(e) => {
-            eprintln!("lockrun: {}", ui::error_line(&e.to_string()));
+            // A busy lock is an expected outcome, not an error: with -q the
+            // exit code alone tells it, as flock -n does.
+            if !(quiet && matches!(e, Error::Busy(_))) {
+                eprintln!("lockrun: {}", ui::error_line(&e.to_string()));
+            }
             e.exit(conflict_code).code()
         }
     }

@@ -335,7 +335,7 @@ pub async fn acquire<B: Backend>(
                         indicator.clear();
                         return Err(interrupted(signal));
                     }
-                    () = tokio::time::sleep(WaitIndicator::TICK) => {
+                    () = tokio::time::sleep(WaitIndicator::TICK), if indicator.is_enabled() => {
                         indicator.show(&req.name, holder.as_ref(), started);
                     }
                 }

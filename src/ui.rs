@@ -30,6 +30,11 @@ impl WaitIndicator {
         }
     }
 
+    /// Whether the line is drawn at all (no need to wake up to redraw it).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
     pub fn show(&mut self, name: &LockName, holder: Option<&HolderInfo>, waiting_since: Instant) {
         if !self.enabled {
             return;

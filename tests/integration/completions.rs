@@ -7,8 +7,8 @@ use std::process::Command;
 
 use clap::CommandFactory;
 
-use crate::tty::{Tmux, require};
 use crate::util::{SOON, Sandbox, run_timeout, stderr_of};
+use crate::util::{Tmux, require};
 
 fn completions(file: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -726,16 +726,26 @@ fn ctrl_c_at_a_terminal_reaches_the_child_once() {
         got = got.display(),
         ready = ready.display()
     );
-    let command = format!(
-        "{BIN} --backend '{}' tty -- sh -c \"{script}\"",
-        sb.backend_url()
+    // The shell around lockrun ignores SIGINT, as an interactive shell
+    // running a foreground job does, and records lockrun's exit status.
+    let status = sb.path("status");
+    let lockrun = format!(
+        "{BIN} --backend {} tty -- sh -c {}",
+        sh_quote(&sb.backend_url()),
+        sh_quote(&script)
     );
-    let tmux = Tmux::start(&command);
+    let wrapped = format!("trap '' INT; {lockrun}; echo $? > {}", status.display());
+    let tmux = Tmux::start(
+        sb.dir.path(),
+        200,
+        50,
+        &format!("sh -c {}", sh_quote(&wrapped)),
+    );
     wait_for_content(&ready);
-    tmux.send_keys("C-c");
+    tmux.send_keys(&["C-c"]);
     assert_eq!(
-        tmux.wait_for_exit(),
-        9,
+        wait_for_content(&status),
+        "9",
         "lockrun must exit with the child's code"
     );
     let lines = std::fs::read_to_string(&got).unwrap();

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use clap::CommandFactory;
 
-use crate::tty::require;
+use crate::util::require;
 use crate::util::{BIN, SOON, run_timeout, stderr_of};
 
 /// (`--generate` value, checked-in file): keep in step with scripts/generate.

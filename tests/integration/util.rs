@@ -238,95 +238,140 @@ pub fn touch(path: &Path) {
     File::create(path).unwrap();
 }
 
-/// A private tmux server with one session: a real pseudo-terminal for tests
-/// of terminal behaviour (Ctrl-C, the waiting indicator). Killed on drop.
+/// Fail with an install hint when a program the tests need is missing.
+pub fn require(program: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "{program} is not installed: run scripts/test (it installs what the tests need) \
+         or `apt-get install {package}`"
+    );
+}
+
+/// A tmux server of our own (its socket lives in the sandbox), with one
+/// session running one command in a pane of a fixed size.
 pub struct Tmux {
-    socket: String,
-    status: PathBuf,
+    socket: PathBuf,
 }
 
 impl Tmux {
-    /// Start `command` (a shell string) in a detached session. The shell
-    /// around it ignores SIGINT, as an interactive shell running a
-    /// foreground job would, and records the command's exit status.
-    pub fn start(command: &str) -> Tmux {
-        let socket = format!("lockrun-test-{}-{}", std::process::id(), rand_suffix());
-        let status = std::env::temp_dir().join(format!("{socket}.status"));
-        let tmux = Tmux { socket, status };
-        let wrapped = format!(
-            "trap '' INT; {command}; echo $? > {}.tmp; mv {0}.tmp {0}; sleep 600",
-            tmux.status.display()
-        );
-        tmux.run(&[
-            "-f",
-            "/dev/null",
-            "new-session",
-            "-d",
-            "-s",
-            "t",
-            "-x",
-            "200",
-            "-y",
-            "50",
-            "sh",
-            "-c",
-            &wrapped,
-        ]);
-        tmux
-    }
-
-    /// The command's exit status once it has exited.
-    pub fn wait_for_exit(&self) -> i32 {
-        wait_for_content(&self.status).parse().unwrap()
-    }
-
-    pub fn run(&self, args: &[&str]) -> String {
-        let out = Command::new("tmux")
-            .arg("-L")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("tmux (scripts/test installs it)");
+    /// Start `command` (a shell command line) in a `width`×`height` pane.
+    /// The pane stays after the command exits, so its last screen can be read.
+    pub fn start(dir: &Path, width: u16, height: u16, command: &str) -> Tmux {
+        require("tmux", "tmux");
+        let socket = dir.join("tmux.sock");
+        let conf = dir.join("tmux.conf");
+        std::fs::write(&conf, "set -g remain-on-exit on\nset -g status off\n").unwrap();
+        let mut tmux = Command::new("tmux");
+        tmux.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", dir)
+            .env("TERM", "xterm-256color")
+            .env("LANG", "C.UTF-8")
+            .arg("-S")
+            .arg(&socket)
+            .arg("-f")
+            .arg(&conf)
+            .args([
+                "new-session",
+                "-d",
+                "-s",
+                "t",
+                "-x",
+                &width.to_string(),
+                "-y",
+                &height.to_string(),
+            ])
+            .arg(command);
+        let out = run_timeout(tmux, SOON);
         assert!(
             out.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "tmux new-session: {}",
+            stderr_of(&out)
         );
+        Tmux { socket }
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new("tmux");
+        cmd.arg("-S").arg(&self.socket).args(args);
+        let out = run_timeout(cmd, SOON);
+        assert!(out.status.success(), "tmux {args:?}: {}", stderr_of(&out));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    pub fn send_keys(&self, keys: &str) {
-        self.run(&["send-keys", "-t", "t", keys]);
+    /// The pane's rows, from the top of its history (tmux may push rows
+    /// into history, e.g. when the pane's program exits) to the bottom of
+    /// the screen, trailing blanks removed.
+    pub fn screen(&self) -> Vec<String> {
+        self.tmux(&["capture-pane", "-p", "-S", "-", "-t", "t"])
+            .lines()
+            .map(|row| row.trim_end().to_owned())
+            .collect()
     }
 
-    /// The visible screen, one string per line.
-    pub fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "t"])
+    /// Copy everything the pane's program writes from now on into `file`.
+    pub fn record(&self, file: &Path) {
+        self.tmux(&[
+            "pipe-pane",
+            "-o",
+            "-t",
+            "t",
+            &format!("cat >> '{}'", file.display()),
+        ]);
     }
 
-    pub fn wait_for_screen(&self, what: &str, mut pred: impl FnMut(&str) -> bool) -> String {
-        let mut screen = String::new();
-        wait_until(what, SOON, || {
-            screen = self.screen();
-            pred(&screen)
-        });
-        screen
+    /// Has the pane's program exited?
+    pub fn exited(&self) -> bool {
+        self.tmux(&["display", "-p", "-t", "t", "#{pane_dead}"])
+            .trim()
+            == "1"
+    }
+
+    pub fn send_keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "t"];
+        args.extend_from_slice(keys);
+        self.tmux(&args);
+    }
+
+    /// Poll the screen until `what` holds; panic with the last screen if not.
+    pub fn wait_for_screen(
+        &self,
+        what: &str,
+        mut condition: impl FnMut(&[String]) -> bool,
+    ) -> Vec<String> {
+        let deadline = std::time::Instant::now() + SOON;
+        loop {
+            let screen = self.screen();
+            if condition(&screen) {
+                return screen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}; screen:\n{}",
+                screen.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
 impl Drop for Tmux {
     fn drop(&mut self) {
         let _ = Command::new("tmux")
-            .arg("-L")
+            .arg("-S")
             .arg(&self.socket)
             .arg("kill-server")
-            .output();
-        let _ = std::fs::remove_file(&self.status);
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
+/// Quote for sh.
+pub fn sh_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }
