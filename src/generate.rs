@@ -284,7 +284,10 @@ fn backends_section(roff: &mut Roff) {
          holds the lock until its lease expires. Waiters are woken by the release. \
          `LOCKRUN_FENCE` comes from a per-name counter increased with every acquisition. \
          *PORT* defaults to 6379 and *DB* to 0. URL options: `?prefix=`*P* (key prefix, \
-         default `lockrun:`), `cacert=`*FILE* (CA certificate for `rediss`).",
+         default `lockrun:`), `cacert=`*FILE* (CA certificate for `rediss`). A server that \
+         has been up for less than `--ttl` grants no lock: after a restart without \
+         persistence the previous holder's command may still run until its next renewal \
+         fails, so the first lockrun against a brand-new server waits up to `--ttl`.",
     );
     roff.item(
         "`cloudshell://`*HOST*[`:`*PORT*]`/`*RESERVATION*, `cloudshells://`...",
@@ -434,6 +437,11 @@ fn signals_section(roff: &mut Roff) {
     roff.bullet(
         "The lock's file descriptor is close-on-exec: neither the command nor a daemon it \
          starts can keep a file lock after lockrun exits.",
+    );
+    roff.bullet(
+        "SIGTSTP (Ctrl-Z) stops the command's process group and then lockrun; SIGCONT (`fg`) \
+         resumes both. A stopped lockrun thus never leaves its command running without \
+         renewals. SIGWINCH is passed on to the command.",
     );
 }
 
