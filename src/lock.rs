@@ -258,6 +258,12 @@ pub trait Backend {
     /// Release, only if still ours.
     async fn release(&mut self, lease: Self::Lease) -> Result<()>;
 
+    /// How long a release may take, retries included, before lockrun gives
+    /// up on it. Backends whose locks never expire need the whole budget.
+    fn release_timeout(&self) -> Duration {
+        Duration::from_secs(10)
+    }
+
     /// The state of every slot of `name` (`slots` when known, else discovered).
     async fn status(&mut self, name: &LockName, slots: Option<u32>) -> Result<Vec<SlotState>>;
 
@@ -362,7 +368,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-fn interrupted(signal: i32) -> Error {
+pub fn interrupted(signal: i32) -> Error {
     Error::Interrupted {
         signal,
         name: crate::signals::name(signal),

@@ -104,6 +104,12 @@ pub async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> Result<E
     crate::with_backend!(backend, |backend| {
         let mut indicator = WaitIndicator::new(global.quiet);
         let lease = lock::acquire(&mut backend, &req, policy, &mut signals, &mut indicator).await?;
+        // A signal that came while a backend request was in flight must
+        // still abort: the command never starts after one.
+        if let Some(signal) = signals.pending() {
+            let _ = backend.release(lease).await;
+            return Err(lock::interrupted(signal));
+        }
         tracing::info!(name = %req.name, slot = lease.slot(), fence = ?lease.fence(), "acquired");
         let spec = spec(backend.display_url(), &lease);
         supervise::run_locked(&mut backend, lease, &req, &spec, stop, &mut signals).await

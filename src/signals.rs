@@ -2,13 +2,12 @@
 //! installed once at start-up, before waiting for the lock, so that a signal
 //! during the wait aborts it cleanly instead of killing lockrun mid-request.
 //!
-//! Job control is handled here too: the child lives in its own process group,
-//! so a terminal's Ctrl-Z stops only lockrun. Were lockrun stopped alone, the
-//! child would run on while nobody renews its lease; so SIGTSTP stops the
-//! child's group first, and SIGCONT resumes it.
+//! Job control matters because the child lives in its own process group: a
+//! terminal's Ctrl-Z stops only lockrun. While there is no child, SIGTSTP
+//! simply stops lockrun here; while a child runs, the supervisor decides
+//! (see `supervise::handle_signal`).
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::error::{Error, Result};
@@ -23,13 +22,11 @@ pub const FORWARDED: [Signal; 6] = [
     Signal::SIGUSR2,
 ];
 
-/// Handled inside [`Signals::recv`], never returned.
+/// Job control and terminal signals: never a reason to give up waiting.
 const JOB_CONTROL: [Signal; 3] = [Signal::SIGTSTP, Signal::SIGCONT, Signal::SIGWINCH];
 
 pub struct Signals {
     streams: Vec<(Signal, tokio::signal::unix::Signal)>,
-    /// The child's process group, once there is a child.
-    child_group: Option<Pid>,
 }
 
 impl Signals {
@@ -45,21 +42,15 @@ impl Signals {
                     })
             })
             .collect::<Result<_>>()?;
-        Ok(Signals {
-            streams,
-            child_group: None,
-        })
+        Ok(Signals { streams })
     }
 
-    pub fn set_child_group(&mut self, group: Option<Pid>) {
-        self.child_group = group;
-    }
-
-    /// The next signal received that is meant to end things (its number).
+    /// While waiting for the lock: the next signal meant to end things (its
+    /// number). SIGTSTP stops lockrun, as it would without a handler.
     pub async fn recv(&mut self) -> i32 {
         loop {
-            let signal = self.next_any().await;
-            if !self.handle_job_control(signal) {
+            let signal = self.recv_any().await;
+            if !handle_job_control_while_waiting(signal) {
                 return signal as i32;
             }
         }
@@ -77,13 +68,16 @@ impl Signals {
                 _ => None,
             })
             .collect();
+        // Every ready signal is acted on, not only the first.
         ready
             .into_iter()
-            .find(|&sig| !self.handle_job_control(sig))
+            .filter(|&sig| !handle_job_control_while_waiting(sig))
+            .min_by_key(|&sig| sig as i32)
             .map(|sig| sig as i32)
     }
 
-    async fn next_any(&mut self) -> Signal {
+    /// The next signal of any kind, for the supervisor.
+    pub async fn recv_any(&mut self) -> Signal {
         std::future::poll_fn(|cx| {
             for (sig, stream) in &mut self.streams {
                 if let std::task::Poll::Ready(Some(())) = stream.poll_recv(cx) {
@@ -94,28 +88,18 @@ impl Signals {
         })
         .await
     }
+}
 
-    /// True if `signal` was a job-control signal and has been dealt with.
-    fn handle_job_control(&self, signal: Signal) -> bool {
-        if !JOB_CONTROL.contains(&signal) {
-            return false;
-        }
-        let to_child = |sig| {
-            if let Some(group) = self.child_group {
-                let _ = killpg(group, sig);
-            }
-        };
-        match signal {
-            Signal::SIGTSTP => {
-                to_child(Signal::SIGTSTP);
-                // Our handler replaced the default "stop": stop for real.
-                let _ = nix::sys::signal::raise(Signal::SIGSTOP);
-            }
-            Signal::SIGCONT => to_child(Signal::SIGCONT),
-            _ => to_child(signal),
-        }
-        true
+/// True if `signal` was a job-control signal and has been dealt with.
+fn handle_job_control_while_waiting(signal: Signal) -> bool {
+    if !JOB_CONTROL.contains(&signal) {
+        return false;
     }
+    if signal == Signal::SIGTSTP {
+        // Our handler replaced the default "stop": stop for real.
+        let _ = nix::sys::signal::raise(Signal::SIGSTOP);
+    }
+    true
 }
 
 /// `SIGTERM` for 15, for messages.

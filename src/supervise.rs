@@ -2,6 +2,7 @@
 //! signals, keep the lease alive, stop the child when the lease is lost or
 //! `--max-time` runs out, and release the lock on every path.
 
+use std::cell::Cell;
 use std::ffi::OsString;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
@@ -43,10 +44,6 @@ enum StopReason {
     MaxTime,
 }
 
-/// How long release may take before we give up on it (the lease, if any,
-/// then runs out by itself).
-const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Run the child while holding `lease`, then release it. Every path,
 /// including a failed spawn, releases the lock before returning.
 pub async fn run_locked<B: Backend>(
@@ -58,7 +55,7 @@ pub async fn run_locked<B: Backend>(
     signals: &mut Signals,
 ) -> Result<Exit> {
     let outcome = supervise(backend, &mut lease, req, spec, policy, signals).await;
-    match tokio::time::timeout(RELEASE_TIMEOUT, backend.release(lease)).await {
+    match tokio::time::timeout(backend.release_timeout(), backend.release(lease)).await {
         Ok(Ok(())) => tracing::info!(name = %req.name, "released"),
         Ok(Err(e)) => eprintln!("lockrun: warning: could not release {}: {e}", req.name),
         Err(_) => eprintln!("lockrun: warning: releasing {} timed out", req.name),
@@ -83,55 +80,124 @@ async fn supervise<B: Backend>(
             .ok_or_else(|| Error::internal("child has no pid"))?,
     );
     tracing::info!(pid = pgid.as_raw(), "child started");
-    signals.set_child_group(Some(pgid));
+    let guardian = Guardian::start(pgid);
 
     let max_deadline = policy.max_time.map(|d| Instant::now() + d);
     let mut stop: Option<StopReason> = None;
     let mut kill_at: Option<Instant> = None;
+    // Processes that survive SIGKILL (uninterruptible sleep) must not hang us.
+    let mut give_up_at: Option<Instant> = None;
+    let mut leader: Option<ExitStatus> = None;
+    let mut leftovers_signalled = false;
     let mut lease_watch_done = false;
-    let lease_watch = keep_lease(backend, lease, renew_every, policy.kill_after);
+    // The watch publishes the instant by which the child must be dead if
+    // no further renewal succeeds, for the SIGCONT decision below.
+    let must_die_by = Cell::new(lease.expires_at().map(|e| kill_deadline(e, renew_every)));
+    let lease_watch = keep_lease(backend, lease, renew_every, policy.kill_after, &must_die_by);
     tokio::pin!(lease_watch);
 
-    let status: ExitStatus = loop {
-        tokio::select! {
-            status = child.wait() => {
-                break status.map_err(|e| Error::internal(format!("waiting for the child: {e}")))?;
+    // Runs until the child has exited *and* nothing it left in its process
+    // group is alive: the lease is watched the whole time, because those
+    // leftovers must not run on without the lock either.
+    loop {
+        if leader.is_some() {
+            reap_group(pgid);
+            if !group_alive(pgid) {
+                break;
             }
-            signal = signals.recv() => {
-                tracing::info!(signal, "forwarding signal to the child");
-                signal_group(pgid, Signal::try_from(signal).ok());
+            if !leftovers_signalled {
+                leftovers_signalled = true;
+                tracing::info!(
+                    pgid = pgid.as_raw(),
+                    "stopping processes the command left behind"
+                );
+                signal_group(pgid, Some(Signal::SIGTERM));
+                kill_at = earliest(kill_at, Some(Instant::now() + policy.kill_after));
+            }
+            if give_up_at.is_some_and(|at| Instant::now() >= at) {
+                eprintln!(
+                    "lockrun: warning: processes of the command survive SIGKILL; giving up on them"
+                );
+                break;
+            }
+        }
+        tokio::select! {
+            status = child.wait(), if leader.is_none() => {
+                leader = Some(status.map_err(|e| Error::internal(format!("waiting for the child: {e}")))?);
+            }
+            signal = signals.recv_any() => {
+                handle_signal(signal, pgid, &must_die_by);
             }
             end = &mut lease_watch, if !lease_watch_done => {
                 lease_watch_done = true;
-                if stop.is_none() {
-                    eprintln!("lockrun: lost the lock {}: {}; stopping the command", req.name, end.reason);
-                    stop = Some(StopReason::LockLost);
+                eprintln!("lockrun: lost the lock {}: {}; stopping the command", req.name, end.reason);
+                // Losing the lock outranks --max-time: the exit code says the worse news.
+                if !matches!(stop, Some(StopReason::LockLost)) {
                     signal_group(pgid, Some(Signal::SIGTERM));
-                    let grace = Instant::now() + policy.kill_after;
-                    kill_at = Some(end.kill_by.map_or(grace, |by| by.min(grace)));
                 }
+                stop = Some(StopReason::LockLost);
+                let grace = Instant::now() + policy.kill_after;
+                kill_at = earliest(kill_at, Some(end.kill_by.map_or(grace, |by| by.min(grace))));
             }
-            () = sleep_until_opt(max_deadline), if stop.is_none() => {
+            () = sleep_until_opt(max_deadline), if stop.is_none() && leader.is_none() => {
                 eprintln!("lockrun: --max-time ran out for {}; stopping the command", req.name);
                 stop = Some(StopReason::MaxTime);
                 signal_group(pgid, Some(Signal::SIGTERM));
-                kill_at = Some(Instant::now() + policy.kill_after);
+                kill_at = earliest(kill_at, Some(Instant::now() + policy.kill_after));
             }
             () = sleep_until_opt(kill_at) => {
                 tracing::info!("grace period over, sending SIGKILL");
                 signal_group(pgid, Some(Signal::SIGKILL));
                 kill_at = None;
+                give_up_at = Some(Instant::now() + Duration::from_secs(5));
             }
+            () = tokio::time::sleep(LEFTOVER_POLL), if leader.is_some() => {}
         }
-    };
-    stop_leftovers(pgid, policy.kill_after).await;
-    signals.set_child_group(None);
+    }
+    guardian.dismiss();
 
+    let status = leader.ok_or_else(|| Error::internal("child status lost"))?;
     Ok(match stop {
         Some(StopReason::LockLost) => Exit::LockLost,
         Some(StopReason::MaxTime) => Exit::MaxTime,
         None => exit_of(status),
     })
+}
+
+/// How often to look whether the child's leftovers are gone (they are not
+/// our children, so there is no event for it).
+const LEFTOVER_POLL: Duration = Duration::from_millis(10);
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Forward a signal to the child's group, with job control done right:
+/// the group is stopped with SIGSTOP (a command that ignores SIGTSTP must
+/// not run on while lockrun, stopped, renews nothing), and on SIGCONT it is
+/// resumed only if the lease cannot have run out meanwhile; otherwise it
+/// stays stopped and the lease watch kills it.
+fn handle_signal(signal: Signal, pgid: Pid, must_die_by: &Cell<Option<Instant>>) {
+    match signal {
+        Signal::SIGTSTP => {
+            signal_group(pgid, Some(Signal::SIGSTOP));
+            let _ = nix::sys::signal::raise(Signal::SIGSTOP);
+        }
+        Signal::SIGCONT => {
+            if must_die_by.get().is_some_and(|by| Instant::now() >= by) {
+                tracing::info!("lease may have run out while stopped; not resuming the command");
+            } else {
+                signal_group(pgid, Some(Signal::SIGCONT));
+            }
+        }
+        _ => {
+            tracing::info!(%signal, "forwarding signal to the child");
+            signal_group(pgid, Some(signal));
+        }
+    }
 }
 
 fn exit_of(status: ExitStatus) -> Exit {
@@ -201,28 +267,39 @@ struct LeaseEnd {
     kill_by: Option<Instant>,
 }
 
+/// The instant by which the child must be dead if no renewal succeeds after
+/// the one that set `expires`: a safety margin (a third of the renewal
+/// interval) before the lease can expire on the server.
+fn kill_deadline(expires: Instant, interval: Option<Duration>) -> Instant {
+    let margin = interval.map_or(Duration::ZERO, |i| i / 3);
+    expires.checked_sub(margin).unwrap_or(expires)
+}
+
 /// Renew the lease for as long as the child runs. Returns when the lock is
 /// lost, or when renewals have failed for so long that the lease could
 /// expire before the child is stopped (self-fencing on the monotonic clock).
+/// `must_die_by` is kept up to date for the supervisor.
 async fn keep_lease<B: Backend>(
     backend: &mut B,
     lease: &mut B::Lease,
     interval: Option<Duration>,
     kill_after: Duration,
+    must_die_by: &Cell<Option<Instant>>,
 ) -> LeaseEnd {
-    let Some(interval) = interval else {
+    let Some(every) = interval else {
         return std::future::pending().await;
     };
-    let retry = (interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    let mut next = Instant::now() + interval;
+    let retry = (every / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut next = Instant::now() + every;
     loop {
-        // Deadline to start stopping the child: SIGKILL must land before the
-        // lease can expire, so SIGTERM goes out a grace period earlier.
+        // SIGKILL must land before the lease can expire, so SIGTERM goes out
+        // a grace period earlier.
         let fence = lease.expires_at().map(|expires| {
-            let kill_by = expires.checked_sub(interval / 3).unwrap_or(expires);
-            let grace = kill_after.min(interval);
+            let kill_by = kill_deadline(expires, interval);
+            let grace = kill_after.min(every);
             (kill_by.checked_sub(grace).unwrap_or(kill_by), kill_by)
         });
+        must_die_by.set(fence.map(|(_, kill_by)| kill_by));
         let self_fence = |kill_by| LeaseEnd {
             reason: "could not renew the lease before it could expire".into(),
             kill_by: Some(kill_by),
@@ -244,7 +321,7 @@ async fn keep_lease<B: Backend>(
             None => backend.renew(lease).await,
         };
         match renewal {
-            Ok(Renewal::Held) => next = Instant::now() + interval,
+            Ok(Renewal::Held) => next = Instant::now() + every,
             Ok(Renewal::Lost(reason)) => {
                 return LeaseEnd {
                     reason,
@@ -263,34 +340,6 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-/// After the child itself exited: anything it left running in its process
-/// group would run on without the lock, so it gets SIGTERM, then SIGKILL.
-/// lockrun is a child subreaper, so orphans are ours to reap here.
-async fn stop_leftovers(pgid: Pid, kill_after: Duration) {
-    reap_group(pgid);
-    if !group_alive(pgid) {
-        return;
-    }
-    tracing::info!(
-        pgid = pgid.as_raw(),
-        "stopping processes the command left behind"
-    );
-    signal_group(pgid, Some(Signal::SIGTERM));
-    let deadline = Instant::now() + kill_after;
-    while group_alive(pgid) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        reap_group(pgid);
-    }
-    if group_alive(pgid) {
-        signal_group(pgid, Some(Signal::SIGKILL));
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while group_alive(pgid) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            reap_group(pgid);
-        }
     }
 }
 
@@ -315,5 +364,113 @@ pub fn become_subreaper() {
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     if rc != 0 {
         tracing::debug!("PR_SET_CHILD_SUBREAPER failed");
+    }
+}
+
+/// A tiny forked process that SIGKILLs the child's process group if lockrun
+/// dies without dismissing it (e.g. lockrun is SIGKILLed). PR_SET_PDEATHSIG
+/// only reaches the direct child; this reaches everything in its group.
+///
+/// It learns of lockrun's death by EOF on a pipe whose write end only
+/// lockrun holds; a byte on the pipe dismisses it.
+struct Guardian {
+    pid: Option<Pid>,
+    dismiss: Option<std::os::fd::OwnedFd>,
+}
+
+impl Guardian {
+    fn start(group: Pid) -> Guardian {
+        let none = Guardian {
+            pid: None,
+            dismiss: None,
+        };
+        let Ok((read_end, write_end)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+            return none;
+        };
+        use std::os::fd::AsRawFd;
+        let read_fd = read_end.as_raw_fd();
+        // SAFETY: the forked process only makes async-signal-safe system
+        // calls (signal, open, dup2, close_range, read, kill, _exit) and
+        // never returns into Rust code that could touch shared state.
+        match unsafe { libc::fork() } {
+            // SAFETY: we are the freshly forked child, as guardian_main requires.
+            0 => unsafe { guardian_main(read_fd, group.as_raw()) },
+            -1 => none,
+            pid => {
+                drop(read_end);
+                Guardian {
+                    pid: Some(Pid::from_raw(pid)),
+                    dismiss: Some(write_end),
+                }
+            }
+        }
+    }
+
+    fn dismiss(mut self) {
+        self.dismiss_now();
+    }
+
+    fn dismiss_now(&mut self) {
+        if let Some(fd) = self.dismiss.take() {
+            let _ = nix::unistd::write(&fd, b"d");
+        }
+        if let Some(pid) = self.pid.take() {
+            let _ = waitpid(pid, None);
+        }
+    }
+}
+
+impl Drop for Guardian {
+    fn drop(&mut self) {
+        self.dismiss_now();
+    }
+}
+
+/// The guardian's whole life, in the forked process.
+///
+/// # Safety
+/// Must only be called in a freshly forked child.
+unsafe fn guardian_main(read_fd: i32, group: i32) -> ! {
+    // SAFETY: plain system calls on integers and a static C string; this is
+    // a forked child that runs nothing else.
+    unsafe {
+        // Terminal and job-control signals are for lockrun and its child,
+        // not for the guardian, which must outlive them to do its job.
+        for sig in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
+            libc::SIGPIPE,
+        ] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+        // Hold nothing of lockrun's: not the lock file, not its sockets, not
+        // the stdout a caller reads to EOF.
+        // Out of the way first: with stdin closed, the pipe may be fd 0.
+        let pipe = libc::fcntl(read_fd, libc::F_DUPFD, 10);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        for fd in 0..3 {
+            libc::dup2(null, fd);
+        }
+        libc::dup2(pipe, 3);
+        libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+        let mut byte = 0u8;
+        let n = loop {
+            let n = libc::read(3, (&raw mut byte).cast(), 1);
+            if n >= 0 || *libc::__errno_location() != libc::EINTR {
+                break n;
+            }
+        };
+        if n == 0 {
+            // EOF without a dismissal: lockrun is gone.
+            libc::kill(-group, libc::SIGKILL);
+        }
+        libc::_exit(0)
     }
 }

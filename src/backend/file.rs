@@ -396,8 +396,11 @@ fn next_fence(path: &Path) -> Result<Option<u64>> {
         .read_to_string(&mut text)
         .map_err(|e| io_error("cannot read fence counter", path, &e))?;
     let fence = text.trim().parse::<u64>().unwrap_or(0) + 1;
-    file.set_len(0)
-        .and_then(|()| file.write_all_at(format!("{fence}\n").as_bytes(), 0))
+    // Write, then trim: the number only grows, so a crash between the two
+    // leaves a readable, larger value, never a truncated file.
+    let line = format!("{fence}\n");
+    file.write_all_at(line.as_bytes(), 0)
+        .and_then(|()| file.set_len(line.len() as u64))
         .map_err(|e| io_error("cannot write fence counter", path, &e))?;
     Ok(Some(fence))
 }

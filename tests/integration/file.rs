@@ -274,15 +274,30 @@ fn a_signal_while_waiting_aborts_cleanly() {
 #[test]
 fn sigkilled_lockrun_frees_the_lock_and_takes_the_child_along() {
     let sb = Sandbox::new();
-    let holder = Holder::start(&sb, "victim", &[]);
-    holder.proc.signal(Signal::SIGKILL);
-    let child_pid = holder.child_pid;
+    let bg = sb.path("bg.pid");
+    let ready = sb.path("victim.ready");
+    let script = format!(
+        "sleep 60 & echo $! > {}; echo $$ > {}; read line",
+        bg.display(),
+        ready.display()
+    );
+    let mut cmd = sb.lockrun(&["victim", "--", "sh", "-c", &script]);
+    cmd.stdin(Stdio::piped());
+    let holder = Proc::spawn(cmd, "holder");
+    let child_pid: i32 = wait_for_content(&ready).parse().unwrap();
+    let grandchild: i32 = wait_for_content(&bg).parse().unwrap();
+    holder.signal(Signal::SIGKILL);
     wait_until("the lock to be free after SIGKILL", SOON, || {
         sb.lock_is_free("victim")
     });
     wait_until("the child to die with lockrun (PDEATHSIG)", SOON, || {
         !alive(child_pid)
     });
+    wait_until(
+        "the grandchild to die with lockrun (guardian)",
+        SOON,
+        || !alive(grandchild),
+    );
     assert_eq!(no_wait_code(&sb, "victim"), 0);
     drop(holder);
 }
@@ -783,4 +798,45 @@ fn ctrl_z_stops_the_child_with_lockrun_and_fg_resumes_both() {
         process_state(lockrun) != Some('T')
     });
     assert_eq!(holder.release(), 0);
+}
+
+#[test]
+fn leftovers_that_ignore_sigterm_are_killed_after_kill_after() {
+    let sb = Sandbox::new();
+    let pidfile = sb.path("stubborn.pid");
+    let script = format!(
+        "(trap '' TERM; exec sleep 60) & echo $! > {}",
+        pidfile.display()
+    );
+    let out = run_timeout(
+        sb.lockrun(&["--kill-after", "300ms", "left", "--", "sh", "-c", &script]),
+        SOON,
+    );
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+    let pid: i32 = wait_for_content(&pidfile).parse().unwrap();
+    assert!(!alive(pid), "a TERM-ignoring leftover outlived lockrun");
+}
+
+#[test]
+fn ctrl_z_stops_even_a_child_that_ignores_sigtstp() {
+    let sb = Sandbox::new();
+    let ready = sb.path("ready");
+    let script = format!(
+        "trap '' TSTP; echo $$ > {}; read line || true",
+        ready.display()
+    );
+    let mut cmd = sb.lockrun(&["tstp", "--", "sh", "-c", &script]);
+    cmd.stdin(Stdio::piped());
+    let mut proc = Proc::spawn(cmd, "holder");
+    let child: i32 = wait_for_content(&ready).parse().unwrap();
+    proc.signal(Signal::SIGTSTP);
+    wait_until("the child to stop", SOON, || {
+        process_state(child) == Some('T')
+    });
+    proc.signal(Signal::SIGCONT);
+    wait_until("the child to resume", SOON, || {
+        process_state(child) != Some('T')
+    });
+    drop(proc.child.stdin.take());
+    assert_eq!(code(proc.wait_timeout(SOON)), 0);
 }

@@ -432,6 +432,13 @@ impl Backend for CloudShellBackend {
         self.config.check_interval
     }
 
+    fn release_timeout(&self) -> Duration {
+        // An alias never expires: cutting the remove's own retries short
+        // would leave a stale lock behind. A lookup plus every attempt of
+        // the remove, twice over for re-logons.
+        self.config.timeout * 2 * (self.config.retries + 2)
+    }
+
     async fn renew(&mut self, lease: &mut CloudShellLease) -> Result<Renewal> {
         let reservation = self.config.reservation.clone();
         let Some(service) = self.lookup(&lease.alias).await? else {
