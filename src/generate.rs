@@ -430,7 +430,9 @@ fn signals_section(roff: &mut Roff) {
     );
     roff.bullet(
         "If lockrun itself is killed with SIGKILL, the command gets SIGKILL too \
-         (PR_SET_PDEATHSIG on Linux): it never runs on unprotected. A file lock is then free \
+         (PR_SET_PDEATHSIG on Linux), and so does everything in its process group (a tiny \
+         guardian process that lockrun forks notices lockrun's death): nothing runs on \
+         unprotected. A file lock is then free \
          at once, a Redis lease expires after `--ttl`, and a CloudShell alias stays until \
          `lockrun release` *NAME* `--force`.",
     );
@@ -439,9 +441,11 @@ fn signals_section(roff: &mut Roff) {
          starts can keep a file lock after lockrun exits.",
     );
     roff.bullet(
-        "SIGTSTP (Ctrl-Z) stops the command's process group and then lockrun; SIGCONT (`fg`) \
-         resumes both. A stopped lockrun thus never leaves its command running without \
-         renewals. SIGWINCH is passed on to the command.",
+        "SIGTSTP (Ctrl-Z) stops the command's process group (with SIGSTOP, which a command \
+         cannot ignore) and then lockrun; SIGCONT (`fg`) resumes both, unless the lease may \
+         have expired meanwhile, in which case the command is killed instead (exit 76). A \
+         stopped lockrun thus never leaves its command running without renewals. SIGWINCH \
+         is passed on to the command.",
     );
 }
 
