@@ -579,8 +579,11 @@ fn notes_section(roff: &mut Roff) {
          *DURATION*; and `-b` as a short form of `--backend`.",
     );
     roff.p(
-        "The command is not in the terminal's foreground process group, so it cannot read \
-         from the terminal: give interactive commands their input through a pipe or a file.",
+        "When lockrun runs in the foreground of the terminal on its stdin, the command's \
+         process group becomes the terminal's foreground group while it runs, as a shell \
+         does for a job: the command can read the terminal, Ctrl-C and Ctrl-Z reach it \
+         directly, lockrun stops with it (so the shell shows the job as stopped) and hands \
+         the terminal back when it ends.",
     );
     roff.p(
         "flock(2) locks on network file systems (NFS, CIFS) depend on the server; use a \

@@ -11,6 +11,7 @@ pub mod lock;
 pub mod run;
 pub mod signals;
 pub mod supervise;
+pub mod terminal;
 pub mod ui;
 
 use std::ffi::OsString;

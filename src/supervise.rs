@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::lock::{Backend, Lease, LockRequest, Renewal};
 use crate::signals::Signals;
+use crate::terminal::Terminal;
 
 /// What to run and with which extra environment.
 pub struct ChildSpec {
@@ -72,7 +73,8 @@ async fn supervise<B: Backend>(
     signals: &mut Signals,
 ) -> Result<Exit> {
     let renew_every = backend.renew_interval(req);
-    let mut child = spawn(spec)?;
+    let terminal = Terminal::foreground();
+    let mut child = spawn(spec, terminal.is_some())?;
     let pgid = Pid::from_raw(
         child
             .id()
@@ -126,7 +128,14 @@ async fn supervise<B: Backend>(
                 leader = Some(status.map_err(|e| Error::internal(format!("waiting for the child: {e}")))?);
             }
             signal = signals.recv_any() => {
-                handle_signal(signal, pgid, &must_die_by);
+                handle_signal(signal, pgid, &must_die_by, terminal.as_ref());
+            }
+            // With the terminal, Ctrl-Z stops the child's group directly;
+            // lockrun follows it, so the shell gets its prompt back.
+            () = tokio::time::sleep(STOP_POLL), if terminal.is_some() && leader.is_none() => {
+                if process_state(pgid) == Some('T') {
+                    suspend_with_child(pgid, &must_die_by, terminal.as_ref());
+                }
             }
             end = &mut lease_watch, if !lease_watch_done => {
                 lease_watch_done = true;
@@ -155,6 +164,9 @@ async fn supervise<B: Backend>(
         }
     }
     guardian.dismiss();
+    if let Some(terminal) = &terminal {
+        terminal.take_back();
+    }
 
     let status = leader.ok_or_else(|| Error::internal("child status lost"))?;
     Ok(match stop {
@@ -163,6 +175,43 @@ async fn supervise<B: Backend>(
         None => exit_of(status),
     })
 }
+
+/// The child's group is stopped: stop lockrun too (so its caller sees the
+/// job as stopped), and on SIGCONT resume the child if the lease allows.
+fn suspend_with_child(pgid: Pid, must_die_by: &Cell<Option<Instant>>, terminal: Option<&Terminal>) {
+    if let Some(terminal) = terminal {
+        terminal.take_back();
+    }
+    // Returns once somebody sends SIGCONT.
+    let _ = nix::sys::signal::raise(Signal::SIGSTOP);
+    resume_child(pgid, must_die_by, terminal);
+}
+
+fn resume_child(pgid: Pid, must_die_by: &Cell<Option<Instant>>, terminal: Option<&Terminal>) {
+    if must_die_by.get().is_some_and(|by| Instant::now() >= by) {
+        // Left stopped: the lease watch kills it (SIGKILL works on a stopped process).
+        tracing::info!("lease may have run out while stopped; not resuming the command");
+        return;
+    }
+    if let Some(terminal) = terminal {
+        terminal.give_to(pgid);
+    }
+    signal_group(pgid, Some(Signal::SIGCONT));
+}
+
+fn process_state(pid: Pid) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
+/// How often an interactive child is checked for having been stopped by
+/// the terminal (there is no event for it that tokio exposes).
+const STOP_POLL: Duration = Duration::from_millis(100);
 
 /// How often to look whether the child's leftovers are gone (they are not
 /// our children, so there is no event for it).
@@ -180,19 +229,18 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 /// not run on while lockrun, stopped, renews nothing), and on SIGCONT it is
 /// resumed only if the lease cannot have run out meanwhile; otherwise it
 /// stays stopped and the lease watch kills it.
-fn handle_signal(signal: Signal, pgid: Pid, must_die_by: &Cell<Option<Instant>>) {
+fn handle_signal(
+    signal: Signal,
+    pgid: Pid,
+    must_die_by: &Cell<Option<Instant>>,
+    terminal: Option<&Terminal>,
+) {
     match signal {
         Signal::SIGTSTP => {
             signal_group(pgid, Some(Signal::SIGSTOP));
-            let _ = nix::sys::signal::raise(Signal::SIGSTOP);
+            suspend_with_child(pgid, must_die_by, terminal);
         }
-        Signal::SIGCONT => {
-            if must_die_by.get().is_some_and(|by| Instant::now() >= by) {
-                tracing::info!("lease may have run out while stopped; not resuming the command");
-            } else {
-                signal_group(pgid, Some(Signal::SIGCONT));
-            }
-        }
+        Signal::SIGCONT => resume_child(pgid, must_die_by, terminal),
         _ => {
             tracing::info!(%signal, "forwarding signal to the child");
             signal_group(pgid, Some(signal));
@@ -210,7 +258,7 @@ fn exit_of(status: ExitStatus) -> Exit {
     }
 }
 
-fn spawn(spec: &ChildSpec) -> Result<tokio::process::Child> {
+fn spawn(spec: &ChildSpec, claim_terminal: bool) -> Result<tokio::process::Child> {
     let mut command = tokio::process::Command::new(&spec.program);
     command
         .args(&spec.args)
@@ -223,7 +271,8 @@ fn spawn(spec: &ChildSpec) -> Result<tokio::process::Child> {
     command.process_group(0);
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe system calls (prctl, getppid, raise).
+    // async-signal-safe system calls (prctl, getppid, raise, setpgid,
+    // sigprocmask, tcsetpgrp).
     unsafe {
         command.pre_exec(move || {
             // If lockrun is SIGKILLed the child must not run on unprotected.
@@ -231,6 +280,9 @@ fn spawn(spec: &ChildSpec) -> Result<tokio::process::Child> {
             // lockrun may have died before prctl took effect.
             if nix::unistd::getppid() != parent {
                 nix::sys::signal::raise(Signal::SIGKILL)?;
+            }
+            if claim_terminal {
+                crate::terminal::claim_in_child()?;
             }
             Ok(())
         });

@@ -840,3 +840,35 @@ fn ctrl_z_stops_even_a_child_that_ignores_sigtstp() {
     drop(proc.child.stdin.take());
     assert_eq!(code(proc.wait_timeout(SOON)), 0);
 }
+
+#[test]
+fn a_command_can_read_the_terminal_and_ctrl_z_suspends_the_job() {
+    let sb = Sandbox::new();
+    let out = sb.path("answer");
+    let script = format!("printf 'name? '; read x; echo \"$x\" > {}", out.display());
+    let lockrun = format!(
+        "{BIN} --backend {} ask -- sh -c {}",
+        sh_quote(&sb.backend_url()),
+        sh_quote(&script)
+    );
+    // An interactive shell with job control, as at a real terminal.
+    let tmux = Tmux::start(sb.dir.path(), 120, 20, "bash --norc --noprofile -i");
+    tmux.wait_for_screen("the prompt", |s| {
+        s.iter().any(|l| l.contains('$') || l.contains('#'))
+    });
+    tmux.send_keys(&[&lockrun, "Enter"]);
+    tmux.wait_for_screen("the question", |s| s.iter().any(|l| l.contains("name?")));
+    // Ctrl-Z: the shell must get its prompt back with the job stopped.
+    tmux.send_keys(&["C-z"]);
+    tmux.wait_for_screen("the job to stop", |s| {
+        s.iter().any(|l| l.contains("Stopped"))
+    });
+    assert!(
+        !sb.lock_is_free("ask"),
+        "a stopped job still holds its lock"
+    );
+    tmux.send_keys(&["fg", "Enter"]);
+    tmux.send_keys(&["bob", "Enter"]);
+    assert_eq!(wait_for_content(&out), "bob");
+    wait_until("the lock to be released", SOON, || sb.lock_is_free("ask"));
+}
