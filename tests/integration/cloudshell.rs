@@ -331,41 +331,23 @@ fn concurrent_critical_sections_never_overlap() {
     const SECTIONS: usize = 25;
     let emu = Emulator::start();
     let dir = tempfile::tempdir().unwrap();
-    let counter = dir.path().join("counter");
-    std::fs::write(&counter, "0\n").unwrap();
-    // Unprotected read, pause, write: loses increments unless excluded.
-    let section = format!(
-        "n=$(cat {c}); sleep 0.002; echo $((n + 1)) > {c}",
-        c = counter.display()
-    );
     // Short backoff: the emulator answers in a millisecond, and the test
     // is about exclusion, not about sparing a real server.
     let url = emu.url("?first_poll=5ms&max_poll=40ms");
     let started = Instant::now();
-    let workers: Vec<Proc> = (0..WORKERS)
-        .map(|i| {
-            let script = format!(
-                "for i in $(seq {SECTIONS}); do \"$0\" --backend '{url}' torture -- sh -c '{section}' || exit 99; done"
-            );
-            let mut cmd = clean_cmd("sh");
-            cmd.env("LOCKRUN_CLOUDSHELL_USER", USER)
-                .env("LOCKRUN_CLOUDSHELL_PASSWORD", PASSWORD)
-                .arg("-c")
-                .arg(script)
-                .arg(BIN);
-            Proc::spawn(cmd, &format!("worker {i}"))
-        })
-        .collect();
-    for mut worker in workers {
-        assert_eq!(code(worker.wait_timeout(Duration::from_secs(240))), 0);
-    }
-    let total: usize = std::fs::read_to_string(&counter)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let (count, _) = contention_torture(
+        dir.path(),
+        WORKERS,
+        SECTIONS,
+        &["--backend", &url],
+        &[
+            ("LOCKRUN_CLOUDSHELL_USER", USER),
+            ("LOCKRUN_CLOUDSHELL_PASSWORD", PASSWORD),
+        ],
+        Duration::from_secs(240),
+    );
     assert_eq!(
-        total,
+        count,
         WORKERS * SECTIONS,
         "lost increments: mutual exclusion broken"
     );

@@ -70,36 +70,24 @@ fn concurrent_critical_sections_never_overlap() {
     const WORKERS: usize = 8;
     const SECTIONS: usize = 25;
     let sb = Sandbox::new();
-    let counter = sb.path("counter");
-    std::fs::write(&counter, "0\n").unwrap();
-    // Unprotected read, pause, write: loses increments unless excluded.
-    let section = format!(
-        "n=$(cat {c}); sleep 0.002; echo $((n + 1)) > {c}",
-        c = counter.display()
+    let url = sb.backend_url();
+    let (count, fences) = contention_torture(
+        sb.dir.path(),
+        WORKERS,
+        SECTIONS,
+        &["--backend", &url],
+        &[],
+        Duration::from_secs(120),
     );
-    let workers: Vec<Proc> = (0..WORKERS)
-        .map(|i| {
-            let script = format!(
-                "for i in $(seq {SECTIONS}); do \"$0\" --backend '{url}' torture -- sh -c '{section}' || exit 99; done",
-                url = sb.backend_url()
-            );
-            let mut cmd = Command::new("sh");
-            cmd.arg("-c").arg(script).arg(BIN);
-            Proc::spawn(cmd, &format!("worker {i}"))
-        })
-        .collect();
-    for mut worker in workers {
-        assert_eq!(code(worker.wait_timeout(Duration::from_secs(120))), 0);
-    }
-    let total: usize = std::fs::read_to_string(&counter)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
     assert_eq!(
-        total,
+        count,
         WORKERS * SECTIONS,
         "lost increments: mutual exclusion broken"
+    );
+    assert_eq!(fences.len(), WORKERS * SECTIONS);
+    assert!(
+        fences.windows(2).all(|w| w[0] < w[1]),
+        "fences not increasing"
     );
 }
 

@@ -381,37 +381,19 @@ fn assert_strictly_increasing(fences: &[u64]) {
 fn contention_torture_keeps_the_count_exact_and_fences_increasing() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let counter = dir.path().join("counter");
-    let fences = dir.path().join("fences");
-    std::fs::write(&counter, "0\n").unwrap();
     const WORKERS: usize = 8;
     const ROUNDS: usize = 25;
-    // Unprotected read, pause, write: any overlap loses an increment.
-    let section = format!(
-        "n=$(cat {c}); sleep 0.002; echo $((n + 1)) > {c}; echo $LOCKRUN_FENCE >> {f}",
-        c = counter.display(),
-        f = fences.display()
-    );
-    let worker = format!(
-        "i=0; while [ $i -lt {ROUNDS} ]; do \"$BIN\" -q --backend \"$URL\" -w 120s --ttl {TTL} torture -c \"$SECTION\" || exit $?; i=$((i + 1)); done"
-    );
+    let url = server.url();
     let started = Instant::now();
-    let mut procs: Vec<Proc> = (0..WORKERS)
-        .map(|i| {
-            let mut cmd = sh(&worker);
-            cmd.env("BIN", BIN)
-                .env("URL", server.url())
-                .env("SECTION", &section);
-            Proc::spawn(cmd, &format!("worker {i}"))
-        })
-        .collect();
-    for proc in &mut procs {
-        let status = proc.wait_timeout(Duration::from_secs(240));
-        assert!(status.success(), "{} failed: {status:?}", proc.name);
-    }
-    let total = std::fs::read_to_string(&counter).unwrap();
-    assert_eq!(total.trim(), (WORKERS * ROUNDS).to_string());
-    let fences = read_fence_log(&fences);
+    let (count, fences) = contention_torture(
+        dir.path(),
+        WORKERS,
+        ROUNDS,
+        &["-q", "--backend", &url, "-w", "120s", "--ttl", TTL],
+        &[],
+        Duration::from_secs(240),
+    );
+    assert_eq!(count, WORKERS * ROUNDS);
     assert_eq!(fences.len(), WORKERS * ROUNDS);
     assert_strictly_increasing(&fences);
     eprintln!(

@@ -375,3 +375,58 @@ impl Drop for Tmux {
 pub fn sh_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
+
+/// The contention torture every backend must pass: `workers` shell loops
+/// run at once, each running `sections` lockrun invocations (with
+/// `lockrun_args` before the name `torture`) whose command is an unprotected
+/// read–pause–write of a counter file: any overlap loses an increment.
+/// Returns the final count and the `LOCKRUN_FENCE`s in the order the
+/// critical sections ran (empty where the backend has no fence).
+pub fn contention_torture(
+    dir: &Path,
+    workers: usize,
+    sections: usize,
+    lockrun_args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> (usize, Vec<u64>) {
+    let counter = dir.join("torture-counter");
+    let fences = dir.join("torture-fences");
+    std::fs::write(&counter, "0\n").unwrap();
+    std::fs::write(&fences, "").unwrap();
+    let section = format!(
+        "n=$(cat {c}); sleep 0.002; echo $((n + 1)) > {c}; echo \"${{LOCKRUN_FENCE:-}}\" >> {f}",
+        c = counter.display(),
+        f = fences.display()
+    );
+    let script = format!(
+        "i=0; while [ $i -lt {sections} ]; do \"$BIN\" \"$@\" torture -c \"$SECTION\" || exit $?; i=$((i + 1)); done"
+    );
+    let procs: Vec<Proc> = (0..workers)
+        .map(|i| {
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c").arg(&script).arg("worker").args(lockrun_args);
+            cmd.env("BIN", BIN).env("SECTION", &section);
+            for (key, value) in env {
+                cmd.env(key, value);
+            }
+            Proc::spawn(cmd, &format!("torture worker {i}"))
+        })
+        .collect();
+    for mut proc in procs {
+        let status = proc.wait_timeout(timeout);
+        assert!(status.success(), "{} failed: {status:?}", proc.name);
+    }
+    let count = std::fs::read_to_string(&counter)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let fences = std::fs::read_to_string(&fences)
+        .unwrap()
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| line.parse().unwrap())
+        .collect();
+    (count, fences)
+}
