@@ -390,7 +390,9 @@ fn command_section(roff: &mut Roff) {
         "A fencing token: a number that strictly increases with every acquisition of *NAME*, \
          where the backend provides one (file, Redis). Pass it to the storage you write, and \
          have it reject numbers lower than the highest seen: then even a holder paused past \
-         the end of its lease cannot overwrite a newer holder's work.",
+         the end of its lease cannot overwrite a newer holder's work. It is the previous \
+         holder's fence + 1 or the current time in microseconds, whichever is larger, so it \
+         keeps increasing even if a lock file or a Redis counter is lost.",
     );
     roff.item(
         "`LOCKRUN_BACKEND`",
@@ -504,7 +506,6 @@ fn files_section(roff: &mut Roff) {
         "*DIR*`/`*NAME*`@`*k*`.lock`",
         "Slot *k* of *NAME* with `--slots`.",
     );
-    roff.item("*DIR*`/`*NAME*`.fence`", "The fencing counter of *NAME*.");
 }
 
 fn examples_section(roff: &mut Roff) {

@@ -466,8 +466,11 @@ impl Guardian {
         if let Some(fd) = self.dismiss.take() {
             let _ = nix::unistd::write(&fd, b"d");
         }
+        // Reaped without waiting: releasing the lock must not wait for the
+        // guardian to be scheduled. If it has not exited yet, it is a zombie
+        // for the few moments until lockrun itself exits.
         if let Some(pid) = self.pid.take() {
-            let _ = waitpid(pid, None);
+            let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
         }
     }
 }

@@ -11,7 +11,7 @@
 //!   and anything it daemonizes never hold the lock.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -108,15 +108,22 @@ impl FileBackend {
         self.dir.join(format!("{key}.lock"))
     }
 
-    fn fence_path(&self, name: &LockName) -> PathBuf {
-        self.dir.join(format!("{name}.fence"))
-    }
-
     /// Fence and holder record, once the lock is ours.
+    ///
+    /// The fence lives in the holder record of the lock file itself (no second
+    /// file to open on the hot path): the previous holder's fence + 1, or the
+    /// current time in microseconds if that is larger. So it strictly
+    /// increases for a lock file even if the file is deleted and recreated,
+    /// and across the slot files of a name as long as the clock does not step
+    /// back.
     fn finish_acquire(&self, req: &LockRequest, locked: LockedFile) -> Result<FileLease> {
-        let fence = next_fence(&self.fence_path(&req.name))?;
+        let previous = read_record(&locked.file).and_then(|r| r.fence).unwrap_or(0);
+        let fence = (previous + 1).max(unix_micros());
         let mut record = req.holder.clone();
-        record.fence = fence;
+        record.fence = Some(fence);
+        // A lock file we may only read (a shared directory) has no record
+        // to keep a fence in.
+        let fence = locked.writable.then_some(fence);
         if locked.writable {
             write_record(&locked.file, &record)?;
         }
@@ -382,27 +389,10 @@ fn block_until_locked(path: &Path, slot: u32) -> Result<LockedFile> {
     }
 }
 
-/// The per-name fencing counter, in `DIR/NAME.fence`, bumped under its own
-/// short flock so that it increases across slots and across lock files.
-fn next_fence(path: &Path) -> Result<Option<u64>> {
-    let Ok((file, true)) = open_lock_file(path) else {
-        // A shared directory whose counter we may not write: no fence.
-        return Ok(None);
-    };
-    file.lock()
-        .map_err(|e| io_error("cannot lock fence counter", path, &e))?;
-    let mut text = String::new();
-    (&file)
-        .read_to_string(&mut text)
-        .map_err(|e| io_error("cannot read fence counter", path, &e))?;
-    let fence = text.trim().parse::<u64>().unwrap_or(0) + 1;
-    // Write, then trim: the number only grows, so a crash between the two
-    // leaves a readable, larger value, never a truncated file.
-    let line = format!("{fence}\n");
-    file.write_all_at(line.as_bytes(), 0)
-        .and_then(|()| file.set_len(line.len() as u64))
-        .map_err(|e| io_error("cannot write fence counter", path, &e))?;
-    Ok(Some(fence))
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 fn write_record(file: &File, record: &HolderInfo) -> Result<()> {
