@@ -9,7 +9,7 @@
 //! | `P{NAME}:lock` | hash, PX ttl | the plain lock: `token`, `holder` (JSON), `fence` |
 //! | `P{NAME}:slot:K` | hash, PX ttl | slot K of a `--slots N` lock, same fields |
 //! | `P{NAME}:fence` | string | fencing counter, never expires |
-//! | `P{NAME}:released` | channel | PUBLISHed on every release, wakes waiters |
+//! | `P{NAME}:wake` | list, PX 2s | wake-up tokens: one pushed per release, at most N |
 //!
 //! * Acquire, renew, release and force-release are single Lua scripts, so each
 //!   is atomic and one round trip. A release or renewal compares the random
@@ -21,10 +21,35 @@
 //!   ("delayed restart", from the Redis docs on Redlock): a server that lost
 //!   its data cannot tell us about a holder from before the restart, whose
 //!   child is only guaranteed to be stopped by then.
-//! * Waiters SUBSCRIBE to the release channel on a connection of their own
-//!   and sleep; the only polling is one try per slot when the busy lease
-//!   would expire by itself (a holder that died without releasing). Nothing
-//!   a waiter does is stored in Redis: closing its connection is the cleanup.
+//! * Waking one waiter, not all: a release (or `release --force`) pushes a
+//!   token onto the lock's wake list in the same script as the DEL, and
+//!   waiters sleep in `BLPOP` on that list. Redis hands each token to exactly
+//!   one blocked client, the one blocked longest, so a hand-off costs the same
+//!   few commands however many wait. The list holds at most N tokens for N
+//!   slots and expires [`WAKE_LIFE`] after the last push, so nothing piles up,
+//!   and a BLPOP that dies with its connection (signal, `--wait`, SIGKILL)
+//!   leaves nothing behind: a waiter stores nothing in Redis.
+//! * No lost wake-ups: a release between a waiter's failed try and its BLPOP
+//!   leaves its token in the list, and the BLPOP returns at once. A waiter
+//!   blocks only if its BLPOP reaches the server within `WAKE_LIFE / 2` of its
+//!   try, well inside the token's life; later, it tries again instead. A woken
+//!   waiter that loses the race to a newcomer needs no new token: the
+//!   newcomer holds the lock and its release pushes one. A waiter that gives
+//!   up with its BLPOP still queued on the server would take a token meant
+//!   for another, so it undoes the BLPOP with `CLIENT UNBLOCK` first: when
+//!   `--wait` runs out, before its last try (which covers a token it took
+//!   already: it gets the lock or finds a holder, who will push one); on a
+//!   signal, before it exits, and then it pushes a token if it may have taken
+//!   one. (A user without `CLIENT UNBLOCK`, an `@admin` command, closes the
+//!   connection instead, which leaves a short race.) A woken waiter whose
+//!   try then fails (an error, so it exits) pushes its token on as it goes.
+//!   Only a waiter SIGKILLed just as it was handed a token loses one; the
+//!   fallback below covers that.
+//! * The only polling is the fallback, as the BLPOP's own timeout: one try
+//!   when the busy lease would expire by itself (a holder that died without
+//!   releasing), capped at [`MAX_FALLBACK`] and jittered. Commands per waiter
+//!   do not grow with the time spent waiting: a sleeping waiter sends
+//!   nothing but that one look per lease period of the holder.
 //! * Every call has a deadline, so a paused or half-dead server cannot hang
 //!   the supervisor past its self-fencing deadline.
 
@@ -33,7 +58,7 @@ use std::path::PathBuf;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use redis::aio::{MultiplexedConnection, PubSub};
+use redis::aio::MultiplexedConnection;
 use redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo,
     RedisError, Script,
@@ -56,8 +81,15 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const RENEW_TIMEOUT_CAP: Duration = Duration::from_secs(2);
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Waiters re-check at least this often even if the busy lease claims to
-/// live longer, in case the release message was lost with a dead connection.
+/// live longer, in case a wake-up was lost (a waiter SIGKILLed as it was
+/// handed one, a lock key deleted by hand).
 const MAX_FALLBACK: Duration = Duration::from_secs(60);
+/// How long a wake-up token stays in the wake list when nobody is blocked
+/// on it. A waiter blocks only within half of this after its try (see the
+/// module docs), so a token pushed after the try is still there.
+const WAKE_LIFE: Duration = Duration::from_secs(2);
+/// The best-effort clean-up in `Drop` (a signal ended a wait) gets this long.
+const DROP_TIMEOUT: Duration = Duration::from_millis(300);
 const SCAN_COUNT: u32 = 1000;
 
 /// A parsed `redis://` / `rediss://` URL. The password is kept out of
@@ -387,69 +419,114 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 ";
 
-/// Compare-and-delete, then wake the waiters: 1 released, 0 not ours (left alone).
+/// Lua shared by the scripts that wake waiters: push `n` tokens onto the
+/// wake list, keep at most `cap` (one per slot), and let them expire `life`
+/// ms after the last push. A wake key of another type (someone else's) is
+/// left alone: waiters then fall back to their poll.
+const WAKE_FN: &str = r"
+local function wake(key, n, cap, life)
+  for _ = 1, n do
+    if type(redis.pcall('LPUSH', key, '1')) ~= 'number' then return end
+  end
+  redis.call('LTRIM', key, 0, cap - 1)
+  redis.call('PEXPIRE', key, life)
+end
+";
+
+/// Compare-and-delete, then wake one waiter: 1 released, 0 not ours (left
+/// alone, nobody woken). KEYS: lock, wake list; ARGV: token, slots, wake life.
 const RELEASE: &str = r"
 if redis.call('TYPE', KEYS[1])['ok'] == 'hash' and redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[2], 'released')
+  wake(KEYS[2], 1, tonumber(ARGV[2]), ARGV[3])
   return 1
 end
 return 0
 ";
 
-/// `{type, holder, fence, pttl}` for each key; with ARGV[1] = 'delete' the
-/// keys are also deleted (whoever holds them) and ARGV[2] is PUBLISHed.
+/// `{type, holder, fence, pttl}` for each lock key (KEYS[2..]); with
+/// ARGV[1] = 'delete' the keys are also deleted (whoever holds them) and one
+/// waiter per deleted key is woken through the wake list KEYS[1]
+/// (ARGV[2]: wake life).
 const INSPECT: &str = r"
 local out = {}
 local deleted = 0
-for i, key in ipairs(KEYS) do
+for i = 2, #KEYS do
+  local key = KEYS[i]
   local kind = redis.call('TYPE', key)['ok']
   local holder, fence = '', ''
   if kind == 'hash' then
     local v = redis.call('HMGET', key, 'holder', 'fence')
     holder, fence = v[1] or '', v[2] or ''
   end
-  out[i] = {kind, holder, fence, tostring(redis.call('PTTL', key))}
+  out[i - 1] = {kind, holder, fence, tostring(redis.call('PTTL', key))}
   if ARGV[1] == 'delete' and kind ~= 'none' then
     redis.call('DEL', key)
     deleted = deleted + 1
   end
 end
-if deleted > 0 then redis.call('PUBLISH', ARGV[2], 'released') end
+if deleted > 0 then wake(KEYS[1], deleted, #KEYS - 1, ARGV[2]) end
 return out
+";
+
+/// Pass a wake-up on (a waiter gave up holding one, or may have):
+/// KEYS: wake list; ARGV: slots, wake life.
+const WAKE: &str = r"
+wake(KEYS[1], 1, tonumber(ARGV[1]), ARGV[2])
+return 1
 ";
 
 static ACQUIRE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE));
 static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW));
-static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
-static INSPECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(INSPECT));
+static RELEASE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{WAKE_FN}{RELEASE}")));
+static INSPECT_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{WAKE_FN}{INSPECT}")));
+static WAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{WAKE_FN}{WAKE}")));
 
 pub struct RedisBackend {
     config: RedisConfig,
     client: Client,
     conn: Option<MultiplexedConnection>,
-    /// The release subscription while waiting; dropped once we hold the lock.
-    waiter: Option<Waiter>,
+    /// `CLIENT ID` of `conn`, learnt when we first wait on it (`None`: not
+    /// asked yet, or the server would not say).
+    conn_id: Option<i64>,
+    /// Set while a BLPOP is queued on `conn`. Still set after a wait that
+    /// was abandoned (`--wait` ran out, a signal): the BLPOP is then still
+    /// blocked on the server and must be undone before anything else.
+    blocked: Option<Blocked>,
+    /// A wake-up token we took and have not yet answered with a completed
+    /// try: passed on in `Drop` if we exit without one.
+    woken: Option<Blocked>,
+    /// When the current round of tries began: the fallback and the wake
+    /// token's life count from here.
+    round_started: Instant,
     /// Shortest remaining lease among the slots found busy in the last round
     /// (`None`: a lease without expiry, or not known).
     soonest_expiry: Option<Duration>,
-    /// Consecutive subscriptions lost while waiting, for backoff.
-    lost_subscriptions: u32,
+    /// Consecutive waits that lost their connection, for backoff.
+    lost_waits: u32,
+    /// The server takes BLPOP timeouts in whole seconds only (Redis < 6).
+    integer_timeouts: bool,
     told_about_restart: bool,
 }
 
-struct Waiter {
-    channel: String,
-    pubsub: PubSub,
+/// A BLPOP on the wake list that may still be blocked on the server (or
+/// that took a token).
+struct Blocked {
+    wake_key: String,
+    client_id: Option<i64>,
+    slots: u32,
 }
 
 pub struct RedisLease {
     key: String,
     token: String,
     slot: u32,
+    slots: u32,
     fence: u64,
     ttl: Duration,
-    channel: String,
+    wake_key: String,
     expires_at: Instant,
 }
 
@@ -481,9 +558,13 @@ impl RedisBackend {
             config,
             client,
             conn: None,
-            waiter: None,
+            conn_id: None,
+            blocked: None,
+            woken: None,
+            round_started: Instant::now(),
             soonest_expiry: None,
-            lost_subscriptions: 0,
+            lost_waits: 0,
+            integer_timeouts: false,
             told_about_restart: false,
         };
         backend.connection(CONNECT_TIMEOUT).await?;
@@ -506,8 +587,8 @@ impl RedisBackend {
         format!("{}:fence", self.key_base(name))
     }
 
-    fn channel(&self, name: &LockName) -> String {
-        format!("{}:released", self.key_base(name))
+    fn wake_key(&self, name: &LockName) -> String {
+        format!("{}:wake", self.key_base(name))
     }
 
     /// The cached connection, or a new one.
@@ -533,6 +614,7 @@ impl RedisBackend {
             Err(_) => return Err(self.timeout_error("connecting", limit)),
         };
         self.conn = Some(conn.clone());
+        self.conn_id = None;
         Ok(conn)
     }
 
@@ -589,7 +671,7 @@ impl RedisBackend {
         }
         if code == "NOPERM" {
             return Error::no_permission(format!(
-                "redis at {address} does not allow this user to run lockrun's commands ({what}): {detail}; it needs EVALSHA, EVAL, SCRIPT, SUBSCRIBE, SCAN and INFO on the keys {}*",
+                "redis at {address} does not allow this user to run lockrun's commands ({what}): {detail}; it needs EVALSHA, EVAL, SCRIPT, BLPOP, SCAN, INFO and CLIENT ID on the keys {}*",
                 self.config.prefix
             ));
         }
@@ -631,14 +713,13 @@ impl RedisBackend {
         keys: &[String],
         delete: bool,
     ) -> Result<Vec<KeyState>> {
-        let channel = self.channel(name);
-        let mut invocation = INSPECT_SCRIPT.prepare_invoke();
+        let mut invocation = INSPECT_SCRIPT.key(self.wake_key(name));
         for key in keys {
             invocation.key(key);
         }
         invocation
             .arg(if delete { "delete" } else { "read" })
-            .arg(&channel);
+            .arg(wake_life_ms());
         let what = if delete {
             "force-releasing"
         } else {
@@ -758,25 +839,133 @@ impl RedisBackend {
             .collect())
     }
 
-    /// Subscribe to the release channel of `name` on a connection of its own.
-    async fn subscribe(&mut self, channel: &str) -> Result<Waiter> {
-        let subscribed = tokio::time::timeout(CONNECT_TIMEOUT, async {
-            let mut pubsub = self.client.get_async_pubsub().await?;
-            pubsub.subscribe(channel).await?;
-            Ok::<_, RedisError>(pubsub)
-        })
-        .await;
-        match subscribed {
-            Ok(Ok(pubsub)) => Ok(Waiter {
-                channel: channel.to_owned(),
-                pubsub,
-            }),
-            Ok(Err(e)) => Err(self.error("subscribing to release messages", &e)),
-            Err(_) => Err(self.timeout_error("subscribing to release messages", CONNECT_TIMEOUT)),
+    /// Block in BLPOP on the wake list for at most `timeout` (server side;
+    /// our own deadline adds [`CALL_TIMEOUT`] for a server that stops
+    /// answering). `Ok(true)`: a wake-up token; `Ok(false)`: the timeout.
+    /// Runs on the ordinary connection: a waiter sends nothing else while
+    /// it blocks, and an abandoned BLPOP is undone by [`unblock`](Self::unblock)
+    /// before the next request.
+    async fn block_for_wake(
+        &mut self,
+        wake_key: &str,
+        slots: u32,
+        timeout: Duration,
+    ) -> std::result::Result<bool, BlockError> {
+        let mut conn = self
+            .connection(CONNECT_TIMEOUT)
+            .await
+            .map_err(BlockError::Fatal)?;
+        if self.conn_id.is_none() {
+            // For CLIENT UNBLOCK, should the wait be abandoned. A server or
+            // ACL that will not say costs only that clean-up.
+            let id = tokio::time::timeout(
+                CALL_TIMEOUT,
+                redis::cmd("CLIENT").arg("ID").query_async::<i64>(&mut conn),
+            )
+            .await;
+            match id {
+                Ok(Ok(id)) => self.conn_id = Some(id),
+                Ok(Err(e)) if is_transport_error(&e) => return Err(BlockError::Lost(e)),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "no CLIENT ID; a cancelled wait is undone by closing the connection")
+                }
+                Err(_) => {
+                    self.conn = None;
+                    return Err(BlockError::Silent);
+                }
+            }
+        }
+        loop {
+            let mut blpop = redis::cmd("BLPOP");
+            blpop.arg(wake_key);
+            if self.integer_timeouts {
+                blpop.arg(timeout.as_secs() + u64::from(timeout.subsec_nanos() > 0));
+            } else {
+                // Seconds with millisecond precision (Redis >= 6); never 0, which is forever.
+                let ms = u64::try_from(timeout.as_millis())
+                    .unwrap_or(u64::MAX)
+                    .max(1);
+                blpop.arg(format!("{}.{:03}", ms / 1000, ms % 1000));
+            }
+            self.blocked = Some(Blocked {
+                wake_key: wake_key.to_owned(),
+                client_id: self.conn_id,
+                slots,
+            });
+            let Ok(reply) = tokio::time::timeout(
+                timeout + CALL_TIMEOUT,
+                blpop.query_async::<Option<(String, String)>>(&mut conn),
+            )
+            .await
+            else {
+                // Left `blocked`: the next try unblocks it first.
+                return Err(BlockError::Silent);
+            };
+            self.blocked = None;
+            return match reply {
+                Ok(token) => Ok(token.is_some()),
+                Err(e)
+                    if !self.integer_timeouts
+                        && e.to_string().contains("timeout is not an integer") =>
+                {
+                    tracing::debug!("redis takes whole-second BLPOP timeouts only");
+                    self.integer_timeouts = true;
+                    continue;
+                }
+                Err(e) if is_transport_error(&e) => Err(BlockError::Lost(e)),
+                Err(e) if e.code() == Some("WRONGTYPE") => {
+                    // Someone else's key where the wake list belongs: no
+                    // release can wake us, so poll at the fallback.
+                    tracing::warn!(
+                        "{wake_key} is not a list; waiting without wake-ups (delete that key to restore them)"
+                    );
+                    tokio::time::sleep(timeout).await;
+                    Ok(false)
+                }
+                Err(e) => Err(BlockError::Fatal(self.error("waiting for a release", &e))),
+            };
         }
     }
 
-    /// When to look again without a release message: just after the
+    /// Undo a BLPOP that an abandoned wait left blocked on the server, so
+    /// that it cannot take a wake-up meant for another waiter. The caller
+    /// is a try (the only request `lock::acquire` makes after a wait), which
+    /// covers a token the BLPOP may already have taken: it either gets the
+    /// lock or finds a holder, whose release will push a new token. The
+    /// connection is stuck behind the BLPOP, so this uses a new one, and
+    /// keeps it.
+    async fn unblock(&mut self, limit: Duration) {
+        let Some(blocked) = self.blocked.take() else {
+            return;
+        };
+        // Closed only after CLIENT UNBLOCK answered: closing first would
+        // leave the BLPOP blocked until the server noticed.
+        let stuck = self.conn.take();
+        let unblocked = match (self.connection(limit).await, blocked.client_id) {
+            (Ok(mut conn), Some(id)) => tokio::time::timeout(
+                limit,
+                redis::cmd("CLIENT")
+                    .arg("UNBLOCK")
+                    .arg(id)
+                    .query_async::<i64>(&mut conn),
+            )
+            .await
+            .map_err(|_| "timed out".to_owned())
+            .and_then(|r| r.map_err(|e| self.scrub(&e.to_string()))),
+            (Ok(_), None) => Err("client id unknown".to_owned()),
+            (Err(e), _) => Err(e.to_string()),
+        };
+        match unblocked {
+            Ok(1) => tracing::debug!("unblocked our abandoned BLPOP"),
+            Ok(_) => tracing::debug!("our abandoned BLPOP had returned already"),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not unblock our abandoned BLPOP; closing its connection");
+            }
+        }
+        drop(stuck);
+    }
+
+    /// When to look again without a wake-up: just after the
     /// shortest busy lease would expire by itself, jittered so the waiters
     /// of a holder that died do not all arrive at once.
     fn fallback_delay(&self, req: &LockRequest) -> Duration {
@@ -788,6 +977,62 @@ impl RedisBackend {
         let jitter = rand::random_range(0..=u64::try_from(spread.as_micros()).unwrap_or(u64::MAX));
         base + Duration::from_micros(jitter) + Duration::from_millis(1)
     }
+}
+
+/// A signal ended a wait with our BLPOP still blocked on the server (the
+/// `--wait` case is handled by the last try, see `unblock`). Until the
+/// process has exited and the server has noticed, that BLPOP could take a
+/// wake-up meant for another waiter, who would then sleep until its
+/// fallback. So, best effort and briefly (blocking: there is no runtime to
+/// await on in `drop`, and the process is about to exit): unblock it, and if
+/// it had returned already, maybe with a token we never read, push one.
+///
+/// Likewise when we were woken but exit before a try was answered (the try
+/// failed with an error): the token is pushed on.
+impl Drop for RedisBackend {
+    fn drop(&mut self) {
+        let Some(blocked) = self.blocked.take().or_else(|| self.woken.take()) else {
+            return;
+        };
+        let Ok(mut conn) = self.client.get_connection_with_timeout(DROP_TIMEOUT) else {
+            return;
+        };
+        if conn.set_read_timeout(Some(DROP_TIMEOUT)).is_err()
+            || conn.set_write_timeout(Some(DROP_TIMEOUT)).is_err()
+        {
+            return;
+        }
+        // (`woken` has no client id: nothing to unblock, a token to pass on.)
+        let still_blocked = blocked.client_id.is_some_and(|id| {
+            redis::cmd("CLIENT")
+                .arg("UNBLOCK")
+                .arg(id)
+                .query::<i64>(&mut conn)
+                .is_ok_and(|n| n == 1)
+        });
+        if !still_blocked {
+            let passed_on: redis::RedisResult<i64> = WAKE_SCRIPT
+                .key(&blocked.wake_key)
+                .arg(blocked.slots.max(1))
+                .arg(wake_life_ms())
+                .invoke(&mut conn);
+            tracing::debug!(ok = passed_on.is_ok(), "passed a wake-up on");
+        }
+    }
+}
+
+/// Why a BLPOP on the wake list ended without a reply.
+enum BlockError {
+    /// The connection died (server restart, idle kill): back off, try again.
+    Lost(RedisError),
+    /// No answer within the BLPOP's own timeout plus [`CALL_TIMEOUT`].
+    Silent,
+    /// An error the next try would not fix (no permission, wrong type).
+    Fatal(Error),
+}
+
+fn wake_life_ms() -> u64 {
+    u64::try_from(WAKE_LIFE.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn is_transport_error(e: &RedisError) -> bool {
@@ -826,9 +1071,8 @@ impl Backend for RedisBackend {
     type Lease = RedisLease;
 
     async fn try_acquire(&mut self, req: &LockRequest, slot: u32) -> Result<Attempt<RedisLease>> {
-        if slot == 1 {
-            self.soonest_expiry = None;
-        }
+        // After an abandoned wait (`--wait` ran out): see `unblock`.
+        self.unblock(acquire_timeout(req.ttl)).await;
         let key = self.lock_key(&req.name, slot, req.slots);
         let fence_key = self.fence_key(&req.name);
         let token = format!("{:032x}", rand::random::<u128>());
@@ -844,6 +1088,10 @@ impl Backend for RedisBackend {
         // Taken before sending: the server's lease starts later than this,
         // so our idea of when it expires errs on the safe side.
         let sent = Instant::now();
+        if slot == 1 {
+            self.soonest_expiry = None;
+            self.round_started = sent;
+        }
         let reply: Vec<String> = self
             .call(
                 "acquiring the lock",
@@ -851,22 +1099,24 @@ impl Backend for RedisBackend {
                 async |conn| invocation.invoke_async(conn).await,
             )
             .await?;
+        // Answered: a token we were woken with has done its work (we hold
+        // the lock, or someone does whose release pushes the next).
+        self.woken = None;
         let field = |i: usize| reply.get(i).map_or("", String::as_str);
         match field(0) {
             "1" => {
                 let fence = field(1).parse().map_err(|_| {
                     Error::unavailable(format!("redis returned a bad fence {:?}", field(1)))
                 })?;
-                // Whatever the slot, we are no longer waiting.
-                self.waiter = None;
-                self.lost_subscriptions = 0;
+                self.lost_waits = 0;
                 Ok(Attempt::Acquired(RedisLease {
                     key,
                     token,
                     slot,
+                    slots: req.slots,
                     fence,
                     ttl: req.ttl,
-                    channel: self.channel(&req.name),
+                    wake_key: self.wake_key(&req.name),
                     expires_at: sent + req.ttl,
                 }))
             }
@@ -901,48 +1151,50 @@ impl Backend for RedisBackend {
     }
 
     async fn wait(&mut self, req: &LockRequest, _round: u32) -> Result<WaitOutcome<RedisLease>> {
-        let channel = self.channel(&req.name);
-        if self.waiter.as_ref().is_none_or(|w| w.channel != channel) {
-            self.waiter = Some(self.subscribe(&channel).await?);
-            // A release between our last try and the SUBSCRIBE went
-            // unheard: look once more now that we would hear it.
+        // Not expected (every wait is followed by a try), but never block twice.
+        self.unblock(CONNECT_TIMEOUT).await;
+        let fallback_at = self.round_started + self.fallback_delay(req);
+        let since_try = self.round_started.elapsed();
+        if since_try > WAKE_LIFE / 2 {
+            // A wake-up pushed just after our try may have expired by the
+            // time this BLPOP reached the server: look again instead.
+            tracing::debug!(?since_try, "slow round; trying again before blocking");
             return Ok(WaitOutcome::Retry);
         }
-        let fallback = self.fallback_delay(req);
-        let Some(waiter) = self.waiter.as_mut() else {
+        let Some(timeout) = fallback_at.checked_duration_since(Instant::now()) else {
             return Ok(WaitOutcome::Retry);
         };
-        let woke = {
-            let mut messages = std::pin::pin!(waiter.pubsub.on_message());
-            let next_message =
-                std::future::poll_fn(|cx| futures_core::Stream::poll_next(messages.as_mut(), cx));
-            tokio::select! {
-                message = next_message => Some(message.is_some()),
-                () = tokio::time::sleep(fallback) => None,
+        let wake_key = self.wake_key(&req.name);
+        match self.block_for_wake(&wake_key, req.slots, timeout).await {
+            Ok(true) => {
+                self.woken = Some(Blocked {
+                    wake_key,
+                    client_id: None,
+                    slots: req.slots,
+                });
+                self.lost_waits = 0;
+                tracing::debug!("woken by a release: trying again");
             }
-        };
-        match woke {
-            Some(true) => {
-                self.lost_subscriptions = 0;
-                tracing::debug!("release message: trying again");
-            }
-            Some(false) => {
-                // The subscription's connection died (server restart, idle
-                // kill): the next try tells whether the server is back.
-                self.waiter = None;
-                self.lost_subscriptions += 1;
-                tracing::info!("lost the redis subscription; trying again");
+            Ok(false) => tracing::debug!(?timeout, "no wake-up; checking for an expired lease"),
+            Err(BlockError::Fatal(e)) => return Err(e),
+            Err(BlockError::Lost(e)) => {
+                // The connection died (server restart, idle kill): the next
+                // try reconnects and tells whether the server is back.
+                self.conn = None;
+                self.lost_waits += 1;
+                tracing::info!(error = %self.scrub(&e.to_string()), "lost the redis connection while waiting; trying again");
                 tokio::time::sleep(backoff_delay(
-                    self.lost_subscriptions,
+                    self.lost_waits,
                     Duration::from_millis(50),
                     Duration::from_secs(2),
                 ))
                 .await;
             }
-            None => tracing::debug!(
-                ?fallback,
-                "no release message; checking for an expired lease"
-            ),
+            Err(BlockError::Silent) => {
+                // Not answered by its own timeout: a paused or half-dead
+                // server. The try judges it, after undoing the BLPOP.
+                tracing::info!("redis did not end our BLPOP in time; trying again");
+            }
         }
         Ok(WaitOutcome::Retry)
     }
@@ -981,7 +1233,11 @@ impl Backend for RedisBackend {
 
     async fn release(&mut self, lease: RedisLease) -> Result<()> {
         let mut invocation = RELEASE_SCRIPT.key(&lease.key);
-        invocation.arg(&lease.token).arg(&lease.channel);
+        invocation
+            .key(&lease.wake_key)
+            .arg(&lease.token)
+            .arg(lease.slots.max(1))
+            .arg(wake_life_ms());
         let released: i64 = self
             .call("releasing the lock", RELEASE_TIMEOUT, async |conn| {
                 invocation.invoke_async(conn).await
@@ -1017,16 +1273,20 @@ impl Backend for RedisBackend {
             if LockName::parse(std::ffi::OsStr::new(name)).is_err() {
                 continue;
             }
-            let entry = names.entry(name.to_owned()).or_default();
-            match suffix {
-                ":lock" => entry.push((key, None)),
-                ":fence" => {}
-                _ => {
-                    if let Some(slot) = suffix.strip_prefix(":slot:").and_then(|s| s.parse().ok()) {
-                        entry.push((key, Some(slot)));
-                    }
+            let slot = match suffix {
+                ":lock" => None,
+                // A name with only a fence counter is known but free.
+                ":fence" => {
+                    names.entry(name.to_owned()).or_default();
+                    continue;
                 }
-            }
+                _ => match suffix.strip_prefix(":slot:").and_then(|s| s.parse().ok()) {
+                    Some(slot) => Some(slot),
+                    // The wake list (and anything else) is not a lock.
+                    None => continue,
+                },
+            };
+            names.entry(name.to_owned()).or_default().push((key, slot));
         }
         let mut out = Vec::new();
         for (name, mut keys) in names {

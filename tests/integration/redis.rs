@@ -253,18 +253,34 @@ impl RedisServer {
             .sum()
     }
 
-    fn subscribers(&self, channel: &str) -> u64 {
-        let out = self.cli(&["PUBSUB", "NUMSUB", channel]);
-        out.lines()
-            .nth(1)
+    /// Clients blocked in BLPOP (waiters asleep on a wake list).
+    fn blocked_clients(&self) -> u64 {
+        self.cli(&["INFO", "clients"])
+            .lines()
+            .find_map(|line| line.strip_prefix("blocked_clients:"))
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0)
     }
 
-    fn wait_for_subscribers(&self, channel: &str, n: u64) {
-        wait_until(&format!("{n} subscribers on {channel}"), SOON, || {
-            self.subscribers(channel) >= n
+    fn wait_for_blocked(&self, n: u64) {
+        wait_until(&format!("{n} waiters blocked"), SOON, || {
+            self.blocked_clients() == n
         });
+    }
+
+    /// `KEYS pattern`, sorted, once the wake lists (which live for 2s after
+    /// the last release) have expired: what is left for good.
+    fn lasting_keys(&self, pattern: &str) -> String {
+        wait_until("the wake lists to expire", SOON, || {
+            !self.cli(&["KEYS", pattern]).contains(":wake")
+        });
+        let mut keys: Vec<String> = self
+            .cli(&["KEYS", pattern])
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        keys.sort();
+        keys.join("\n")
     }
 }
 
@@ -278,8 +294,8 @@ fn lock_key(name: &str) -> String {
     format!("lockrun:{{{name}}}:lock")
 }
 
-fn channel(name: &str) -> String {
-    format!("lockrun:{{{name}}}:released")
+fn wake_key(name: &str) -> String {
+    format!("lockrun:{{{name}}}:wake")
 }
 
 /// `lockrun --backend URL ARGS…`.
@@ -401,8 +417,15 @@ fn contention_torture_keeps_the_count_exact_and_fences_increasing() {
         WORKERS * ROUNDS,
         started.elapsed()
     );
-    // Nothing left but the fence counter.
-    assert_eq!(server.cli(&["KEYS", "*"]), "lockrun:{torture}:fence");
+    // Nothing left but the fence counter (the wake list expires by itself).
+    assert!(
+        server
+            .cli(&["LLEN", &wake_key("torture")])
+            .parse::<u64>()
+            .unwrap()
+            <= 1
+    );
+    assert_eq!(server.lasting_keys("*"), "lockrun:{torture}:fence");
 }
 
 #[test]
@@ -755,7 +778,7 @@ fn client_pause_during_acquisition() {
     );
     cmd.stderr(Stdio::piped());
     let mut waiter = Proc::spawn(cmd, "waiter");
-    server.wait_for_subscribers(&channel("slow"), 1);
+    server.wait_for_blocked(1);
     server.cli(&["CLIENT", "PAUSE", "5000", "ALL"]);
     let paused = Instant::now();
     let (status, stderr) = waiter.finish(SOON);
@@ -902,7 +925,7 @@ fn the_password_never_shows_and_the_child_sees_the_url_without_it() {
     );
     assert!(!stderr_of(&out).contains(SECRET));
     // The prefix is used and the lock's keys share the hash tag.
-    assert_eq!(server.cli(&["KEYS", "app:*"]), "app:{secretive}:fence");
+    assert_eq!(server.lasting_keys("app:*"), "app:{secretive}:fence");
 
     let holder = Holder::start(&with_password, dir.path(), "secretive", &[]);
     for args in [
@@ -924,6 +947,53 @@ fn the_password_never_shows_and_the_child_sees_the_url_without_it() {
     assert_eq!(holder.release(), 0);
 }
 
+/// The commands lockrun sends (scripts and what they run, the wake list,
+/// its connection set-up), not the ones the tests send.
+/// (Not INFO: the tests count with it.)
+const LOCKRUN_COMMANDS: [&str; 20] = [
+    "evalsha",
+    "eval",
+    "script|load",
+    "type",
+    "hmget",
+    "hget",
+    "pttl",
+    "incr",
+    "hset",
+    "pexpire",
+    "del",
+    "time",
+    "set",
+    "scan",
+    "blpop",
+    "lpush",
+    "ltrim",
+    "client|id",
+    "client|unblock",
+    "client|setinfo",
+];
+
+/// Wait until the server has seen no new lockrun command for a while; the count.
+fn quiet_calls(server: &RedisServer) -> u64 {
+    let mut before = server.calls(&LOCKRUN_COMMANDS);
+    let settle = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = server.calls(&LOCKRUN_COMMANDS);
+        if now == before {
+            return now;
+        }
+        before = now;
+        assert!(settle.elapsed() < SOON, "waiters never went quiet");
+    }
+}
+
+/// A lock held by nobody who will release it: a lease of 60s.
+fn fake_holder(server: &RedisServer, key: &str) {
+    server.cli(&["HSET", key, "token", "fake", "holder", "{}", "fence", "1"]);
+    server.cli(&["PEXPIRE", key, "60000"]);
+}
+
 #[test]
 fn waiters_sleep_until_the_release_and_leave_nothing_behind() {
     let server = RedisServer::start();
@@ -931,9 +1001,8 @@ fn waiters_sleep_until_the_release_and_leave_nothing_behind() {
     let url = server.url();
     let key = lock_key("queue");
     // A holder whose lease is long: a waiter has no reason to look before
-    // it expires, unless the release wakes it.
-    server.cli(&["HSET", &key, "token", "fake", "holder", "{}", "fence", "1"]);
-    server.cli(&["PEXPIRE", &key, "60000"]);
+    // it expires, unless a release wakes it.
+    fake_holder(&server, &key);
 
     let log = dir.path().join("log");
     let section = format!("echo $LOCKRUN_FENCE >> {}", log.display());
@@ -954,40 +1023,8 @@ fn waiters_sleep_until_the_release_and_leave_nothing_behind() {
         "timed out",
     );
     let mut interrupted = Proc::spawn(lockrun(&url, &["-q", "queue", "--", "true"]), "interrupted");
-    server.wait_for_subscribers(&channel("queue"), 6);
-
-    // The commands lockrun sends (scripts and what they run, subscriptions),
-    // not the ones this test sends.
-    let lockrun_commands = [
-        "evalsha",
-        "eval",
-        "script|load",
-        "type",
-        "hmget",
-        "hget",
-        "pttl",
-        "incr",
-        "hset",
-        "pexpire",
-        "subscribe",
-        "publish",
-        "del",
-        "time",
-        "set",
-        "scan",
-    ];
-    // Each waiter looks once more right after subscribing; let that settle.
-    let mut before = server.calls(&lockrun_commands);
-    let settle = Instant::now();
-    loop {
-        std::thread::sleep(Duration::from_millis(300));
-        let now = server.calls(&lockrun_commands);
-        if now == before {
-            break;
-        }
-        before = now;
-        assert!(settle.elapsed() < SOON, "waiters never went quiet");
-    }
+    server.wait_for_blocked(6);
+    let before = quiet_calls(&server);
     // Measure over a window longer than the timed-out waiter's --wait.
     let window = Instant::now();
     while window.elapsed() < Duration::from_secs(4) {
@@ -995,23 +1032,26 @@ fn waiters_sleep_until_the_release_and_leave_nothing_behind() {
     }
     assert_eq!(code(timed_out.wait_timeout(SOON)), 75);
     // While waiting, a waiter sends nothing: the count may only grow by the
-    // timed-out waiter's last look (one script, < 10 calls inside).
-    let during = server.calls(&lockrun_commands) - before;
+    // timed-out waiter's last look (a connection to unblock its BLPOP, and
+    // one script, < 10 calls inside).
+    let during = server.calls(&LOCKRUN_COMMANDS) - before;
     assert!(
-        during <= 10,
+        during <= 12,
         "waiters sent {during} commands in 4s while waiting"
     );
+    server.wait_for_blocked(5);
 
     interrupted.signal(Signal::SIGINT);
     assert_eq!(code(interrupted.wait_timeout(SOON)), 130);
-    wait_until("the quitters' subscriptions to go", SOON, || {
-        server.subscribers(&channel("queue")) == 4
-    });
+    server.wait_for_blocked(4);
+    // Neither quitter left a wake-up behind, nor took one.
+    assert_eq!(server.cli(&["EXISTS", &wake_key("queue")]), "0");
 
-    // The release itself wakes them: all four run well before the lease would expire.
+    // One release wakes one waiter; its release wakes the next, and so on:
+    // all four run, one at a time, well before the lease would expire.
     let released = Instant::now();
     server.cli(&["DEL", &key]);
-    server.cli(&["PUBLISH", &channel("queue"), "released"]);
+    server.cli(&["LPUSH", &wake_key("queue"), "1"]);
     for waiter in &mut waiters {
         assert_eq!(code(waiter.wait_timeout(SOON)), 0, "{}", waiter.name);
     }
@@ -1023,9 +1063,161 @@ fn waiters_sleep_until_the_release_and_leave_nothing_behind() {
     let fences = read_fence_log(&log);
     assert_eq!(fences.len(), 4);
     assert_strictly_increasing(&fences);
-    // Nothing registered in Redis by anyone who waited.
-    assert_eq!(server.cli(&["KEYS", "*"]), "lockrun:{queue}:fence");
-    assert_eq!(server.subscribers(&channel("queue")), 0);
+    // Nothing registered in Redis by anyone who waited; the last release's
+    // wake-up (nobody left to take it) is one token that expires by itself.
+    assert_eq!(server.blocked_clients(), 0);
+    assert!(
+        server
+            .cli(&["LLEN", &wake_key("queue")])
+            .parse::<u64>()
+            .unwrap()
+            <= 1
+    );
+    let pttl: i64 = server.cli(&["PTTL", &wake_key("queue")]).parse().unwrap();
+    assert!(
+        pttl == -2 || (0..=2000).contains(&pttl),
+        "wake list pttl {pttl}"
+    );
+    assert_eq!(server.lasting_keys("*"), "lockrun:{queue}:fence");
+}
+
+#[test]
+fn a_release_wakes_one_waiter_not_all() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let key = lock_key("herd");
+    fake_holder(&server, &key);
+    const WAITERS: u64 = 16;
+    let log = dir.path().join("log");
+    let section = format!("echo $LOCKRUN_FENCE >> {}", log.display());
+    let mut waiters: Vec<Proc> = (0..WAITERS)
+        .map(|i| {
+            Proc::spawn(
+                lockrun(
+                    &url,
+                    &["-q", "-w", "60s", "--ttl", TTL, "herd", "-c", &section],
+                ),
+                &format!("waiter {i}"),
+            )
+        })
+        .collect();
+    server.wait_for_blocked(WAITERS);
+    let _ = quiet_calls(&server);
+    let scripts = || server.calls(&["evalsha", "eval"]);
+    let (scripts_before, blpops_before) = (scripts(), server.calls(&["blpop"]));
+
+    // The first release breaks the fake lock (one script). Every waiter then
+    // runs once and its release hands on to the next.
+    let out = run_timeout(lockrun(&url, &["release", "herd", "--force"]), SOON);
+    assert_eq!(code_of(&out), 0, "{}", stderr_of(&out));
+    for waiter in &mut waiters {
+        assert_eq!(code(waiter.wait_timeout(SOON)), 0, "{}", waiter.name);
+    }
+    let fences = read_fence_log(&log);
+    assert_eq!(fences.len(), WAITERS as usize);
+    assert_strictly_increasing(&fences);
+    // Per hand-off: the woken waiter's acquire and, later, its release (and
+    // the forced release, once). A release that woke every waiter would
+    // cost about WAITERS / 2 more failed acquires per hand-off.
+    let scripts = scripts() - scripts_before;
+    let blpops = server.calls(&["blpop"]) - blpops_before;
+    eprintln!("{WAITERS} hand-offs: {scripts} scripts, {blpops} more BLPOPs");
+    assert!(
+        scripts <= 2 * WAITERS + 4,
+        "{scripts} scripts for {WAITERS} hand-offs: the releases woke more than one waiter"
+    );
+    assert!(
+        blpops <= 4,
+        "{blpops} BLPOPs after the first wake-up: waiters were woken for nothing"
+    );
+}
+
+#[test]
+fn forced_and_slot_releases_wake_a_waiter() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+
+    // release --force of a lock whose holder will never release.
+    fake_holder(&server, &lock_key("stuck"));
+    let mut waiter = Proc::spawn(
+        lockrun(
+            &url,
+            &["-q", "-w", "60s", "--ttl", TTL, "stuck", "--", "true"],
+        ),
+        "waiter",
+    );
+    server.wait_for_blocked(1);
+    let out = run_timeout(lockrun(&url, &["release", "stuck", "--force"]), SOON);
+    assert_eq!(code_of(&out), 0, "{}", stderr_of(&out));
+    let forced = Instant::now();
+    assert_eq!(code(waiter.wait_timeout(SOON)), 0);
+    assert!(
+        forced.elapsed() < Duration::from_secs(5),
+        "woken only after {:?}",
+        forced.elapsed()
+    );
+
+    // --slots 2, both held: releasing either slot wakes one waiter, who
+    // takes that slot. (The holders' leases are short, so the waiters also
+    // look now and then by themselves: their log tells a wake-up apart.)
+    let a = Holder::start(&url, dir.path(), "pool", &["--slots", "2"]);
+    let b = Holder::start(&url, dir.path(), "pool", &["--slots", "2"]);
+    let d = dir.path().display().to_string();
+    let section = format!("touch {d}/in.$$; while [ ! -e {d}/go ]; do sleep 0.01; done");
+    let inside = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("in.")
+            })
+            .count()
+    };
+    let mut waiters: Vec<Proc> = (0..2)
+        .map(|i| {
+            let mut cmd = lockrun(
+                &url,
+                &[
+                    "-vv", "-w", "60s", "--ttl", TTL, "--slots", "2", "pool", "-c", &section,
+                ],
+            );
+            cmd.stderr(Stdio::piped());
+            Proc::spawn(cmd, &format!("slot waiter {i}"))
+        })
+        .collect();
+    server.wait_for_blocked(2);
+    assert_eq!(b.release(), 0);
+    wait_until("a slot waiter inside", SOON, || inside() == 1);
+    server.wait_for_blocked(1);
+    // While the wake list exists, `list` shows locks only.
+    let out = run_timeout(lockrun(&url, &["list", "--json"]), SOON);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keys: Vec<&str> = doc["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["key"].as_str().unwrap())
+        .collect();
+    assert!(
+        keys.iter()
+            .all(|k| ["stuck", "pool@1", "pool@2"].contains(k)),
+        "{doc}"
+    );
+    assert_eq!(inside(), 1, "two inside with one slot free");
+    // The first one's release wakes the second.
+    touch(&dir.path().join("go"));
+    for waiter in &mut waiters {
+        let (status, stderr) = waiter.finish(SOON);
+        assert_eq!(code(status), 0, "{}: {stderr}", waiter.name);
+        assert!(stderr.contains("woken by a release"), "{stderr}");
+    }
+    assert_eq!(inside(), 2);
+    assert_eq!(a.release(), 0);
 }
 
 #[test]
@@ -1155,13 +1347,13 @@ fn rediss_verifies_the_server_certificate() {
     assert_eq!(code_of(&out), 0, "{}", stderr_of(&out));
     assert!(ran.exists());
 
-    // Waiting (the subscription) works over TLS too.
+    // Waiting (BLPOP on the wake list) works over TLS too.
     let holder = Holder::start(&trusted, dir.path(), "tls", &[]);
     let mut waiter = Proc::spawn(
         lockrun(&trusted, &["-w", "20s", "--ttl", TTL, "tls", "--", "true"]),
         "waiter",
     );
-    server.wait_for_subscribers(&channel("tls"), 1);
+    server.wait_for_blocked(1);
     assert_eq!(holder.release(), 0);
     assert_eq!(code(waiter.wait_timeout(SOON)), 0);
 }
