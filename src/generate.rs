@@ -281,7 +281,8 @@ fn backends_section(roff: &mut Roff) {
          renewed every ttl/3 while the command runs and deleted on release only if the token \
          is still ours. If renewals fail, lockrun stops the command before the lease could \
          have expired on the server and exits 76. A holder that dies without releasing \
-         holds the lock until its lease expires. Waiters are woken by the release. \
+         holds the lock until its lease expires. A release wakes exactly one waiter (BLPOP on a \
+         self-expiring wake list). \
          `LOCKRUN_FENCE` comes from a per-name counter increased with every acquisition. \
          *PORT* defaults to 6379 and *DB* to 0. URL options: `?prefix=`*P* (key prefix, \
          default `lockrun:`), `cacert=`*FILE* (CA certificate for `rediss`). A server that \
