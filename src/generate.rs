@@ -485,7 +485,7 @@ fn json_section(roff: &mut Roff) {
          null), `held` (boolean), `holder` (null, or an object with `host`, `pid`, `user`, \
          `command`), `since` (RFC 3339 time the holder took the lock, or null), `expires` \
          (RFC 3339 time the lease runs out, or null for locks without a lease), \
-         `expires_in_ms` (number or null), `fence` (number or null) and \
+         `expires_in_ms` (number or null), `fence` (number or null), `waiters` (number or null: processes waiting, where the backend can tell) and \
          `needs_manual_release` (true when the lock will not free itself if its holder has \
          died). New keys may be added within a schema version; renaming, removing or \
          retyping a key changes the version.",

@@ -114,6 +114,9 @@ fn slot_text(slot: &SlotState) -> String {
             compact_duration(std::time::Duration::from_millis(ms))
         ));
     }
+    if let Some(waiters) = slot.waiters.filter(|&n| n > 0) {
+        line.push_str(&format!(", {waiters} waiting"));
+    }
     if slot.needs_manual_release {
         line.push_str(&format!(
             "; never expires by itself: if that holder is gone, run 'lockrun release {} --force'",
@@ -145,6 +148,7 @@ fn slot_json(slot: &SlotState) -> Value {
         "expires": slot.expires_in_ms.map(|ms| rfc3339(unix_now() + ms.div_ceil(1000))),
         "expires_in_ms": slot.expires_in_ms,
         "fence": holder.and_then(|h| h.fence),
+        "waiters": slot.waiters,
         "needs_manual_release": slot.needs_manual_release,
     })
 }

@@ -218,6 +218,9 @@ pub struct SlotState {
     pub holder: Option<HolderInfo>,
     /// Remaining lease time in milliseconds, for backends with leases.
     pub expires_in_ms: Option<u64>,
+    /// Processes blocked waiting for this slot, where the backend can tell
+    /// (file: counted by the kernel, flock(1) waiters included).
+    pub waiters: Option<u32>,
     /// True when the backend cannot free this lock by itself if the holder
     /// dies (service-alias locks): a stale lock needs `release --force`.
     pub needs_manual_release: bool,

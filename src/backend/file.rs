@@ -143,6 +143,7 @@ impl FileBackend {
             held: false,
             holder: None,
             expires_in_ms: None,
+            waiters: None,
             needs_manual_release: false,
         };
         let meta = match std::fs::symlink_metadata(&path) {
@@ -150,9 +151,12 @@ impl FileBackend {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(state),
             Err(e) => return Err(io_error("cannot inspect lock file", &path, &e)),
         };
-        let Some(kernel_holder) = kernel_lock_holder(&path, &meta)? else {
+        let kernel = kernel_lock_state(&path, &meta)?;
+        state.waiters = kernel.waiters;
+        if !kernel.held {
             return Ok(state);
-        };
+        }
+        let kernel_holder = kernel.pid;
         state.held = true;
         let record = File::open(&path).ok().and_then(|f| read_record(&f));
         state.holder = match (record, kernel_holder) {
@@ -409,10 +413,19 @@ fn read_record(file: &File) -> Option<HolderInfo> {
     serde_json::from_slice(buf[..n].trim_ascii()).ok()
 }
 
-/// Who holds a flock on this inode, asked of the kernel without touching the
-/// lock (`/proc/locks`), so `status` never makes a concurrent `--no-wait`
-/// fail. `Some(Some(pid))`: held by pid; `Some(None)`: held, pid unknown.
-fn kernel_lock_holder(path: &Path, meta: &std::fs::Metadata) -> Result<Option<Option<u32>>> {
+/// What the kernel knows about flocks on one inode.
+struct KernelLock {
+    held: bool,
+    /// The pid that took the lock, when the kernel says.
+    pid: Option<u32>,
+    /// Processes blocked in flock(2) on it; `None` without /proc/locks.
+    waiters: Option<u32>,
+}
+
+/// Who holds a flock on this inode and how many wait for it, asked of the
+/// kernel without touching the lock (`/proc/locks`), so `status` never makes
+/// a concurrent `--no-wait` fail.
+fn kernel_lock_state(path: &Path, meta: &std::fs::Metadata) -> Result<KernelLock> {
     if let Ok(table) = std::fs::read_to_string("/proc/locks") {
         let dev = meta.dev();
         let id = format!(
@@ -421,21 +434,40 @@ fn kernel_lock_holder(path: &Path, meta: &std::fs::Metadata) -> Result<Option<Op
             libc::minor(dev),
             meta.ino()
         );
+        let mut state = KernelLock {
+            held: false,
+            pid: None,
+            waiters: Some(0),
+        };
         for line in table.lines() {
+            // "1: FLOCK ADVISORY WRITE 1234 fe:00:5678 0 EOF" for the holder,
+            // "1: -> FLOCK ADVISORY WRITE 1235 fe:00:5678 0 EOF" per waiter.
             let fields: Vec<&str> = line.split_whitespace().collect();
-            // "1: FLOCK ADVISORY WRITE 1234 fe:00:5678 0 EOF"; waiters have a "->".
-            if fields.get(1) == Some(&"FLOCK") && fields.get(5) == Some(&id.as_str()) {
-                return Ok(Some(fields.get(4).and_then(|pid| pid.parse().ok())));
+            let waiting = fields.get(1) == Some(&"->");
+            let rest = if waiting { &fields[2..] } else { &fields[1..] };
+            if rest.first() != Some(&"FLOCK") || rest.get(4) != Some(&id.as_str()) {
+                continue;
+            }
+            if waiting {
+                state.waiters = state.waiters.map(|n| n + 1);
+            } else {
+                state.held = true;
+                state.pid = rest.get(3).and_then(|pid| pid.parse().ok());
             }
         }
-        return Ok(None);
+        return Ok(state);
     }
     // No /proc: probe with a shared lock, dropped at once.
     let file = File::open(path).map_err(|e| io_error("cannot open lock file", path, &e))?;
-    Ok(match file.try_lock_shared() {
-        Ok(()) => None,
-        Err(TryLockError::WouldBlock) => Some(None),
+    let held = match file.try_lock_shared() {
+        Ok(()) => false,
+        Err(TryLockError::WouldBlock) => true,
         Err(TryLockError::Error(e)) => return Err(io_error("cannot probe lock", path, &e)),
+    };
+    Ok(KernelLock {
+        held,
+        pid: None,
+        waiters: None,
     })
 }
 

@@ -835,6 +835,7 @@ impl RedisBackend {
                 holder: state.holder,
                 expires_in_ms: state.pttl_ms,
                 needs_manual_release: false,
+                waiters: None,
             })
             .collect())
     }
@@ -1299,6 +1300,7 @@ impl Backend for RedisBackend {
                     holder: None,
                     expires_in_ms: None,
                     needs_manual_release: false,
+                    waiters: None,
                 });
                 continue;
             }

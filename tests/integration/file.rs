@@ -860,3 +860,21 @@ fn a_command_can_read_the_terminal_and_ctrl_z_suspends_the_job() {
     assert_eq!(wait_for_content(&out), "bob");
     wait_until("the lock to be released", SOON, || sb.lock_is_free("ask"));
 }
+
+#[test]
+fn status_counts_the_waiters() {
+    let sb = Sandbox::new();
+    let holder = Holder::start(&sb, "queue", &[]);
+    let (_w1, _e1) = start_waiter(&sb, "queue", &["--", "true"]);
+    let (_w2, _e2) = start_waiter(&sb, "queue", &["--", "true"]);
+    let waiters = || {
+        let out = run_timeout(sb.lockrun(&["status", "--json", "queue"]), SOON);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["slots"][0]["waiters"].as_u64()
+    };
+    // The waiters report "waiting" just before they block in the kernel.
+    wait_until("two waiters in the kernel", SOON, || waiters() == Some(2));
+    let out = run_timeout(sb.lockrun(&["status", "queue"]), SOON);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(", 2 waiting"));
+    assert_eq!(holder.release(), 0);
+}

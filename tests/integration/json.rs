@@ -34,6 +34,7 @@ const SLOT_KEYS: &[(&str, &[&str])] = &[
     ("expires", &["string", "null"]),
     ("expires_in_ms", &["number", "null"]),
     ("fence", &["number", "null"]),
+    ("waiters", &["number", "null"]),
     ("needs_manual_release", &["bool"]),
 ];
 
