@@ -756,16 +756,6 @@ fn ctrl_c_at_a_terminal_reaches_the_child_once() {
     assert_eq!(no_wait_code(&sb, "tty"), 0);
 }
 
-fn process_state(pid: i32) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')')
-        .next()?
-        .split_whitespace()
-        .next()?
-        .chars()
-        .next()
-}
-
 #[test]
 fn ctrl_z_stops_the_child_with_lockrun_and_fg_resumes_both() {
     let sb = Sandbox::new();

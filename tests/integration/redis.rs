@@ -441,18 +441,7 @@ fn three_slots_hold_three_at_most_and_three_together() {
          echo $LOCKRUN_SLOT >> {d}/entered; \
          while [ ! -e {d}/go ]; do sleep 0.01; done; rm -f {d}/in.$LOCKRUN_SLOT"
     );
-    let inside = || {
-        std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("in.")
-            })
-            .count()
-    };
+    let inside = || entries_starting_with(dir.path(), "in.");
     let mut procs: Vec<Proc> = (0..6)
         .map(|i| {
             let cmd = lockrun(
@@ -1166,18 +1155,7 @@ fn forced_and_slot_releases_wake_a_waiter() {
     let b = Holder::start(&url, dir.path(), "pool", &["--slots", "2"]);
     let d = dir.path().display().to_string();
     let section = format!("touch {d}/in.$$; while [ ! -e {d}/go ]; do sleep 0.01; done");
-    let inside = || {
-        std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("in.")
-            })
-            .count()
-    };
+    let inside = || entries_starting_with(dir.path(), "in.");
     let mut waiters: Vec<Proc> = (0..2)
         .map(|i| {
             let mut cmd = lockrun(
@@ -1356,4 +1334,18 @@ fn rediss_verifies_the_server_certificate() {
     server.wait_for_blocked(1);
     assert_eq!(holder.release(), 0);
     assert_eq!(code(waiter.wait_timeout(SOON)), 0);
+}
+
+/// How many files in `dir` have names starting with `prefix`.
+fn entries_starting_with(dir: &Path, prefix: &str) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(prefix)
+        })
+        .count()
 }

@@ -209,20 +209,20 @@ pub fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The state letter of a process (`R`, `S`, `T`, `Z`, …), from /proc.
+pub fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .next()?
+        .chars()
+        .next()
+}
+
 /// Is a process alive (and not a zombie)?
 pub fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .next();
-            !matches!(state, Some("Z" | "X"))
-        }
-        Err(_) => false,
-    }
+    !matches!(process_state(pid), None | Some('Z' | 'X'))
 }
 
 /// A free TCP port on 127.0.0.1 (for servers the tests start).
