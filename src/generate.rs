@@ -581,11 +581,13 @@ fn notes_section(roff: &mut Roff) {
          *DURATION*; and `-b` as a short form of `--backend`.",
     );
     roff.p(
-        "When lockrun runs in the foreground of the terminal on its stdin, the command's \
-         process group becomes the terminal's foreground group while it runs, as a shell \
-         does for a job: the command can read the terminal, Ctrl-C and Ctrl-Z reach it \
-         directly, lockrun stops with it (so the shell shows the job as stopped) and hands \
-         the terminal back when it ends.",
+        "When lockrun runs in the foreground of the terminal on its stdin and alone in its \
+         process group, the command's process group becomes the terminal's foreground group \
+         while it runs, as a shell does for a job: the command can read the terminal, Ctrl-C \
+         and Ctrl-Z reach it directly, lockrun stops with it (so the shell shows the job as \
+         stopped) and hands the terminal back when it ends. In a pipeline (`lockrun ... | \
+         less`) the terminal stays with the pipeline, and a command that reads the terminal \
+         stops the job, as it would in the background.",
     );
     roff.p(
         "flock(2) locks on network file systems (NFS, CIFS) depend on the server; use a \

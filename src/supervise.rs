@@ -73,8 +73,8 @@ async fn supervise<B: Backend>(
     signals: &mut Signals,
 ) -> Result<Exit> {
     let renew_every = backend.renew_interval(req);
-    let terminal = Terminal::foreground();
-    let mut child = spawn(spec, terminal.is_some())?;
+    let terminal = Terminal::of_stdin();
+    let mut child = spawn(spec, terminal.as_ref().is_some_and(Terminal::can_hand_over))?;
     let pgid = Pid::from_raw(
         child
             .id()
@@ -130,10 +130,13 @@ async fn supervise<B: Backend>(
             signal = signals.recv_any() => {
                 handle_signal(signal, pgid, &must_die_by, terminal.as_ref());
             }
-            // With the terminal, Ctrl-Z stops the child's group directly;
-            // lockrun follows it, so the shell gets its prompt back.
-            () = tokio::time::sleep(STOP_POLL), if terminal.is_some() && leader.is_none() => {
-                if process_state(pgid) == Some('T') {
+            // At a terminal, Ctrl-Z (or reading it from the background)
+            // stops the child's group directly; lockrun follows it, so the
+            // shell sees the job as stopped and gets its prompt back.
+            () = tokio::time::sleep(STOP_POLL), if terminal.is_some() && leader.is_none() && stop.is_none() => {
+                // Not when lockrun itself left it stopped (lease ran out).
+                let left_stopped = must_die_by.get().is_some_and(|by| Instant::now() >= by);
+                if !left_stopped && process_state(pgid) == Some('T') {
                     suspend_with_child(pgid, &must_die_by, terminal.as_ref());
                 }
             }
@@ -165,7 +168,7 @@ async fn supervise<B: Backend>(
     }
     guardian.dismiss();
     if let Some(terminal) = &terminal {
-        terminal.take_back();
+        terminal.take_back(pgid);
     }
 
     let status = leader.ok_or_else(|| Error::internal("child status lost"))?;
@@ -179,8 +182,11 @@ async fn supervise<B: Backend>(
 /// The child's group is stopped: stop lockrun too (so its caller sees the
 /// job as stopped), and on SIGCONT resume the child if the lease allows.
 fn suspend_with_child(pgid: Pid, must_die_by: &Cell<Option<Instant>>, terminal: Option<&Terminal>) {
+    // All of the group, also members that ignore SIGTSTP: nothing may run
+    // while lockrun, stopped, renews nothing.
+    signal_group(pgid, Some(Signal::SIGSTOP));
     if let Some(terminal) = terminal {
-        terminal.take_back();
+        terminal.take_back(pgid);
     }
     // Returns once somebody sends SIGCONT.
     let _ = nix::sys::signal::raise(Signal::SIGSTOP);
@@ -236,10 +242,7 @@ fn handle_signal(
     terminal: Option<&Terminal>,
 ) {
     match signal {
-        Signal::SIGTSTP => {
-            signal_group(pgid, Some(Signal::SIGSTOP));
-            suspend_with_child(pgid, must_die_by, terminal);
-        }
+        Signal::SIGTSTP => suspend_with_child(pgid, must_die_by, terminal),
         Signal::SIGCONT => resume_child(pgid, must_die_by, terminal),
         _ => {
             tracing::info!(%signal, "forwarding signal to the child");
@@ -489,6 +492,9 @@ unsafe fn guardian_main(read_fd: i32, group: i32) -> ! {
     // SAFETY: plain system calls on integers and a static C string; this is
     // a forked child that runs nothing else.
     unsafe {
+        // Its own process group: a SIGKILL sent to lockrun's whole group
+        // (`kill -9 %1`, `timeout -s KILL`) must not take the guardian along.
+        libc::setpgid(0, 0);
         // Terminal and job-control signals are for lockrun and its child,
         // not for the guardian, which must outlive them to do its job.
         for sig in [

@@ -3,12 +3,15 @@
 //! The child runs in its own process group (so that lockrun can stop its
 //! whole tree). A process group that is not the terminal's foreground group
 //! is stopped by SIGTTIN as soon as it reads the terminal, and would hang
-//! there holding the lock. So when lockrun itself is in the foreground of the
-//! terminal on its stdin, the child's group takes the foreground for as long
-//! as it runs, as a shell does for a job, and gives it back afterwards.
-//! Then Ctrl-C and Ctrl-Z reach the child's group straight from the terminal.
+//! there holding the lock. So when lockrun is in the foreground of the
+//! terminal on its stdin, and alone in its process group (not part of a
+//! pipeline whose other members need the terminal), the child's group takes
+//! the foreground while it runs, as a shell does for a job, and gives it back
+//! afterwards. Then Ctrl-C and Ctrl-Z reach the child's group straight from
+//! the terminal. lockrun never moves the foreground unless it is its own or
+//! its child's: a lockrun sent to the background must not grab the terminal.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
@@ -18,26 +21,41 @@ pub struct Terminal {
 }
 
 impl Terminal {
-    /// `Some` if stdin is a terminal whose foreground process group is ours.
-    pub fn foreground() -> Option<Terminal> {
-        let stdin = std::io::stdin();
-        let fd = stdin.as_fd();
+    /// `Some` if stdin is lockrun's controlling terminal.
+    pub fn of_stdin() -> Option<Terminal> {
+        let fd = stdin_fd();
         if !nix::unistd::isatty(fd).unwrap_or(false) {
             return None;
         }
-        let our_group = nix::unistd::getpgrp();
-        (nix::unistd::tcgetpgrp(fd).ok()? == our_group).then_some(Terminal { our_group })
+        nix::unistd::tcgetpgrp(fd).ok()?;
+        Some(Terminal {
+            our_group: nix::unistd::getpgrp(),
+        })
     }
 
-    /// Make `group` the foreground process group (lockrun is in the foreground).
+    fn foreground(&self) -> Option<Pid> {
+        nix::unistd::tcgetpgrp(stdin_fd()).ok()
+    }
+
+    /// May the child's group have the terminal now? Only if the foreground
+    /// is ours and nobody else (say, `less` at the end of a pipeline) is in
+    /// our process group and needs it.
+    pub fn can_hand_over(&self) -> bool {
+        self.foreground() == Some(self.our_group) && alone_in_group(self.our_group)
+    }
+
+    /// Give the terminal to the child's `group`, if it is ours to give.
     pub fn give_to(&self, group: Pid) {
-        set_foreground(stdin_fd(), group);
+        if self.foreground() == Some(group) || self.can_hand_over() {
+            set_foreground(group);
+        }
     }
 
-    /// Take the foreground back for lockrun's own group; lockrun may be in
-    /// the background by now, hence SIGTTOU is blocked for the call.
-    pub fn take_back(&self) {
-        set_foreground(stdin_fd(), self.our_group);
+    /// Take the terminal back from the child's `group`, if it has it.
+    pub fn take_back(&self, group: Pid) {
+        if self.foreground() == Some(group) {
+            set_foreground(self.our_group);
+        }
     }
 }
 
@@ -46,18 +64,45 @@ fn stdin_fd() -> BorrowedFd<'static> {
     unsafe { BorrowedFd::borrow_raw(0) }
 }
 
+/// Is this process the only member of `group`? (A scan of /proc; only done
+/// when stdin is a terminal, i.e. interactively.)
+fn alone_in_group(group: Pid) -> bool {
+    let me = std::process::id().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    !entries.filter_map(Result::ok).any(|entry| {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            return false;
+        };
+        if pid == me {
+            return false;
+        }
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            // Field 5, counted after the parenthesised command name.
+            stat.rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(2))
+                == Some(group.as_raw().to_string().as_str())
+        })
+    })
+}
+
 /// tcsetpgrp with SIGTTOU blocked: a background process may then change the
-/// foreground group instead of being stopped for trying.
-fn set_foreground(fd: BorrowedFd<'_>, group: Pid) {
+/// foreground group instead of being stopped for trying. Async-signal-safe
+/// (it also runs between fork and exec), so it logs nothing.
+fn set_foreground(group: Pid) {
     let mut ttou = SigSet::empty();
     ttou.add(Signal::SIGTTOU);
     let mut old = SigSet::empty();
     if nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&ttou), Some(&mut old)).is_err() {
         return;
     }
-    if let Err(e) = nix::unistd::tcsetpgrp(fd, group) {
-        tracing::debug!(%e, "tcsetpgrp");
-    }
+    let _ = nix::unistd::tcsetpgrp(stdin_fd(), group);
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
 }
 
@@ -67,6 +112,6 @@ fn set_foreground(fd: BorrowedFd<'_>, group: Pid) {
 /// Only async-signal-safe calls (setpgid, sigprocmask, tcsetpgrp).
 pub fn claim_in_child() -> std::io::Result<()> {
     nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
-    set_foreground(stdin_fd(), nix::unistd::getpid());
+    set_foreground(nix::unistd::getpid());
     Ok(())
 }

@@ -118,7 +118,7 @@ impl FileBackend {
     /// back.
     fn finish_acquire(&self, req: &LockRequest, locked: LockedFile) -> Result<FileLease> {
         let previous = read_record(&locked.file).and_then(|r| r.fence).unwrap_or(0);
-        let fence = (previous + 1).max(unix_micros());
+        let fence = previous.saturating_add(1).max(unix_micros());
         let mut record = req.holder.clone();
         record.fence = Some(fence);
         // A lock file we may only read (a shared directory) has no record

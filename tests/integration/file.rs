@@ -868,3 +868,27 @@ fn status_counts_the_waiters() {
     assert!(String::from_utf8_lossy(&out.stdout).contains(", 2 waiting"));
     assert_eq!(holder.release(), 0);
 }
+
+#[test]
+fn sigkill_to_lockruns_whole_group_still_takes_the_command_along() {
+    use std::os::unix::process::CommandExt;
+    let sb = Sandbox::new();
+    let bg = sb.path("bg.pid");
+    let ready = sb.path("ready");
+    let script = format!(
+        "sleep 60 & echo $! > {}; echo $$ > {}; sleep 60",
+        bg.display(),
+        ready.display()
+    );
+    // As `kill -9 %1` or `timeout -s KILL` do: the signal hits lockrun's
+    // whole process group at once, so the guardian must not be in it.
+    let mut cmd = sb.lockrun(&["grouped", "--", "sh", "-c", &script]);
+    cmd.process_group(0);
+    let holder = Proc::spawn(cmd, "holder");
+    let child: i32 = wait_for_content(&ready).parse().unwrap();
+    let grandchild: i32 = wait_for_content(&bg).parse().unwrap();
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(holder.pid()), Signal::SIGKILL).unwrap();
+    wait_until("the child to die", SOON, || !alive(child));
+    wait_until("the grandchild to die", SOON, || !alive(grandchild));
+    wait_until("the lock to be free", SOON, || sb.lock_is_free("grouped"));
+}
