@@ -439,13 +439,22 @@ fn kernel_lock_state(path: &Path, meta: &std::fs::Metadata) -> Result<KernelLock
             pid: None,
             waiters: Some(0),
         };
+        // On overlayfs or btrfs subvolumes stat's device may differ from the
+        // lock table's; an entry with our inode number on another device is
+        // then settled by probing the lock itself.
+        let ino_suffix = format!(":{}", meta.ino());
+        let mut same_ino_elsewhere = false;
         for line in table.lines() {
             // "1: FLOCK ADVISORY WRITE 1234 fe:00:5678 0 EOF" for the holder,
             // "1: -> FLOCK ADVISORY WRITE 1235 fe:00:5678 0 EOF" per waiter.
             let fields: Vec<&str> = line.split_whitespace().collect();
             let waiting = fields.get(1) == Some(&"->");
             let rest = if waiting { &fields[2..] } else { &fields[1..] };
-            if rest.first() != Some(&"FLOCK") || rest.get(4) != Some(&id.as_str()) {
+            if rest.first() != Some(&"FLOCK") {
+                continue;
+            }
+            if rest.get(4) != Some(&id.as_str()) {
+                same_ino_elsewhere |= rest.get(4).is_some_and(|f| f.ends_with(&ino_suffix));
                 continue;
             }
             if waiting {
@@ -455,9 +464,12 @@ fn kernel_lock_state(path: &Path, meta: &std::fs::Metadata) -> Result<KernelLock
                 state.pid = rest.get(3).and_then(|pid| pid.parse().ok());
             }
         }
-        return Ok(state);
+        if state.held || !same_ino_elsewhere {
+            return Ok(state);
+        }
     }
-    // No /proc: probe with a shared lock, dropped at once.
+    // No /proc, or no certain answer from it: probe with a shared lock,
+    // dropped at once.
     let file = File::open(path).map_err(|e| io_error("cannot open lock file", path, &e))?;
     let held = match file.try_lock_shared() {
         Ok(()) => false,
