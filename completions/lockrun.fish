@@ -34,7 +34,7 @@ complete -c lockrun -n "__fish_lockrun_needs_command" -l kill-after -d 'Grace be
 complete -c lockrun -n "__fish_lockrun_needs_command" -l max-time -d 'Stop the command (exit 124) if it runs longer than this' -r
 complete -c lockrun -n "__fish_lockrun_needs_command" -s v -l verbose -d 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
 complete -c lockrun -n "__fish_lockrun_needs_command" -s q -l quiet -d 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
-complete -c lockrun -n "__fish_lockrun_needs_command" -s n -l no-wait -d 'Fail at once if the lock is held'
+complete -c lockrun -n "__fish_lockrun_needs_command" -s n -l no-wait -d 'Fail at once if the lock is held (wins over --wait and LOCKRUN_WAIT)'
 complete -c lockrun -n "__fish_lockrun_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lockrun -n "__fish_lockrun_needs_command" -s V -l version -d 'Print version'
 complete -c lockrun -n "__fish_lockrun_needs_command" -a "run" -d 'Run a command under the lock (the default; needed when the lock is called status, list, release or run)'
@@ -49,7 +49,7 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l slots -d 'Semaph
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l kill-after -d 'Grace between SIGTERM and SIGKILL when lockrun must stop the command' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l max-time -d 'Stop the command (exit 124) if it runs longer than this' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s b -l backend -d 'Where locks live [default: lock files in a private per-user directory]' -r -f
-complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s n -l no-wait -d 'Fail at once if the lock is held'
+complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s n -l no-wait -d 'Fail at once if the lock is held (wins over --wait and LOCKRUN_WAIT)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s v -l verbose -d 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s q -l quiet -d 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'

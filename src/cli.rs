@@ -128,8 +128,8 @@ pub struct RunArgs {
     )]
     pub wait: Option<Duration>,
 
-    /// Fail at once if the lock is held
-    #[arg(short = 'n', long, conflicts_with = "wait")]
+    /// Fail at once if the lock is held (wins over --wait and LOCKRUN_WAIT)
+    #[arg(short = 'n', long)]
     pub no_wait: bool,
 
     /// Exit code when the lock could not be had

@@ -263,12 +263,6 @@ fn table() -> Vec<Case> {
             "similar argument exists: '--wait'",
         ),
         case(
-            "--no-wait with --wait",
-            &["-n", "-w", "5", "n", "--", CMD],
-            64,
-            "cannot be used with",
-        ),
-        case(
             "-E out of range",
             &["-E", "300", "n", "--", CMD],
             64,

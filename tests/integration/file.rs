@@ -892,3 +892,14 @@ fn sigkill_to_lockruns_whole_group_still_takes_the_command_along() {
     wait_until("the grandchild to die", SOON, || !alive(grandchild));
     wait_until("the lock to be free", SOON, || sb.lock_is_free("grouped"));
 }
+
+#[test]
+fn no_wait_wins_over_a_wait_from_the_environment() {
+    let sb = Sandbox::new();
+    let holder = Holder::start(&sb, "envwait", &[]);
+    let mut cmd = sb.lockrun(&["-n", "envwait", "--", "true"]);
+    cmd.env("LOCKRUN_WAIT", "1h");
+    let out = run_timeout(cmd, SOON);
+    assert_eq!(code(out.status), 75, "{}", stderr_of(&out));
+    assert_eq!(holder.release(), 0);
+}
