@@ -181,38 +181,10 @@ fn first_line(stdout: ChildStdout) -> String {
     rx.recv_timeout(SOON).expect("no readiness line in time")
 }
 
-/// A lockrun holding NAME whose child writes its pid to a file and then
-/// blocks reading stdin: closing stdin ends the child.
-struct Holder {
-    proc: Proc,
-    stdin: Option<ChildStdin>,
-    child_pid: i32,
-}
-
-impl Holder {
-    fn start(emu: &Emulator, dir: &Path, query: &str, args: &[&str], name: &str) -> Holder {
-        let ready = dir.join(format!("{name}.{}.ready", rand_suffix()));
-        let script = format!("echo $$ > {}; read line; exit 0", ready.display());
-        let mut all: Vec<&str> = args.to_vec();
-        all.extend([name, "--", "sh", "-c", &script]);
-        let mut cmd = emu.lockrun(query, &all);
-        cmd.stdin(Stdio::piped()).stderr(Stdio::piped());
-        let mut proc = Proc::spawn(cmd, &format!("holder of {name}"));
-        let stdin = proc.child.stdin.take();
-        let child_pid = wait_for_content(&ready).parse().unwrap();
-        Holder {
-            proc,
-            stdin,
-            child_pid,
-        }
-    }
-
-    /// Let the child finish; lockrun's exit code and stderr.
-    fn finish(mut self) -> (i32, String) {
-        drop(self.stdin.take());
-        let (status, stderr) = self.proc.finish(SOON);
-        (code(status), stderr)
-    }
+/// A lockrun holding `name` through the emulator until released.
+fn hold(emu: &Emulator, dir: &Path, query: &str, args: &[&str], name: &str) -> Holder {
+    let ready = dir.join(format!("{name}.{}.ready", rand_suffix()));
+    Holder::spawn(emu.lockrun(query, args), &ready, name)
 }
 
 fn rand_suffix() -> u64 {
@@ -406,7 +378,7 @@ fn the_published_recipe_and_lockrun_exclude_each_other_both_ways() {
     assert_eq!(code(driver.wait_timeout(SOON)), 0);
 
     // lockrun holds MUTEX: the recipe gets error 100, then succeeds after release.
-    let holder = Holder::start(&emu, dir.path(), "", &[], "MUTEX");
+    let holder = hold(&emu, dir.path(), "", &[], "MUTEX");
     let out = run_timeout(recipe("try"), Duration::from_secs(60));
     let (_, stdout, stderr) = out_text(&out);
     assert_eq!(
@@ -659,7 +631,7 @@ fn a_401_logs_on_again_once() {
 
     // Expired sessions, too (the server forgot every token).
     let dir = tempfile::tempdir().unwrap();
-    let holder = Holder::start(&emu, dir.path(), "", &[], "relogon");
+    let holder = hold(&emu, dir.path(), "", &[], "relogon");
     emu.control("expire_tokens", json!({}));
     let (status, stderr) = holder.finish();
     assert_eq!(status, 0, "{stderr}");
@@ -682,7 +654,7 @@ fn a_stale_lock_after_sigkill_is_shown_plainly_and_broken_by_force() {
     let emu = Emulator::start();
     let dir = tempfile::tempdir().unwrap();
     for query in ["", OWNER] {
-        let holder = Holder::start(&emu, dir.path(), query, &[], "stale");
+        let holder = hold(&emu, dir.path(), query, &[], "stale");
         let lockrun_pid = holder.proc.pid();
         holder.proc.signal(Signal::SIGKILL);
         let child_pid = holder.child_pid;
@@ -795,7 +767,7 @@ fn secrets_never_appear_in_output_or_the_childs_environment() {
     secret_free("password in the URL", &all_output(&out));
 
     // status, list, failures.
-    let holder = Holder::start(&emu, dir.path(), OWNER, &[], "envy");
+    let holder = hold(&emu, dir.path(), OWNER, &[], "envy");
     for args in [
         &["-vv", "status", "envy"][..],
         &["-vv", "status", "envy", "--json"],
@@ -820,8 +792,8 @@ fn secrets_never_appear_in_output_or_the_childs_environment() {
 fn slots_are_aliases_that_cannot_collide_with_names() {
     let emu = Emulator::start();
     let dir = tempfile::tempdir().unwrap();
-    let first = Holder::start(&emu, dir.path(), "", &["--slots", "2"], "pool");
-    let second = Holder::start(&emu, dir.path(), "", &["--slots", "2"], "pool");
+    let first = hold(&emu, dir.path(), "", &["--slots", "2"], "pool");
+    let second = hold(&emu, dir.path(), "", &["--slots", "2"], "pool");
     let mut aliases = emu.aliases();
     aliases.sort();
     assert_eq!(aliases, ["pool@1", "pool@2"]);
@@ -850,7 +822,7 @@ fn a_lock_broken_while_the_command_runs_stops_it() {
     let dir = tempfile::tempdir().unwrap();
 
     // Removed behind our back: exit 76, and nothing of ours to remove.
-    let mut holder = Holder::start(&emu, dir.path(), "?check=100ms", &[], "broken");
+    let mut holder = hold(&emu, dir.path(), "?check=100ms", &[], "broken");
     emu.control(
         "remove_service",
         json!({"reservation": "r1", "alias": "broken"}),
@@ -863,7 +835,7 @@ fn a_lock_broken_while_the_command_runs_stops_it() {
     // Taken over by another holder (force-release + re-acquire, done here in
     // one step): their lock must survive our exit.
     let query = format!("{OWNER}&check=100ms");
-    let mut holder = Holder::start(&emu, dir.path(), &query, &[], "broken");
+    let mut holder = hold(&emu, dir.path(), &query, &[], "broken");
     emu.control(
         "add_service",
         json!({"reservation": "r1", "alias": "broken", "model": "Mutex Service",
@@ -886,7 +858,7 @@ fn list_shows_locks_and_force_release_touches_only_locks() {
         "add_service",
         json!({"reservation": "r1", "alias": "fw1", "model": "Firewall"}),
     );
-    let holder = Holder::start(&emu, dir.path(), OWNER, &[], "deploy");
+    let holder = hold(&emu, dir.path(), OWNER, &[], "deploy");
     let out = run_timeout(emu.lockrun(OWNER, &["list"]), SOON);
     let (status, stdout, _) = out_text(&out);
     assert_eq!(status, 0);
@@ -968,7 +940,7 @@ fn waiting_polls_with_jittered_backoff_and_tolerates_odd_replies() {
     let dir = tempfile::tempdir().unwrap();
     // &#x0; in a reply (real servers emit it) must not break anything.
     emu.control("set", json!({"nul_in_description": true}));
-    let holder = Holder::start(&emu, dir.path(), "", &[], "polled");
+    let holder = hold(&emu, dir.path(), "", &[], "polled");
     let before = emu.calls("AddServiceToReservation");
     let mut cmd = emu.lockrun(
         "?first_poll=50ms&max_poll=400ms",
@@ -1010,7 +982,7 @@ fn waiting_polls_with_jittered_backoff_and_tolerates_odd_replies() {
 fn a_signal_while_waiting_leaves_nothing_behind() {
     let emu = Emulator::start();
     let dir = tempfile::tempdir().unwrap();
-    let holder = Holder::start(&emu, dir.path(), "", &[], "sig");
+    let holder = hold(&emu, dir.path(), "", &[], "sig");
     let mut cmd = emu.lockrun("?max_poll=200ms", &["-v", "sig", "--", "true"]);
     cmd.stderr(Stdio::piped());
     let mut waiter = Proc::spawn(cmd, "waiter");

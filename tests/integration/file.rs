@@ -3,45 +3,16 @@
 
 use std::io::{BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
 use crate::util::*;
 
-/// A lockrun holding NAME whose child writes its pid to `ready` and then
-/// blocks reading stdin: closing the returned stdin ends the child.
-struct Holder {
-    proc: Proc,
-    stdin: Option<ChildStdin>,
-    child_pid: i32,
-}
-
-impl Holder {
-    fn start(sb: &Sandbox, name: &str, extra: &[&str]) -> Holder {
-        let ready = sb.path(&format!("{name}.ready"));
-        let _ = std::fs::remove_file(&ready);
-        let mut args: Vec<&str> = extra.to_vec();
-        let script = format!("echo $$ > {}; read line; exit 0", ready.display());
-        args.extend([name, "--", "sh", "-c", &script]);
-        let mut cmd = sb.lockrun(&args);
-        cmd.stdin(Stdio::piped()).stderr(Stdio::piped());
-        let mut proc = Proc::spawn(cmd, &format!("holder of {name}"));
-        let stdin = proc.child.stdin.take();
-        let child_pid = wait_for_content(&ready).parse().unwrap();
-        Holder {
-            proc,
-            stdin,
-            child_pid,
-        }
-    }
-
-    /// Let the child finish; returns lockrun's exit code.
-    fn release(mut self) -> i32 {
-        drop(self.stdin.take());
-        code(self.proc.wait_timeout(SOON))
-    }
+/// A lockrun holding NAME (with `extra` options) until released.
+fn hold(sb: &Sandbox, name: &str, extra: &[&str]) -> Holder {
+    Holder::spawn(sb.lockrun(extra), &sb.path(&format!("{name}.ready")), name)
 }
 
 /// Start a lockrun that will wait for a busy lock; returns once it has
@@ -147,7 +118,7 @@ rm -f {inside}/slot-$LOCKRUN_SLOT"#,
 fn flock_and_lockrun_exclude_each_other_both_ways() {
     let sb = Sandbox::new();
     // lockrun holds -> flock(1) cannot have it.
-    let holder = Holder::start(&sb, "shared", &[]);
+    let holder = hold(&sb, "shared", &[]);
     let flock = run_timeout(
         {
             let mut c = Command::new("flock");
@@ -239,7 +210,7 @@ fn signals_to_a_holding_lockrun_reach_the_child_once_and_release() {
 #[test]
 fn a_signal_while_waiting_aborts_cleanly() {
     let sb = Sandbox::new();
-    let holder = Holder::start(&sb, "busy", &[]);
+    let holder = hold(&sb, "busy", &[]);
     for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         let ran = sb.path("ran");
         let (mut waiter, _stderr) =
@@ -330,7 +301,7 @@ fn a_child_ignoring_sigterm_is_killed_after_kill_after() {
 #[test]
 fn exit_codes_for_busy_locks() {
     let sb = Sandbox::new();
-    let holder = Holder::start(&sb, "held", &[]);
+    let holder = hold(&sb, "held", &[]);
     let ran = sb.path("ran");
     let touch = ["--", "touch", ran.to_str().unwrap()];
     for (args, expected) in [
@@ -416,7 +387,7 @@ fn removed_or_replaced_lock_file_is_a_lost_lock() {
 #[test]
 fn waiter_rechecks_the_inode_after_the_file_is_replaced() {
     let sb = Sandbox::new();
-    let holder = Holder::start(&sb, "swap", &[]);
+    let holder = hold(&sb, "swap", &[]);
     let ready = sb.path("waiter-ready");
     let script = format!("echo $$ > {}; read line || true", ready.display());
     let (mut waiter, _err) = start_waiter(&sb, "swap", &["--", "sh", "-c", &script]);
@@ -512,7 +483,7 @@ fn status_reports_the_holder_from_the_lock_itself() {
         String::from_utf8(out.stdout).unwrap()
     };
     assert!(status(&sb).contains("st: free"));
-    let holder = Holder::start(&sb, "st", &[]);
+    let holder = hold(&sb, "st", &[]);
     let text = status(&sb);
     assert!(
         text.contains(&format!("pid {}", holder.proc.pid())) && text.contains("read line"),
@@ -759,7 +730,7 @@ fn ctrl_c_at_a_terminal_reaches_the_child_once() {
 #[test]
 fn ctrl_z_stops_the_child_with_lockrun_and_fg_resumes_both() {
     let sb = Sandbox::new();
-    let holder = Holder::start(&sb, "jobctl", &[]);
+    let holder = hold(&sb, "jobctl", &[]);
     let (lockrun, child) = (holder.proc.pid(), holder.child_pid);
     holder.proc.signal(Signal::SIGTSTP);
     wait_until("the child to stop", SOON, || {
@@ -854,7 +825,7 @@ fn a_command_can_read_the_terminal_and_ctrl_z_suspends_the_job() {
 #[test]
 fn status_counts_the_waiters() {
     let sb = Sandbox::new();
-    let holder = Holder::start(&sb, "queue", &[]);
+    let holder = hold(&sb, "queue", &[]);
     let (_w1, _e1) = start_waiter(&sb, "queue", &["--", "true"]);
     let (_w2, _e2) = start_waiter(&sb, "queue", &["--", "true"]);
     let waiters = || {
@@ -896,7 +867,7 @@ fn sigkill_to_lockruns_whole_group_still_takes_the_command_along() {
 #[test]
 fn no_wait_wins_over_a_wait_from_the_environment() {
     let sb = Sandbox::new();
-    let holder = Holder::start(&sb, "envwait", &[]);
+    let holder = hold(&sb, "envwait", &[]);
     let mut cmd = sb.lockrun(&["-n", "envwait", "--", "true"]);
     cmd.env("LOCKRUN_WAIT", "1h");
     let out = run_timeout(cmd, SOON);

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::Signal;
@@ -324,52 +324,12 @@ fn now_ns() -> u128 {
         .as_nanos()
 }
 
-/// A lockrun holding NAME whose child writes "PID FENCE" to `ready`, then
-/// blocks reading stdin: closing stdin ends it.
-struct Holder {
-    proc: Proc,
-    stdin: Option<ChildStdin>,
-    child_pid: i32,
-    fence: u64,
-}
-
-impl Holder {
-    fn start(url: &str, dir: &Path, name: &str, extra: &[&str]) -> Holder {
-        let ready = dir.join(format!("{name}.{}.ready", now_ns()));
-        let script = format!(
-            "echo $$ $LOCKRUN_FENCE > {}; read line; exit 0",
-            ready.display()
-        );
-        let mut args: Vec<&str> = vec!["--ttl", TTL];
-        args.extend(extra);
-        args.extend([name, "--", "sh", "-c", &script]);
-        let mut cmd = lockrun(url, &args);
-        cmd.stdin(Stdio::piped()).stderr(Stdio::piped());
-        let mut proc = Proc::spawn(cmd, &format!("holder of {name}"));
-        let stdin = proc.child.stdin.take();
-        let text = wait_for_content(&ready);
-        let mut words = text.split_whitespace();
-        let child_pid = words.next().unwrap().parse().unwrap();
-        let fence = words.next().expect("LOCKRUN_FENCE is set").parse().unwrap();
-        Holder {
-            proc,
-            stdin,
-            child_pid,
-            fence,
-        }
-    }
-
-    /// Let the child finish; lockrun's exit code.
-    fn release(mut self) -> i32 {
-        drop(self.stdin.take());
-        code(self.proc.wait_timeout(SOON))
-    }
-
-    /// Wait until lockrun exits by itself; its exit code and stderr.
-    fn wait_exit(&mut self, timeout: Duration) -> (i32, String) {
-        let (status, stderr) = self.proc.finish(timeout);
-        (code(status), stderr)
-    }
+/// A lockrun holding `name` on Redis (`--ttl` TTL) until released.
+fn hold(url: &str, dir: &Path, name: &str, extra: &[&str]) -> Holder {
+    let ready = dir.join(format!("{name}.{}.ready", now_ns()));
+    let mut args: Vec<&str> = vec!["--ttl", TTL];
+    args.extend(extra);
+    Holder::spawn(lockrun(url, &args), &ready, name)
 }
 
 fn read_fence_log(path: &Path) -> Vec<u64> {
@@ -500,7 +460,7 @@ fn sigkilled_holder_keeps_the_lock_until_the_ttl_then_it_is_free() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let url = server.url();
-    let mut holder = Holder::start(&url, dir.path(), "crash", &[]);
+    let mut holder = hold(&url, dir.path(), "crash", &[]);
     // The key expires no earlier than t0 + its PTTL read after t0.
     let t0 = now_ns();
     let pttl: u64 = server.cli(&["PTTL", &lock_key("crash")]).parse().unwrap();
@@ -553,10 +513,10 @@ fn deleted_lock_key_stops_the_holder_and_spares_the_new_holder() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let url = server.url();
-    let mut old = Holder::start(&url, dir.path(), "stolen", &[]);
+    let mut old = hold(&url, dir.path(), "stolen", &[]);
     server.cli(&["DEL", &lock_key("stolen")]);
     let deleted = Instant::now();
-    let new = Holder::start(&url, dir.path(), "stolen", &["-w", "10s"]);
+    let new = hold(&url, dir.path(), "stolen", &["-w", "10s"]);
     let (code_old, stderr) = old.wait_exit(SOON);
     let took = deleted.elapsed();
     assert_eq!(code_old, 76, "{stderr}");
@@ -574,7 +534,7 @@ fn deleted_lock_key_stops_the_holder_and_spares_the_new_holder() {
         "{record}"
     );
     assert!(alive(new.child_pid));
-    assert!(new.fence > old.fence);
+    assert!(new.fence() > old.fence());
     assert_eq!(new.release(), 0);
     assert_eq!(server.cli(&["EXISTS", &lock_key("stolen")]), "0");
 }
@@ -583,7 +543,7 @@ fn deleted_lock_key_stops_the_holder_and_spares_the_new_holder() {
 fn overwritten_lock_key_is_lost_and_left_alone() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let mut holder = Holder::start(&server.url(), dir.path(), "clobbered", &[]);
+    let mut holder = hold(&server.url(), dir.path(), "clobbered", &[]);
     server.cli(&["SET", &lock_key("clobbered"), "intruder"]);
     let overwritten = Instant::now();
     let (code, stderr) = holder.wait_exit(SOON);
@@ -593,7 +553,7 @@ fn overwritten_lock_key_is_lost_and_left_alone() {
     assert_eq!(server.cli(&["GET", &lock_key("clobbered")]), "intruder");
 
     // Same with a hash that has another token: taken over, not ours to delete.
-    let mut holder = Holder::start(&server.url(), dir.path(), "taken", &[]);
+    let mut holder = hold(&server.url(), dir.path(), "taken", &[]);
     server.cli(&["HSET", &lock_key("taken"), "token", "someone-else"]);
     let (code, stderr) = holder.wait_exit(SOON);
     assert_eq!(code, 76, "{stderr}");
@@ -608,7 +568,7 @@ fn redis_stopped_under_a_holder_stops_the_child_before_the_ttl() {
     let mut server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let url = server.url();
-    let mut holder = Holder::start(&url, dir.path(), "outage", &[]);
+    let mut holder = hold(&url, dir.path(), "outage", &[]);
     server.kill();
     let killed = Instant::now();
     // The last renewal was before the kill, so the lease could expire on the
@@ -626,12 +586,12 @@ fn redis_stopped_under_a_holder_stops_the_child_before_the_ttl() {
 
     // Back, empty: the next holder gets a larger fence although the counter was lost.
     server.restart();
-    let next = Holder::start(&url, dir.path(), "outage", &["-w", "20s"]);
+    let next = hold(&url, dir.path(), "outage", &["-w", "20s"]);
     assert!(
-        next.fence > holder.fence,
+        next.fence() > holder.fence(),
         "{} <= {}",
-        next.fence,
-        holder.fence
+        next.fence(),
+        holder.fence()
     );
     assert_eq!(next.release(), 0);
 }
@@ -641,7 +601,7 @@ fn quick_redis_restart_never_gives_two_holders() {
     let mut server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let url = server.url();
-    let mut old = Holder::start(&url, dir.path(), "restart", &[]);
+    let mut old = hold(&url, dir.path(), "restart", &[]);
     // Restarted empty before the holder even noticed: its key is gone, yet
     // the holder's child may still run until its next renewal.
     server.restart();
@@ -665,7 +625,7 @@ fn quick_redis_restart_never_gives_two_holders() {
     let (code_old, stderr) = old.wait_exit(SOON);
     assert_eq!(code_old, 76, "{stderr}");
     let new_fence: u64 = wait_for_content(&fence).parse().unwrap();
-    assert!(new_fence > old.fence);
+    assert!(new_fence > old.fence());
 }
 
 #[test]
@@ -677,7 +637,7 @@ fn client_pause_during_renewal() {
     // Short pauses: the lease survives. Back to back over 1.5s, so at least
     // one renewal (every 1s) is caught; at ttl 3s supervise self-fences if a
     // renewal is not answered within about 0.67s.
-    let holder = Holder::start(&url, dir.path(), "paused", &[]);
+    let holder = hold(&url, dir.path(), "paused", &[]);
     for _ in 0..5 {
         server.cli(&["CLIENT", "PAUSE", "300", "ALL"]);
         server.wait_unpaused();
@@ -687,7 +647,7 @@ fn client_pause_during_renewal() {
 
     // A long pause: renewals time out and the child is stopped before the
     // lease could expire, without waiting for the server to answer.
-    let mut holder = Holder::start(&url, dir.path(), "paused", &[]);
+    let mut holder = hold(&url, dir.path(), "paused", &[]);
     server.cli(&["CLIENT", "PAUSE", "6000", "ALL"]);
     let paused = Instant::now();
     wait_until(
@@ -916,7 +876,7 @@ fn the_password_never_shows_and_the_child_sees_the_url_without_it() {
     // The prefix is used and the lock's keys share the hash tag.
     assert_eq!(server.lasting_keys("app:*"), "app:{secretive}:fence");
 
-    let holder = Holder::start(&with_password, dir.path(), "secretive", &[]);
+    let holder = hold(&with_password, dir.path(), "secretive", &[]);
     for args in [
         &["status", "secretive"][..],
         &["status", "secretive", "--json"],
@@ -1151,8 +1111,8 @@ fn forced_and_slot_releases_wake_a_waiter() {
     // --slots 2, both held: releasing either slot wakes one waiter, who
     // takes that slot. (The holders' leases are short, so the waiters also
     // look now and then by themselves: their log tells a wake-up apart.)
-    let a = Holder::start(&url, dir.path(), "pool", &["--slots", "2"]);
-    let b = Holder::start(&url, dir.path(), "pool", &["--slots", "2"]);
+    let a = hold(&url, dir.path(), "pool", &["--slots", "2"]);
+    let b = hold(&url, dir.path(), "pool", &["--slots", "2"]);
     let d = dir.path().display().to_string();
     let section = format!("touch {d}/in.$$; while [ ! -e {d}/go ]; do sleep 0.01; done");
     let inside = || entries_starting_with(dir.path(), "in.");
@@ -1203,7 +1163,7 @@ fn status_list_and_forced_release() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let url = server.url();
-    let mut holder = Holder::start(&url, dir.path(), "inspected", &[]);
+    let mut holder = hold(&url, dir.path(), "inspected", &[]);
 
     let out = run_timeout(lockrun(&url, &["status", "inspected", "--json"]), SOON);
     assert_eq!(code_of(&out), 0, "{}", stderr_of(&out));
@@ -1211,7 +1171,7 @@ fn status_list_and_forced_release() {
     let slot = &doc["slots"][0];
     assert_eq!(slot["held"], true, "{doc}");
     assert_eq!(slot["holder"]["pid"], holder.proc.pid(), "{doc}");
-    assert_eq!(slot["fence"], holder.fence, "{doc}");
+    assert_eq!(slot["fence"], holder.fence(), "{doc}");
     let remaining = slot["expires_in_ms"].as_u64().unwrap();
     assert!(remaining > 0 && remaining <= TTL_MS, "{doc}");
 
@@ -1221,7 +1181,10 @@ fn status_list_and_forced_release() {
         text.contains(&format!("pid {}", holder.proc.pid())),
         "{text}"
     );
-    assert!(text.contains(&format!("fence {}", holder.fence)), "{text}");
+    assert!(
+        text.contains(&format!("fence {}", holder.fence())),
+        "{text}"
+    );
     assert!(text.contains("lease expires in"), "{text}");
 
     let out = run_timeout(lockrun(&url, &["-n", "inspected", "--", "true"]), SOON);
@@ -1255,8 +1218,8 @@ fn status_list_and_forced_release() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("inspected: free"));
 
     // Slots: each its own key, all discovered by status and force-released.
-    let a = Holder::start(&url, dir.path(), "pool", &["--slots", "2"]);
-    let b = Holder::start(&url, dir.path(), "pool", &["--slots", "2"]);
+    let a = hold(&url, dir.path(), "pool", &["--slots", "2"]);
+    let b = hold(&url, dir.path(), "pool", &["--slots", "2"]);
     assert_eq!(
         server.cli(&["EXISTS", "lockrun:{pool}:slot:1", "lockrun:{pool}:slot:2"]),
         "2"
@@ -1326,7 +1289,7 @@ fn rediss_verifies_the_server_certificate() {
     assert!(ran.exists());
 
     // Waiting (BLPOP on the wake list) works over TLS too.
-    let holder = Holder::start(&trusted, dir.path(), "tls", &[]);
+    let holder = hold(&trusted, dir.path(), "tls", &[]);
     let mut waiter = Proc::spawn(
         lockrun(&trusted, &["-w", "20s", "--ttl", TTL, "tls", "--", "true"]),
         "waiter",

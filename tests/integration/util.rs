@@ -430,3 +430,63 @@ pub fn contention_torture(
         .collect();
     (count, fences)
 }
+
+/// A lockrun holding a lock until released: its command writes its pid (and
+/// `LOCKRUN_FENCE`, if any) to a ready file, then blocks reading stdin, so
+/// closing stdin ends it. Killed and reaped on drop, like every `Proc`.
+pub struct Holder {
+    pub proc: Proc,
+    stdin: Option<std::process::ChildStdin>,
+    /// Pid of the command lockrun runs.
+    pub child_pid: i32,
+    fence: Option<u64>,
+}
+
+impl Holder {
+    /// `lockrun` is the invocation up to, not including, the lock name;
+    /// `ready` a fresh path for the ready file.
+    pub fn spawn(mut lockrun: Command, ready: &Path, name: &str) -> Holder {
+        let _ = std::fs::remove_file(ready);
+        let script = format!(
+            "echo $$ ${{LOCKRUN_FENCE:-}} > {}; read line; exit 0",
+            ready.display()
+        );
+        lockrun.args([name, "--", "sh", "-c", &script]);
+        lockrun.stdin(Stdio::piped()).stderr(Stdio::piped());
+        let mut proc = Proc::spawn(lockrun, &format!("holder of {name}"));
+        let stdin = proc.child.stdin.take();
+        let text = wait_for_content(ready);
+        let mut words = text.split_whitespace();
+        let child_pid = words.next().unwrap().parse().unwrap();
+        let fence = words.next().map(|f| f.parse().unwrap());
+        Holder {
+            proc,
+            stdin,
+            child_pid,
+            fence,
+        }
+    }
+
+    /// The holder's `LOCKRUN_FENCE`.
+    pub fn fence(&self) -> u64 {
+        self.fence.expect("LOCKRUN_FENCE is set")
+    }
+
+    /// Let the command finish; lockrun's exit code.
+    pub fn release(self) -> i32 {
+        self.finish().0
+    }
+
+    /// Let the command finish; lockrun's exit code and stderr.
+    pub fn finish(mut self) -> (i32, String) {
+        drop(self.stdin.take());
+        let (status, stderr) = self.proc.finish(SOON);
+        (code(status), stderr)
+    }
+
+    /// Wait until lockrun exits by itself; its exit code and stderr.
+    pub fn wait_exit(&mut self, timeout: Duration) -> (i32, String) {
+        let (status, stderr) = self.proc.finish(timeout);
+        (code(status), stderr)
+    }
+}

@@ -299,7 +299,7 @@ impl Session {
 }
 
 /// Short jittered pause between attempts of one request.
-fn retry_delay(attempt: u32) -> Duration {
+pub(super) fn retry_delay(attempt: u32) -> Duration {
     crate::lock::backoff_delay(attempt, Duration::from_millis(100), Duration::from_secs(1))
 }
 

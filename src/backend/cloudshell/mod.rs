@@ -236,12 +236,7 @@ impl CloudShellBackend {
         let mut last = String::new();
         for attempt in 0..=self.session.retries() {
             if attempt > 0 {
-                tokio::time::sleep(crate::lock::backoff_delay(
-                    attempt,
-                    Duration::from_millis(100),
-                    Duration::from_secs(1),
-                ))
-                .await;
+                tokio::time::sleep(api::retry_delay(attempt)).await;
             }
             match self.session.call_once(REMOVE, &body).await {
                 Ok(_) => return Ok(()),
@@ -354,12 +349,7 @@ impl Backend for CloudShellBackend {
         let mut last = String::new();
         for attempt in 0..=self.session.retries() {
             if attempt > 0 {
-                tokio::time::sleep(crate::lock::backoff_delay(
-                    attempt,
-                    Duration::from_millis(100),
-                    Duration::from_secs(1),
-                ))
-                .await;
+                tokio::time::sleep(api::retry_delay(attempt)).await;
             }
             match self.session.call_once(ADD, &body).await {
                 Ok(_) => {
