@@ -184,6 +184,17 @@ pub struct RunArgs {
     )]
     pub kill_after: Duration,
 
+    /// Also stop processes that left the command's process group
+    ///
+    /// A process the command started that moved to a new session or process
+    /// group (setsid, a daemon's double fork) is out of reach of the signals
+    /// sent to the command's group. lockrun still sees it (it is their
+    /// subreaper) and by default names such processes in one warning when
+    /// the lock is released; with this option they are stopped like the
+    /// command's other leftovers: SIGTERM, then SIGKILL after --kill-after.
+    #[arg(long, env = "LOCKRUN_KILL_ESCAPED", hide_env_values = true)]
+    pub kill_escaped: bool,
+
     /// Stop the command (exit 124) if it runs longer than this
     #[arg(
         long,
@@ -265,25 +276,43 @@ pub enum Generate {
     Powershell,
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+/// The longest duration any option takes: ten years. Anything longer is a
+/// typo, and bounding it here keeps every later `Instant + Duration` exact.
+pub const MAX_DURATION: Duration = Duration::from_secs(315_576_000);
+
+/// The longest lease: renewals every ttl/3 make longer leases pointless,
+/// and a restarted Redis refuses grants for max-ttl (see the Redis backend).
+pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// A duration as every option and URL parameter takes it: humantime
+/// (`30s`, `5m`, `1h30m`, `250ms`) or a bare number of seconds, at most
+/// [`MAX_DURATION`].
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     const HINT: &str =
         "use a number and a unit, e.g. 30s, 5m, 1h30m, 250ms (a bare number means seconds)";
     let text = text.trim();
     // A bare number means seconds, as flock(1)'s -w does.
-    if let Ok(secs) = text.parse::<f64>() {
+    let duration = if let Ok(secs) = text.parse::<f64>() {
         if secs < 0.0 {
             return Err("must not be negative".into());
         }
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("not a usable duration; {HINT}"));
+        Duration::try_from_secs_f64(secs).map_err(|_| format!("not a usable duration; {HINT}"))?
+    } else {
+        humantime::parse_duration(text).map_err(|_| format!("not a duration; {HINT}"))?
+    };
+    if duration > MAX_DURATION {
+        return Err("longer than the limit of 10 years".into());
     }
-    humantime::parse_duration(text).map_err(|_| format!("not a duration; {HINT}"))
+    Ok(duration)
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
     let ttl = parse_duration(text)?;
     if ttl < Duration::from_secs(1) {
         return Err("must be at least 1s".into());
+    }
+    if ttl > MAX_TTL {
+        return Err("must be at most 24h".into());
     }
     Ok(ttl)
 }
@@ -308,5 +337,9 @@ mod tests {
         assert!(parse_duration("NaN").is_err());
         assert!(parse_duration("inf").is_err());
         assert!(parse_ttl("10ms").is_err());
+        assert!(parse_duration("1e19").is_err());
+        assert!(parse_duration("300000000000y").is_err());
+        assert!(parse_duration("10y").is_ok());
+        assert!(parse_ttl("25h").is_err());
     }
 }

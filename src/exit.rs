@@ -23,6 +23,9 @@ pub enum Exit {
     Conflict(u8),
     /// The lock was lost while the child ran; the child was stopped.
     LockLost,
+    /// The command ran, but the lock could not be released and does not
+    /// expire by itself: it is left behind (the message says how to clear it).
+    ReleaseFailed,
     /// The backend refused our credentials or the lock directory is not ours (EX_NOPERM).
     NoPermission,
     /// The command was found but could not be executed (as shells do).
@@ -37,6 +40,7 @@ pub const USAGE: u8 = 64;
 pub const UNAVAILABLE: u8 = 69;
 pub const SOFTWARE: u8 = 70;
 pub const TEMPFAIL: u8 = 75;
+pub const RELEASE_FAILED: u8 = 74;
 pub const LOCK_LOST: u8 = 76;
 pub const NOPERM: u8 = 77;
 pub const MAX_TIME: u8 = 124;
@@ -57,6 +61,7 @@ impl Exit {
             Exit::Unavailable => UNAVAILABLE,
             Exit::Software => SOFTWARE,
             Exit::LockLost => LOCK_LOST,
+            Exit::ReleaseFailed => RELEASE_FAILED,
             Exit::NoPermission => NOPERM,
             Exit::CannotExecute => CANNOT_EXECUTE,
             Exit::NotFound => NOT_FOUND,
@@ -77,6 +82,10 @@ pub const TABLE: &[(&str, &str)] = &[
     (
         "76",
         "the lock was lost while the command ran; the command was stopped",
+    ),
+    (
+        "74",
+        "the command ran, but the lock could not be released and stays behind (CloudShell); the message says how to clear it",
     ),
     (
         "69",

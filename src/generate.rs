@@ -270,8 +270,11 @@ fn backends_section(roff: &mut Roff) {
          no polling, and the next waiter starts as soon as the holder exits. The kernel \
          frees the lock the moment its holder dies, even on SIGKILL. Lock files are never \
          deleted (that would let two processes hold the \"same\" lock); if one is removed or \
-         replaced while a command runs, its lockrun notices within a second or two and \
-         treats the lock as lost (exit 76).",
+         replaced while a command runs, its lockrun notices at once (inotify, with a check \
+         every second as a fallback), kills the command's group (SIGTERM and at once \
+         SIGKILL: another process can lock the new file right away) and exits 76. The \
+         window left is the few milliseconds between the removal and the SIGKILL; while \
+         lockrun itself is stopped, a removal is noticed when it resumes.",
     );
     roff.item(
         "`redis://`[*USER*`@`]*HOST*[`:`*PORT*][`/`*DB*], `rediss://`...",
@@ -285,10 +288,14 @@ fn backends_section(roff: &mut Roff) {
          self-expiring wake list). \
          `LOCKRUN_FENCE` comes from a per-name counter increased with every acquisition. \
          *PORT* defaults to 6379 and *DB* to 0. URL options: `?prefix=`*P* (key prefix, \
-         default `lockrun:`), `cacert=`*FILE* (CA certificate for `rediss`). A server that \
-         has been up for less than `--ttl` grants no lock: after a restart without \
-         persistence the previous holder's command may still run until its next renewal \
-         fails, so the first lockrun against a brand-new server waits up to `--ttl`.",
+         default `lockrun:`), `cacert=`*FILE* (CA certificate for `rediss`), `max-ttl=`\
+         *DURATION* (default 30s, at most 24h). A server that has been up for less than \
+         max-ttl grants no lock: after a restart without persistence a previous holder's \
+         command may still run until its deadline, which is at most its `--ttl` after its \
+         last renewal. So `--ttl` may not exceed max-ttl (exit 64), every lockrun using the \
+         server must give the same max-ttl, and the first lockrun against a brand-new \
+         server waits up to max-ttl. A holder that finds its key gone after a restart has \
+         its command killed before the server can grant the lock to anyone else.",
     );
     roff.item(
         "`cloudshell://`*HOST*[`:`*PORT*]`/`*RESERVATION*, `cloudshells://`...",
@@ -423,13 +430,33 @@ fn signals_section(roff: &mut Roff) {
          stays registered in the backend, and lockrun exits 128+*N*.",
     );
     roff.bullet(
-        "When the lock is lost while the command runs (lease expired, key deleted, lock file \
-         replaced) or `--max-time` runs out, lockrun sends SIGTERM to the command's process \
-         group, SIGKILL after `--kill-after` (default 10s), and exits 76 or 124.",
+        "When `--max-time` runs out, lockrun sends SIGTERM to the command's process group, \
+         SIGKILL after `--kill-after` (default 10s), and exits 124.",
+    );
+    roff.bullet(
+        "Every lease (Redis) has a kill deadline: the send time of its last successful \
+         renewal plus `--ttl`, less a ninth of `--ttl`, on a clock that keeps counting while \
+         processes are stopped or the machine sleeps. The guardian, a process of its own \
+         that is not stopped when lockrun is, sends SIGTERM to the command's group a grace \
+         before the deadline (`--kill-after`, capped at ttl/3) and SIGKILL at it, so a \
+         stopped, starved or cut-off lockrun cannot leave its command running after the \
+         lease could expire; lockrun then exits 76. The deadline is checked before the \
+         command starts: a lease that went stale while lockrun was held up is released \
+         and the lock taken afresh, never used.",
+    );
+    roff.bullet(
+        "When a check finds the lock gone while the command runs (key deleted or taken, \
+         lock file removed or replaced), lockrun sends SIGTERM to the command's group and \
+         SIGKILL no later than the instant another holder could be granted the lock, \
+         whatever `--kill-after` says: at once for a deleted key or lock file, at the end of \
+         the restart guard for a Redis server that restarted. It exits 76.",
     );
     roff.bullet(
         "When the command exits, anything it left running in its process group would go on \
-         without the lock: it gets SIGTERM, then SIGKILL after `--kill-after`.",
+         without the lock: it gets SIGTERM, then SIGKILL after `--kill-after`. Processes that \
+         left the group (`setsid`, a daemon's double fork) are out of reach of the group's \
+         signals; lockrun, their subreaper, names them in one warning when it releases the \
+         lock, or stops them like the rest with `--kill-escaped`.",
     );
     roff.bullet(
         "If lockrun itself is killed with SIGKILL, the command gets SIGKILL too \

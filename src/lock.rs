@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::os::BootTime;
 use crate::signals::Signals;
 use crate::ui::WaitIndicator;
 
@@ -204,8 +205,16 @@ pub enum WaitOutcome<L> {
 pub enum Renewal {
     /// Still ours; the lease was extended (or needs no extension).
     Held,
-    /// No longer ours: the reason, for the message.
+    /// No longer ours, and another holder may be granted the lock at once:
+    /// the reason, for the message.
     Lost(String),
+    /// No longer ours, but nobody can be granted the lock before
+    /// `others_from` (a restarted Redis refuses grants for a while): the
+    /// command may have until then to stop.
+    LostUntil {
+        reason: String,
+        others_from: BootTime,
+    },
 }
 
 /// One slot of a lock as `status` and `list` see it.
@@ -231,9 +240,10 @@ pub trait Lease {
     fn slot(&self) -> u32;
     /// Fencing token, where the backend provides one.
     fn fence(&self) -> Option<u64>;
-    /// Local monotonic instant after which the lease may have expired on the
-    /// server (last successful renewal + ttl). `None` for locks without a lease.
-    fn expires_at(&self) -> Option<Instant>;
+    /// The instant, on the suspend-aware clock, after which the lease may
+    /// have expired on the server (send time of the last successful renewal
+    /// + ttl). `None` for locks without a lease.
+    fn expires_at(&self) -> Option<BootTime>;
 }
 
 /// What every backend answers. Contention ("held") and failure (`Err`) are
@@ -257,6 +267,14 @@ pub trait Backend {
 
     /// Extend the lease / check the lock is still ours.
     async fn renew(&mut self, lease: &mut Self::Lease) -> Result<Renewal>;
+
+    /// Resolves when something happened that may mean the lock is lost (a
+    /// lock file removed or replaced), so that the supervisor renews at once
+    /// instead of at the next interval. Backends without such events never
+    /// resolve.
+    async fn loss_hint(&mut self, _lease: &mut Self::Lease) {
+        std::future::pending().await
+    }
 
     /// Release, only if still ours.
     async fn release(&mut self, lease: Self::Lease) -> Result<()>;

@@ -7,9 +7,10 @@ use crate::backend::BackendConfig;
 use crate::cli::{GlobalArgs, RunArgs};
 use crate::error::{Error, Result};
 use crate::exit::Exit;
+use crate::guardian::Guardian;
 use crate::lock::{self, Backend, HolderInfo, Lease, LockName, LockRequest, WaitPolicy};
 use crate::signals::Signals;
-use crate::supervise::{self, ChildSpec, StopPolicy};
+use crate::supervise::{self, ChildSpec, StopPolicy, Supervised};
 use crate::ui::WaitIndicator;
 
 /// Everything checked before any backend is touched, so bad input never
@@ -43,6 +44,16 @@ pub fn plan(args: &RunArgs, global: &GlobalArgs) -> Result<RunPlan> {
         ));
     }
     let backend = BackendConfig::parse(global.backend.as_deref())?;
+    if let BackendConfig::Redis(redis) = &backend
+        && args.ttl > redis.max_ttl
+    {
+        return Err(Error::usage(format!(
+            "--ttl {} is longer than the Redis backend's max-ttl {}: a restarted server would not wait long enough for the old holder; add ?max-ttl={} to the URL of every lockrun using this server",
+            humantime::format_duration(args.ttl),
+            humantime::format_duration(redis.max_ttl),
+            humantime::format_duration(args.ttl),
+        )));
+    }
     Ok(RunPlan {
         name,
         program,
@@ -55,7 +66,7 @@ pub async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> Result<E
     // Installed before the wait starts: a signal while waiting must abort
     // the wait cleanly, not kill us half-way through a backend request.
     let mut signals = Signals::install()?;
-    supervise::become_subreaper();
+    crate::os::become_subreaper();
     let RunPlan {
         name,
         program,
@@ -100,18 +111,46 @@ pub async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> Result<E
     let stop = StopPolicy {
         kill_after: args.kill_after,
         max_time: args.max_time,
+        kill_escaped: args.kill_escaped,
     };
-    crate::with_backend!(backend, |backend| {
+    // Started while nothing is held yet: it costs nothing inside the
+    // critical section, and it is there before the command can exist.
+    let guardian = Guardian::start()?;
+    let result = crate::with_backend!(backend, |backend| {
         let mut indicator = WaitIndicator::new(global.quiet);
-        let lease = lock::acquire(&mut backend, &req, policy, &mut signals, &mut indicator).await?;
-        // A signal that came while a backend request was in flight must
-        // still abort: the command never starts after one.
-        if let Some(signal) = signals.pending() {
-            let _ = backend.release(lease).await;
-            return Err(lock::interrupted(signal));
+        loop {
+            let lease =
+                lock::acquire(&mut backend, &req, policy, &mut signals, &mut indicator).await?;
+            // A signal that came while a backend request was in flight must
+            // still abort: the command never starts after one.
+            if let Some(signal) = signals.pending() {
+                let _ = backend.release(lease).await;
+                return Err(lock::interrupted(signal));
+            }
+            tracing::info!(name = %req.name, slot = lease.slot(), fence = ?lease.fence(), "acquired");
+            let spec = spec(backend.display_url(), &lease);
+            match supervise::run_locked(
+                &mut backend,
+                lease,
+                &req,
+                &spec,
+                stop,
+                &mut signals,
+                &guardian,
+            )
+            .await?
+            {
+                Supervised::Ran(exit) => break Ok(exit),
+                // lockrun was held up (stopped, starved) between the acquire
+                // reply and the spawn for so long that the lease may have
+                // run out: it was released unused; take the lock afresh.
+                Supervised::Stale => tracing::warn!(
+                    name = %req.name,
+                    "the lease ran out before the command could start; acquiring again"
+                ),
+            }
         }
-        tracing::info!(name = %req.name, slot = lease.slot(), fence = ?lease.fence(), "acquired");
-        let spec = spec(backend.display_url(), &lease);
-        supervise::run_locked(&mut backend, lease, &req, &spec, stop, &mut signals).await
-    })
+    });
+    guardian.dismiss();
+    result
 }

@@ -13,7 +13,9 @@ use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 use crate::exit::Exit;
+use crate::guardian::{Deadline, Enforced, Guardian};
 use crate::lock::{Backend, Lease, LockRequest, Renewal};
+use crate::os::BootTime;
 use crate::signals::Signals;
 use crate::terminal::Terminal;
 
@@ -37,6 +39,8 @@ pub struct StopPolicy {
     /// Grace between SIGTERM and SIGKILL.
     pub kill_after: Duration,
     pub max_time: Option<Duration>,
+    /// Also stop processes that left the command's process group.
+    pub kill_escaped: bool,
 }
 
 /// Why lockrun stopped the child itself.
@@ -45,23 +49,67 @@ enum StopReason {
     MaxTime,
 }
 
+/// How supervision ended.
+pub(crate) enum Supervised {
+    /// The command ran (or could not be executed); lockrun's exit status.
+    Ran(Exit),
+    /// The lease's deadline had passed before the command could start: it
+    /// was not started, and the lock was released. Acquire again.
+    Stale,
+}
+
 /// Run the child while holding `lease`, then release it. Every path,
 /// including a failed spawn, releases the lock before returning.
-pub async fn run_locked<B: Backend>(
+pub(crate) async fn run_locked<B: Backend>(
     backend: &mut B,
     mut lease: B::Lease,
     req: &LockRequest,
     spec: &ChildSpec,
     policy: StopPolicy,
     signals: &mut Signals,
-) -> Result<Exit> {
-    let outcome = supervise(backend, &mut lease, req, spec, policy, signals).await;
-    match tokio::time::timeout(backend.release_timeout(), backend.release(lease)).await {
-        Ok(Ok(())) => tracing::info!(name = %req.name, "released"),
-        Ok(Err(e)) => eprintln!("lockrun: warning: could not release {}: {e}", req.name),
-        Err(_) => eprintln!("lockrun: warning: releasing {} timed out", req.name),
+    guardian: &Guardian,
+) -> Result<Supervised> {
+    let outcome = supervise(backend, &mut lease, req, spec, policy, signals, guardian).await;
+    // A lock with a lease frees itself; one without (a CloudShell alias)
+    // stays until somebody removes it, so a failed release must be loud.
+    let stays_behind = lease.expires_at().is_none() && backend.renew_interval(req).is_some();
+    let failure = match tokio::time::timeout(backend.release_timeout(), backend.release(lease))
+        .await
+    {
+        Ok(Ok(())) => {
+            tracing::info!(name = %req.name, "released");
+            return outcome;
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!(
+            "releasing {} timed out; it may be left behind: if nobody holds it, clear it with 'lockrun --backend {} release --force {}'",
+            req.name,
+            backend.display_url(),
+            req.name
+        ),
+    };
+    if stays_behind && !matches!(outcome, Ok(Supervised::Stale)) {
+        eprintln!("lockrun: {}", crate::ui::error_line(&failure));
+        return outcome.map(|_| Supervised::Ran(Exit::ReleaseFailed));
     }
+    eprintln!(
+        "lockrun: warning: {}",
+        crate::ui::error_line(&format!("could not release {}: {failure}", req.name))
+    );
     outcome
+}
+
+/// The lease's deadline, from the instant it may expire on the server: a
+/// safety margin (a third of the renewal interval) before that, SIGKILL;
+/// a grace before that (`--kill-after`, capped at one renewal interval so
+/// that renewals can still fail for a while), SIGTERM.
+fn lease_deadline(expires: BootTime, interval: Option<Duration>, kill_after: Duration) -> Deadline {
+    let every = interval.unwrap_or(Duration::ZERO);
+    let kill_at = expires.saturating_sub(every / 3);
+    Deadline {
+        term_at: Some(kill_at.saturating_sub(kill_after.min(every))),
+        kill_at,
+    }
 }
 
 async fn supervise<B: Backend>(
@@ -71,10 +119,41 @@ async fn supervise<B: Backend>(
     spec: &ChildSpec,
     policy: StopPolicy,
     signals: &mut Signals,
-) -> Result<Exit> {
+    guardian: &Guardian,
+) -> Result<Supervised> {
     let renew_every = backend.renew_interval(req);
+    let deadline = lease
+        .expires_at()
+        .map(|e| lease_deadline(e, renew_every, policy.kill_after));
+    // No spawn on a stale lease: lockrun may have been stopped or starved
+    // between the acquire reply and here.
+    if deadline.is_some_and(|d| d.term_at.is_some_and(BootTime::has_passed)) {
+        return Ok(Supervised::Stale);
+    }
+    // Handed over before the command exists: from its first instruction on,
+    // the deadline is enforced by a process that is not lockrun.
+    guardian.set_deadline(deadline);
     let terminal = Terminal::of_stdin();
-    let mut child = spawn(spec, terminal.as_ref().is_some_and(Terminal::can_hand_over))?;
+    let claim_terminal = terminal.as_ref().is_some_and(Terminal::can_hand_over);
+    let term_at_nanos = deadline
+        .and_then(|d| d.term_at)
+        .map_or(0, BootTime::as_nanos);
+    let mut child = match spawn(
+        spec,
+        claim_terminal,
+        guardian.registration_fd(),
+        term_at_nanos,
+    ) {
+        Ok(child) => child,
+        Err(e) => {
+            guardian.clear_group();
+            guardian.set_deadline(None);
+            return match e {
+                SpawnFailure::Stale => Ok(Supervised::Stale),
+                SpawnFailure::Error(e) => Err(e),
+            };
+        }
+    };
     let pgid = Pid::from_raw(
         child
             .id()
@@ -82,9 +161,8 @@ async fn supervise<B: Backend>(
             .ok_or_else(|| Error::internal("child has no pid"))?,
     );
     tracing::info!(pid = pgid.as_raw(), "child started");
-    let guardian = Guardian::start(pgid);
 
-    let max_deadline = policy.max_time.map(|d| Instant::now() + d);
+    let max_deadline = policy.max_time.and_then(|d| Instant::now().checked_add(d));
     let mut stop: Option<StopReason> = None;
     let mut kill_at: Option<Instant> = None;
     // Processes that survive SIGKILL (uninterruptible sleep) must not hang us.
@@ -92,11 +170,29 @@ async fn supervise<B: Backend>(
     let mut leader: Option<ExitStatus> = None;
     let mut leftovers_signalled = false;
     let mut lease_watch_done = false;
-    // The watch publishes the instant by which the child must be dead if
-    // no further renewal succeeds, for the SIGCONT decision below.
-    let must_die_by = Cell::new(lease.expires_at().map(|e| kill_deadline(e, renew_every)));
-    let lease_watch = keep_lease(backend, lease, renew_every, policy.kill_after, &must_die_by);
+    let mut guardian_done = false;
+    // The lease's current deadline, kept up to date by the lease watch, for
+    // the SIGCONT decision and for lockrun's own SIGKILL.
+    let current = Cell::new(deadline);
+    let lease_watch = keep_lease(
+        backend,
+        lease,
+        renew_every,
+        policy.kill_after,
+        guardian,
+        &current,
+    );
     tokio::pin!(lease_watch);
+    let lost = |stop: &mut Option<StopReason>, why: &str| {
+        if !matches!(stop, Some(StopReason::LockLost)) {
+            eprintln!(
+                "lockrun: lost the lock {}: {}; stopping the command",
+                req.name,
+                crate::ui::printable(why)
+            );
+        }
+        *stop = Some(StopReason::LockLost);
+    };
 
     // Runs until the child has exited *and* nothing it left in its process
     // group is alive: the lease is watched the whole time, because those
@@ -114,7 +210,7 @@ async fn supervise<B: Backend>(
                     "stopping processes the command left behind"
                 );
                 signal_group(pgid, Some(Signal::SIGTERM));
-                kill_at = earliest(kill_at, Some(Instant::now() + policy.kill_after));
+                kill_at = earliest(kill_at, Instant::now().checked_add(policy.kill_after));
             }
             if give_up_at.is_some_and(|at| Instant::now() >= at) {
                 eprintln!(
@@ -128,60 +224,186 @@ async fn supervise<B: Backend>(
                 leader = Some(status.map_err(|e| Error::internal(format!("waiting for the child: {e}")))?);
             }
             signal = signals.recv_any() => {
-                handle_signal(signal, pgid, &must_die_by, terminal.as_ref());
+                handle_signal(signal, pgid, &current, terminal.as_ref());
             }
             // At a terminal, Ctrl-Z (or reading it from the background)
             // stops the child's group directly; lockrun follows it, so the
             // shell sees the job as stopped and gets its prompt back.
             () = tokio::time::sleep(STOP_POLL), if terminal.is_some() && leader.is_none() && stop.is_none() => {
                 // Not when lockrun itself left it stopped (lease ran out).
-                let left_stopped = must_die_by.get().is_some_and(|by| Instant::now() >= by);
-                if !left_stopped && process_state(pgid) == Some('T') {
-                    suspend_with_child(pgid, &must_die_by, terminal.as_ref());
+                if !past_term(&current) && crate::os::proc_stat(pgid.as_raw()).map(|s| s.state) == Some('T') {
+                    suspend_with_child(pgid, &current, terminal.as_ref());
+                }
+            }
+            enforced = guardian.enforced(), if !guardian_done => {
+                // The guardian acted on the deadline: lockrun was stopped,
+                // starved, or could not renew in time.
+                guardian_done = enforced == Enforced::Killed;
+                lost(&mut stop, MISSED_DEADLINE);
+                if let Some(d) = current.get() {
+                    kill_at = earliest(kill_at, Some(d.kill_at.to_instant()));
+                }
+                if enforced == Enforced::Killed {
+                    give_up_at = give_up_at.or_else(|| Instant::now().checked_add(GIVE_UP_AFTER_KILL));
                 }
             }
             end = &mut lease_watch, if !lease_watch_done => {
                 lease_watch_done = true;
-                eprintln!("lockrun: lost the lock {}: {}; stopping the command", req.name, end.reason);
-                // Losing the lock outranks --max-time: the exit code says the worse news.
-                if !matches!(stop, Some(StopReason::LockLost)) {
-                    signal_group(pgid, Some(Signal::SIGTERM));
+                let already = matches!(stop, Some(StopReason::LockLost));
+                lost(&mut stop, &end.reason);
+                match end.others_from {
+                    // The deadline passed: the guardian sends SIGTERM (and
+                    // has, or will at once); lockrun adds its own SIGKILL.
+                    None if end.deadline => {}
+                    others_from => {
+                        if !already {
+                            signal_group(pgid, Some(Signal::SIGTERM));
+                        }
+                        // Dead no later than the instant another holder
+                        // could be granted the lock, whatever --kill-after says.
+                        let grace = BootTime::now().saturating_add(policy.kill_after);
+                        let by = others_from
+                            .map_or(BootTime::now(), |at| at.saturating_sub(renew_every.unwrap_or_default() / 3))
+                            .min(grace);
+                        guardian.set_deadline(Some(Deadline { term_at: None, kill_at: by }));
+                        current.set(Some(Deadline { term_at: None, kill_at: by }));
+                        if by.has_passed() {
+                            signal_group(pgid, Some(Signal::SIGKILL));
+                        }
+                    }
                 }
-                stop = Some(StopReason::LockLost);
-                let grace = Instant::now() + policy.kill_after;
-                kill_at = earliest(kill_at, Some(end.kill_by.map_or(grace, |by| by.min(grace))));
+                if let Some(d) = current.get() {
+                    kill_at = earliest(kill_at, Some(d.kill_at.to_instant()));
+                }
             }
             () = sleep_until_opt(max_deadline), if stop.is_none() && leader.is_none() => {
                 eprintln!("lockrun: --max-time ran out for {}; stopping the command", req.name);
                 stop = Some(StopReason::MaxTime);
                 signal_group(pgid, Some(Signal::SIGTERM));
-                kill_at = earliest(kill_at, Some(Instant::now() + policy.kill_after));
+                kill_at = earliest(kill_at, Instant::now().checked_add(policy.kill_after));
             }
             () = sleep_until_opt(kill_at) => {
                 tracing::info!("grace period over, sending SIGKILL");
                 signal_group(pgid, Some(Signal::SIGKILL));
                 kill_at = None;
-                give_up_at = Some(Instant::now() + Duration::from_secs(5));
+                give_up_at = give_up_at.or_else(|| Instant::now().checked_add(GIVE_UP_AFTER_KILL));
             }
             () = tokio::time::sleep(LEFTOVER_POLL), if leader.is_some() => {}
         }
     }
-    guardian.dismiss();
+    if guardian.already_enforced().is_some() {
+        lost(&mut stop, MISSED_DEADLINE);
+    }
+    escaped(policy, guardian, &current).await;
     if let Some(terminal) = &terminal {
         terminal.take_back(pgid);
     }
 
     let status = leader.ok_or_else(|| Error::internal("child status lost"))?;
-    Ok(match stop {
+    Ok(Supervised::Ran(match stop {
         Some(StopReason::LockLost) => Exit::LockLost,
         Some(StopReason::MaxTime) => Exit::MaxTime,
         None => exit_of(status),
-    })
+    }))
+}
+
+/// Why the lock counts as lost when its deadline passed without a renewal
+/// (lockrun was stopped or starved, or the backend did not answer in time).
+const MISSED_DEADLINE: &str = "could not renew the lease before its deadline";
+
+/// How long processes get to die after SIGKILL before lockrun gives up on
+/// them (a process in uninterruptible sleep cannot be killed).
+const GIVE_UP_AFTER_KILL: Duration = Duration::from_secs(5);
+
+fn past_term(current: &Cell<Option<Deadline>>) -> bool {
+    current
+        .get()
+        .is_some_and(|d| d.term_at.is_none_or(BootTime::has_passed))
+}
+
+/// Processes the command started that left its process group (`setsid`, a
+/// double fork into a new session): the group's signals do not reach them,
+/// but as lockrun is their subreaper they are still its descendants. By
+/// default they are named in one warning; with `--kill-escaped` they are
+/// stopped like leftovers in the group (SIGTERM, SIGKILL after the grace).
+async fn escaped(policy: StopPolicy, guardian: &Guardian, current: &Cell<Option<Deadline>>) {
+    let me = i32::try_from(std::process::id()).unwrap_or(0);
+    let exclude = [guardian.pid().as_raw()];
+    reap_orphans();
+    let found = crate::os::descendants(me, &exclude);
+    if found.is_empty() {
+        return;
+    }
+    let names: Vec<String> = found
+        .iter()
+        .take(5)
+        .map(|&pid| {
+            let command = u32::try_from(pid)
+                .ok()
+                .and_then(crate::os::process_command)
+                .unwrap_or_else(|| "?".into());
+            format!("pid {pid} ({})", crate::ui::printable(&command))
+        })
+        .collect();
+    let more = found.len().saturating_sub(names.len());
+    let list = if more > 0 {
+        format!("{} and {more} more", names.join(", "))
+    } else {
+        names.join(", ")
+    };
+    if !policy.kill_escaped {
+        eprintln!(
+            "lockrun: warning: {} left the command's process group and run on without the lock: {list} (--kill-escaped stops them)",
+            plural(found.len(), "process", "processes")
+        );
+        return;
+    }
+    tracing::info!(%list, "stopping processes that left the command's group");
+    for &pid in &found {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    let grace = match current.get() {
+        Some(d) => policy.kill_after.min(d.kill_at.remaining()),
+        None => policy.kill_after,
+    };
+    let kill_at = Instant::now().checked_add(grace);
+    loop {
+        reap_orphans();
+        let alive: Vec<i32> = crate::os::descendants(me, &exclude);
+        if alive.is_empty() {
+            return;
+        }
+        if kill_at.is_none_or(|at| Instant::now() >= at) {
+            for pid in alive {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            reap_orphans();
+            return;
+        }
+        tokio::time::sleep(LEFTOVER_POLL).await;
+    }
+}
+
+fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// Reap exited orphans that were reparented to lockrun (its subreaper role).
+fn reap_orphans() {
+    while let Ok(status) = waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
 }
 
 /// The child's group is stopped: stop lockrun too (so its caller sees the
 /// job as stopped), and on SIGCONT resume the child if the lease allows.
-fn suspend_with_child(pgid: Pid, must_die_by: &Cell<Option<Instant>>, terminal: Option<&Terminal>) {
+fn suspend_with_child(pgid: Pid, current: &Cell<Option<Deadline>>, terminal: Option<&Terminal>) {
     // All of the group, also members that ignore SIGTSTP: nothing may run
     // while lockrun, stopped, renews nothing.
     signal_group(pgid, Some(Signal::SIGSTOP));
@@ -190,12 +412,12 @@ fn suspend_with_child(pgid: Pid, must_die_by: &Cell<Option<Instant>>, terminal: 
     }
     // Returns once somebody sends SIGCONT.
     let _ = nix::sys::signal::raise(Signal::SIGSTOP);
-    resume_child(pgid, must_die_by, terminal);
+    resume_child(pgid, current, terminal);
 }
 
-fn resume_child(pgid: Pid, must_die_by: &Cell<Option<Instant>>, terminal: Option<&Terminal>) {
-    if must_die_by.get().is_some_and(|by| Instant::now() >= by) {
-        // Left stopped: the lease watch kills it (SIGKILL works on a stopped process).
+fn resume_child(pgid: Pid, current: &Cell<Option<Deadline>>, terminal: Option<&Terminal>) {
+    if past_term(current) {
+        // Left stopped: the guardian kills it (SIGKILL works on a stopped process).
         tracing::info!("lease may have run out while stopped; not resuming the command");
         return;
     }
@@ -203,16 +425,6 @@ fn resume_child(pgid: Pid, must_die_by: &Cell<Option<Instant>>, terminal: Option
         terminal.give_to(pgid);
     }
     signal_group(pgid, Some(Signal::SIGCONT));
-}
-
-fn process_state(pid: Pid) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit(')')
-        .next()?
-        .split_whitespace()
-        .next()?
-        .chars()
-        .next()
 }
 
 /// How often an interactive child is checked for having been stopped by
@@ -234,16 +446,16 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 /// the group is stopped with SIGSTOP (a command that ignores SIGTSTP must
 /// not run on while lockrun, stopped, renews nothing), and on SIGCONT it is
 /// resumed only if the lease cannot have run out meanwhile; otherwise it
-/// stays stopped and the lease watch kills it.
+/// stays stopped and the guardian kills it.
 fn handle_signal(
     signal: Signal,
     pgid: Pid,
-    must_die_by: &Cell<Option<Instant>>,
+    current: &Cell<Option<Deadline>>,
     terminal: Option<&Terminal>,
 ) {
     match signal {
-        Signal::SIGTSTP => suspend_with_child(pgid, must_die_by, terminal),
-        Signal::SIGCONT => resume_child(pgid, must_die_by, terminal),
+        Signal::SIGTSTP => suspend_with_child(pgid, current, terminal),
+        Signal::SIGCONT => resume_child(pgid, current, terminal),
         _ => {
             tracing::info!(%signal, "forwarding signal to the child");
             signal_group(pgid, Some(signal));
@@ -261,7 +473,18 @@ fn exit_of(status: ExitStatus) -> Exit {
     }
 }
 
-fn spawn(spec: &ChildSpec, claim_terminal: bool) -> Result<tokio::process::Child> {
+enum SpawnFailure {
+    /// The lease's TERM instant passed before the command could exec.
+    Stale,
+    Error(Error),
+}
+
+fn spawn(
+    spec: &ChildSpec,
+    claim_terminal: bool,
+    guardian_fd: std::os::fd::RawFd,
+    term_at_nanos: u64,
+) -> Result<tokio::process::Child, SpawnFailure> {
     let mut command = tokio::process::Command::new(&spec.program);
     command
         .args(&spec.args)
@@ -274,8 +497,8 @@ fn spawn(spec: &ChildSpec, claim_terminal: bool) -> Result<tokio::process::Child
     command.process_group(0);
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe system calls (prctl, getppid, raise, setpgid,
-    // sigprocmask, tcsetpgrp).
+    // async-signal-safe system calls (prctl, getppid, raise, getpid, write,
+    // clock_gettime, setpgid, sigprocmask, tcsetpgrp); it allocates nothing.
     unsafe {
         command.pre_exec(move || {
             // If lockrun is SIGKILLed the child must not run on unprotected.
@@ -284,17 +507,28 @@ fn spawn(spec: &ChildSpec, claim_terminal: bool) -> Result<tokio::process::Child
             if nix::unistd::getppid() != parent {
                 nix::sys::signal::raise(Signal::SIGKILL)?;
             }
+            // From here on the guardian enforces the deadline; a deadline
+            // that passed while lockrun was stopped means: do not start.
+            if !crate::guardian::register(guardian_fd, term_at_nanos) {
+                return Err(std::io::Error::from_raw_os_error(libc::ETIME));
+            }
             if claim_terminal {
                 crate::terminal::claim_in_child()?;
             }
             Ok(())
         });
     }
-    command.spawn().map_err(|e| spawn_error(&spec.program, &e))
+    command.spawn().map_err(|e| {
+        if e.raw_os_error() == Some(libc::ETIME) {
+            SpawnFailure::Stale
+        } else {
+            SpawnFailure::Error(spawn_error(&spec.program, &e))
+        }
+    })
 }
 
 fn spawn_error(program: &OsString, e: &std::io::Error) -> Error {
-    let program = program.to_string_lossy();
+    let program = crate::ui::printable(&program.to_string_lossy());
     match e.kind() {
         std::io::ErrorKind::NotFound => Error::Spawn {
             message: format!("command not found: {program} (the lock was released)"),
@@ -318,69 +552,90 @@ fn signal_group(pgid: Pid, signal: Option<Signal>) {
 
 struct LeaseEnd {
     reason: String,
-    /// The child must be dead by then: the lease may expire on the server after it.
-    kill_by: Option<Instant>,
+    /// The lease's deadline passed without a renewal (the guardian acts on it).
+    deadline: bool,
+    /// When the lock is gone: nobody can be granted it before this (`None`:
+    /// somebody may have it already).
+    others_from: Option<BootTime>,
 }
 
-/// The instant by which the child must be dead if no renewal succeeds after
-/// the one that set `expires`: a safety margin (a third of the renewal
-/// interval) before the lease can expire on the server.
-fn kill_deadline(expires: Instant, interval: Option<Duration>) -> Instant {
-    let margin = interval.map_or(Duration::ZERO, |i| i / 3);
-    expires.checked_sub(margin).unwrap_or(expires)
-}
-
-/// Renew the lease for as long as the child runs. Returns when the lock is
-/// lost, or when renewals have failed for so long that the lease could
-/// expire before the child is stopped (self-fencing on the monotonic clock).
-/// `must_die_by` is kept up to date for the supervisor.
+/// Renew the lease for as long as the child runs, and hand every new
+/// deadline to the guardian. Returns when the lock is lost, or when its
+/// deadline passed without a renewal. `current` is kept up to date for the
+/// supervisor.
 async fn keep_lease<B: Backend>(
     backend: &mut B,
     lease: &mut B::Lease,
     interval: Option<Duration>,
     kill_after: Duration,
-    must_die_by: &Cell<Option<Instant>>,
+    guardian: &Guardian,
+    current: &Cell<Option<Deadline>>,
 ) -> LeaseEnd {
     let Some(every) = interval else {
         return std::future::pending().await;
     };
     let retry = (every / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut next = Instant::now() + every;
+    let missed = || LeaseEnd {
+        reason: MISSED_DEADLINE.into(),
+        deadline: true,
+        others_from: None,
+    };
     loop {
-        // SIGKILL must land before the lease can expire, so SIGTERM goes out
-        // a grace period earlier.
-        let fence = lease.expires_at().map(|expires| {
-            let kill_by = kill_deadline(expires, interval);
-            let grace = kill_after.min(every);
-            (kill_by.checked_sub(grace).unwrap_or(kill_by), kill_by)
-        });
-        must_die_by.set(fence.map(|(_, kill_by)| kill_by));
-        let self_fence = |kill_by| LeaseEnd {
-            reason: "could not renew the lease before it could expire".into(),
-            kill_by: Some(kill_by),
-        };
-        if let Some((term_at, kill_by)) = fence
-            && term_at <= next
+        let term_at = current.get().and_then(|d| d.term_at);
+        if let Some(term_at) = term_at
+            && term_at.to_instant() <= next
         {
-            tokio::time::sleep_until(term_at.into()).await;
-            return self_fence(kill_by);
+            tokio::time::sleep_until(term_at.to_instant().into()).await;
+            return missed();
         }
-        tokio::time::sleep_until(next.into()).await;
-        let renewal = match fence {
-            Some((term_at, kill_by)) => {
-                match tokio::time::timeout_at(term_at.into(), backend.renew(lease)).await {
+        tokio::select! {
+            () = tokio::time::sleep_until(next.into()) => {}
+            // An event that may mean loss (a lock file removed): check now.
+            () = backend.loss_hint(lease) => {}
+        }
+        let renewal = match term_at {
+            Some(term_at) => {
+                match tokio::time::timeout_at(term_at.to_instant().into(), backend.renew(lease))
+                    .await
+                {
                     Ok(renewal) => renewal,
-                    Err(_) => return self_fence(kill_by),
+                    Err(_) => return missed(),
                 }
             }
             None => backend.renew(lease).await,
         };
         match renewal {
-            Ok(Renewal::Held) => next = Instant::now() + every,
+            Ok(Renewal::Held) => {
+                // A renewal answered after the old TERM instant is too late:
+                // the guardian has acted on it already, or is about to.
+                if term_at.is_some_and(BootTime::has_passed) {
+                    return missed();
+                }
+                let deadline = lease
+                    .expires_at()
+                    .map(|e| lease_deadline(e, interval, kill_after));
+                if deadline.is_some() {
+                    guardian.set_deadline(deadline);
+                }
+                current.set(deadline.or(current.get()));
+                next = Instant::now() + every;
+            }
             Ok(Renewal::Lost(reason)) => {
                 return LeaseEnd {
                     reason,
-                    kill_by: None,
+                    deadline: false,
+                    others_from: None,
+                };
+            }
+            Ok(Renewal::LostUntil {
+                reason,
+                others_from,
+            }) => {
+                return LeaseEnd {
+                    reason,
+                    deadline: false,
+                    others_from: Some(others_from),
                 };
             }
             Err(e) => {
@@ -408,130 +663,5 @@ fn reap_group(pgid: Pid) {
         if status == WaitStatus::StillAlive {
             break;
         }
-    }
-}
-
-/// Make orphaned grandchildren ours (instead of init's), so that
-/// `stop_leftovers` can reap them and tell when the group is really gone.
-pub fn become_subreaper() {
-    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and touches
-    // no memory of ours.
-    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    if rc != 0 {
-        tracing::debug!("PR_SET_CHILD_SUBREAPER failed");
-    }
-}
-
-/// A tiny forked process that SIGKILLs the child's process group if lockrun
-/// dies without dismissing it (e.g. lockrun is SIGKILLed). PR_SET_PDEATHSIG
-/// only reaches the direct child; this reaches everything in its group.
-///
-/// It learns of lockrun's death by EOF on a pipe whose write end only
-/// lockrun holds; a byte on the pipe dismisses it.
-struct Guardian {
-    pid: Option<Pid>,
-    dismiss: Option<std::os::fd::OwnedFd>,
-}
-
-impl Guardian {
-    fn start(group: Pid) -> Guardian {
-        let none = Guardian {
-            pid: None,
-            dismiss: None,
-        };
-        let Ok((read_end, write_end)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
-            return none;
-        };
-        use std::os::fd::AsRawFd;
-        let read_fd = read_end.as_raw_fd();
-        // SAFETY: the forked process only makes async-signal-safe system
-        // calls (signal, open, dup2, close_range, read, kill, _exit) and
-        // never returns into Rust code that could touch shared state.
-        match unsafe { libc::fork() } {
-            // SAFETY: we are the freshly forked child, as guardian_main requires.
-            0 => unsafe { guardian_main(read_fd, group.as_raw()) },
-            -1 => none,
-            pid => {
-                drop(read_end);
-                Guardian {
-                    pid: Some(Pid::from_raw(pid)),
-                    dismiss: Some(write_end),
-                }
-            }
-        }
-    }
-
-    fn dismiss(mut self) {
-        self.dismiss_now();
-    }
-
-    fn dismiss_now(&mut self) {
-        if let Some(fd) = self.dismiss.take() {
-            let _ = nix::unistd::write(&fd, b"d");
-        }
-        // Reaped without waiting: releasing the lock must not wait for the
-        // guardian to be scheduled. If it has not exited yet, it is a zombie
-        // for the few moments until lockrun itself exits.
-        if let Some(pid) = self.pid.take() {
-            let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
-        }
-    }
-}
-
-impl Drop for Guardian {
-    fn drop(&mut self) {
-        self.dismiss_now();
-    }
-}
-
-/// The guardian's whole life, in the forked process.
-///
-/// # Safety
-/// Must only be called in a freshly forked child.
-unsafe fn guardian_main(read_fd: i32, group: i32) -> ! {
-    // SAFETY: plain system calls on integers and a static C string; this is
-    // a forked child that runs nothing else.
-    unsafe {
-        // Its own process group: a SIGKILL sent to lockrun's whole group
-        // (`kill -9 %1`, `timeout -s KILL`) must not take the guardian along.
-        libc::setpgid(0, 0);
-        // Terminal and job-control signals are for lockrun and its child,
-        // not for the guardian, which must outlive them to do its job.
-        for sig in [
-            libc::SIGINT,
-            libc::SIGTERM,
-            libc::SIGHUP,
-            libc::SIGQUIT,
-            libc::SIGUSR1,
-            libc::SIGUSR2,
-            libc::SIGTSTP,
-            libc::SIGTTIN,
-            libc::SIGTTOU,
-            libc::SIGPIPE,
-        ] {
-            libc::signal(sig, libc::SIG_IGN);
-        }
-        // Hold nothing of lockrun's: not the lock file, not its sockets, not
-        // the stdout a caller reads to EOF.
-        // Out of the way first: with stdin closed, the pipe may be fd 0.
-        let pipe = libc::fcntl(read_fd, libc::F_DUPFD, 10);
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        for fd in 0..3 {
-            libc::dup2(null, fd);
-        }
-        libc::dup2(pipe, 3);
-        libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
-        let mut byte = 0u8;
-        let n = loop {
-            let n = libc::read(3, (&raw mut byte).cast(), 1);
-            if n >= 0 || *libc::__errno_location() != libc::EINTR {
-                break n;
-            }
-        };
-        if n == 0 {
-            // EOF without a dismissal: lockrun is gone.
-            libc::kill(-group, libc::SIGKILL);
-        }
-        libc::_exit(0)
     }
 }

@@ -12,14 +12,16 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::ErrorKind;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::lock::{
     Attempt, Backend, HolderInfo, Lease, LockName, LockRequest, Renewal, SlotState, WaitOutcome,
 };
+use crate::os::BootTime;
 
 /// How often a holder checks that its lock file still names its inode.
 const INODE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -39,6 +41,10 @@ pub struct FileLease {
     locked: LockedFile,
     slot: u32,
     fence: Option<u64>,
+    /// inotify on the lock file and its directory: a removal or replacement
+    /// is noticed at once, not at the next check. `None` where inotify is
+    /// unavailable (the periodic check remains).
+    watch: Option<tokio::io::unix::AsyncFd<OwnedFd>>,
 }
 
 /// An open, flock(2)ed lock file and the identity of the inode we locked.
@@ -58,7 +64,7 @@ impl Lease for FileLease {
     fn fence(&self) -> Option<u64> {
         self.fence
     }
-    fn expires_at(&self) -> Option<Instant> {
+    fn expires_at(&self) -> Option<BootTime> {
         None
     }
 }
@@ -121,16 +127,22 @@ impl FileBackend {
         let fence = previous.saturating_add(1).max(unix_micros());
         let mut record = req.holder.clone();
         record.fence = Some(fence);
-        // A lock file we may only read (a shared directory) has no record
-        // to keep a fence in.
-        let fence = locked.writable.then_some(fence);
-        if locked.writable {
-            write_record(&locked.file, &record)?;
+        // A lock file we may only read (one another user created in a
+        // shared directory) has no room for the record that keeps the fence
+        // and names the holder: refuse it rather than run without either.
+        if !locked.writable {
+            return Err(Error::no_permission(format!(
+                "lock file {} is read-only for you, so lockrun cannot keep the holder record and LOCKRUN_FENCE in it; make it writable for everyone who uses the lock (e.g. chmod g+w in a group directory), or use a directory of your own",
+                locked.path.display()
+            )));
         }
+        write_record(&locked.file, &record)?;
+        let watch = watch_lock_file(&locked.path);
         Ok(FileLease {
             slot: locked.slot,
             locked,
-            fence,
+            fence: Some(fence),
+            watch,
         })
     }
 
@@ -168,7 +180,7 @@ impl FileBackend {
                 host: this_host(),
                 pid,
                 user: String::new(),
-                command: process_command(pid).unwrap_or_else(|| "(not lockrun)".into()),
+                command: crate::os::process_command(pid).unwrap_or_else(|| "(not lockrun)".into()),
                 since: 0,
                 fence: None,
             }),
@@ -209,6 +221,14 @@ impl Backend for FileBackend {
     type Lease = FileLease;
 
     async fn try_acquire(&mut self, req: &LockRequest, slot: u32) -> Result<Attempt<FileLease>> {
+        // A waiting thread may have taken a lock just as the wait ended
+        // (at the --wait deadline): that lock is ours, not a busy answer.
+        if let Some(waiters) = &mut self.waiters
+            && let Ok(won) = waiters.try_recv()
+        {
+            self.waiters = None;
+            return Ok(Attempt::Acquired(self.finish_acquire(req, won?)?));
+        }
         let path = self.lock_path(&req.name.slot_key(slot, req.slots));
         loop {
             let (file, writable) = open_lock_file(&path)?;
@@ -276,6 +296,26 @@ impl Backend for FileBackend {
         })
     }
 
+    async fn loss_hint(&mut self, lease: &mut FileLease) {
+        let Some(watch) = &lease.watch else {
+            return std::future::pending().await;
+        };
+        loop {
+            let Ok(mut ready) = watch.readable().await else {
+                return std::future::pending().await;
+            };
+            // Drain the events: which one it was does not matter, the
+            // renewal that follows looks at the path itself.
+            let mut buf = [0u8; 4096];
+            let drained = ready.try_io(|fd| {
+                nix::unistd::read(fd.get_ref(), &mut buf).map_err(std::io::Error::from)
+            });
+            if matches!(drained, Ok(Ok(n)) if n > 0) {
+                return;
+            }
+        }
+    }
+
     async fn release(&mut self, lease: FileLease) -> Result<()> {
         // Closing the descriptor releases the flock. The file stays, so a
         // waiter blocked on this inode gets the lock and not a dead inode.
@@ -324,6 +364,32 @@ impl Backend for FileBackend {
     fn display_url(&self) -> String {
         format!("file://{}", self.dir.display())
     }
+}
+
+/// inotify on the lock file (unlinked: its link count changes; moved) and
+/// on its directory (an entry removed, moved or created under the name).
+/// Which event it was is not recorded: any of them triggers a check of the
+/// path against the locked inode.
+fn watch_lock_file(path: &Path) -> Option<tokio::io::unix::AsyncFd<OwnedFd>> {
+    use nix::sys::inotify::AddWatchFlags as W;
+    let inotify = nix::sys::inotify::Inotify::init(
+        nix::sys::inotify::InitFlags::IN_NONBLOCK | nix::sys::inotify::InitFlags::IN_CLOEXEC,
+    )
+    .ok()?;
+    inotify
+        .add_watch(path, W::IN_ATTRIB | W::IN_DELETE_SELF | W::IN_MOVE_SELF)
+        .ok()?;
+    if let Some(dir) = path.parent() {
+        inotify
+            .add_watch(
+                dir,
+                W::IN_DELETE | W::IN_MOVED_FROM | W::IN_MOVED_TO | W::IN_CREATE | W::IN_DELETE_SELF,
+            )
+            .ok()?;
+    }
+    // SAFETY: an OwnedFd's descriptor stays open and the same for as long
+    // as the AsyncFd owns it.
+    unsafe { tokio::io::unix::AsyncFd::register(OwnedFd::from(inotify)) }.ok()
 }
 
 /// Open (creating) a lock file without following symlinks: a symlink planted
@@ -481,16 +547,6 @@ fn kernel_lock_state(path: &Path, meta: &std::fs::Metadata) -> Result<KernelLock
         pid: None,
         waiters: None,
     })
-}
-
-fn process_command(pid: u32) -> Option<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let words: Vec<String> = raw
-        .split(|&b| b == 0)
-        .filter(|w| !w.is_empty())
-        .map(|w| String::from_utf8_lossy(w).into_owned())
-        .collect();
-    (!words.is_empty()).then(|| words.join(" "))
 }
 
 fn this_host() -> String {

@@ -69,6 +69,7 @@ use crate::lock::{
     Attempt, Backend, HolderInfo, Lease, LockName, LockRequest, Renewal, SlotState, WaitOutcome,
     backoff_delay,
 };
+use crate::os::BootTime;
 
 pub const DEFAULT_PORT: u16 = 6379;
 pub const DEFAULT_PREFIX: &str = "lockrun:";
@@ -105,7 +106,15 @@ pub struct RedisConfig {
     pub prefix: String,
     /// PEM file with the CA(s) to trust instead of the system store (`rediss` only).
     pub ca_file: Option<PathBuf>,
+    /// The longest `--ttl` any lockrun using this server may hold a lease
+    /// for: a server up for less than this grants no lock (the restart
+    /// guard), and a longer `--ttl` is refused. A deployment setting that
+    /// every client must agree on, so it lives in the URL.
+    pub max_ttl: Duration,
 }
+
+/// The default `max-ttl`: the default `--ttl`.
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(30);
 
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -191,6 +200,7 @@ impl RedisConfig {
         };
         let mut prefix = DEFAULT_PREFIX.to_owned();
         let mut ca_file = None;
+        let mut max_ttl = DEFAULT_MAX_TTL;
         for pair in query
             .unwrap_or_default()
             .split('&')
@@ -217,9 +227,15 @@ impl RedisConfig {
                     ca_file = Some(PathBuf::from(value));
                 }
                 "cacert" => return Err(bad("cacert only applies to rediss:// (TLS)")),
+                "max-ttl" => {
+                    max_ttl = crate::cli::parse_duration(&value)
+                        .ok()
+                        .filter(|d| (Duration::from_secs(1)..=crate::cli::MAX_TTL).contains(d))
+                        .ok_or_else(|| bad("max-ttl must be a duration from 1s to 24h"))?;
+                }
                 other => {
                     return Err(bad(&format!(
-                        "unknown option {other:?} (known: prefix, cacert)"
+                        "unknown option {other:?} (known: prefix, cacert, max-ttl)"
                     )));
                 }
             }
@@ -233,6 +249,7 @@ impl RedisConfig {
             password: password.or(env_password),
             prefix,
             ca_file,
+            max_ttl,
         })
     }
 
@@ -251,6 +268,12 @@ impl RedisConfig {
         }
         if let Some(ca) = &self.ca_file {
             options.push(format!("cacert={}", percent_encode(&ca.to_string_lossy())));
+        }
+        if self.max_ttl != DEFAULT_MAX_TTL {
+            options.push(format!(
+                "max-ttl={}",
+                humantime::format_duration(self.max_ttl)
+            ));
         }
         if !options.is_empty() {
             url.push('?');
@@ -372,7 +395,8 @@ fn percent_encode(text: &str) -> String {
 
 /// Take the lock if free. Replies (all strings):
 /// `{"1", fence}` acquired; `{"0", holder, fence, pttl}` held;
-/// `{"2", ms}` refused because the server restarted less than a TTL ago.
+/// `{"2", ms}` refused because the server started less than max-ttl
+/// (ARGV[4]) ago: a holder from before a restart may still be running.
 /// A key that is ours already (a retry whose first reply was lost) counts
 /// as acquired. A key of another type (someone else's `SET`) counts as held
 /// and is never overwritten.
@@ -389,12 +413,12 @@ if kind == 'hash' then
 elseif kind ~= 'none' then
   return {'0', '', '', tostring(redis.call('PTTL', KEYS[1]))}
 end
-local ttl = tonumber(ARGV[2])
+local guard = tonumber(ARGV[4])
 local info = redis.pcall('INFO', 'server')
 if type(info) == 'string' then
   local up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)'))
-  if up and up * 1000 < ttl then
-    return {'2', string.format('%d', ttl - up * 1000)}
+  if up and up * 1000 < guard then
+    return {'2', string.format('%d', guard - up * 1000)}
   end
 end
 local t = redis.call('TIME')
@@ -410,10 +434,21 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {'1', f}
 ";
 
-/// Compare-and-extend: 1 extended, 0 the key is gone, -1 it is someone else's.
+/// Compare-and-extend: 1 extended, -1 it is someone else's, 0 the key is
+/// gone and may be granted to anyone at once, -2 - MS the key is gone but
+/// the restart guard (ARGV[3] = max-ttl) grants it to nobody for MS more.
 const RENEW: &str = r"
 local kind = redis.call('TYPE', KEYS[1])['ok']
-if kind == 'none' then return 0 end
+if kind == 'none' then
+  local info = redis.pcall('INFO', 'server')
+  if type(info) == 'string' then
+    local up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)'))
+    local guard = tonumber(ARGV[3])
+    -- uptime is whole seconds: count it one up, so the guard never looks longer than it is
+    if up and (up + 1) * 1000 < guard then return -2 - (guard - (up + 1) * 1000) end
+  end
+  return 0
+end
 if kind ~= 'hash' or redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return -1 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
@@ -527,7 +562,7 @@ pub struct RedisLease {
     fence: u64,
     ttl: Duration,
     wake_key: String,
-    expires_at: Instant,
+    expires_at: BootTime,
 }
 
 impl Lease for RedisLease {
@@ -537,7 +572,7 @@ impl Lease for RedisLease {
     fn fence(&self) -> Option<u64> {
         Some(self.fence)
     }
-    fn expires_at(&self) -> Option<Instant> {
+    fn expires_at(&self) -> Option<BootTime> {
         Some(self.expires_at)
     }
 }
@@ -1058,6 +1093,10 @@ fn glob_escape(text: &str) -> String {
     out
 }
 
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn renew_timeout(ttl: Duration) -> Duration {
     (ttl / 3).min(RENEW_TIMEOUT_CAP)
 }
@@ -1085,13 +1124,14 @@ impl Backend for RedisBackend {
             .key(&fence_key)
             .arg(&token)
             .arg(ttl_ms)
-            .arg(&holder);
+            .arg(&holder)
+            .arg(duration_ms(self.config.max_ttl));
         // Taken before sending: the server's lease starts later than this,
         // so our idea of when it expires errs on the safe side.
-        let sent = Instant::now();
+        let sent = BootTime::now();
         if slot == 1 {
             self.soonest_expiry = None;
-            self.round_started = sent;
+            self.round_started = Instant::now();
         }
         let reply: Vec<String> = self
             .call(
@@ -1118,7 +1158,7 @@ impl Backend for RedisBackend {
                     fence,
                     ttl: req.ttl,
                     wake_key: self.wake_key(&req.name),
-                    expires_at: sent + req.ttl,
+                    expires_at: sent.saturating_add(req.ttl),
                 }))
             }
             "0" => {
@@ -1137,8 +1177,9 @@ impl Backend for RedisBackend {
                 if !self.told_about_restart {
                     self.told_about_restart = true;
                     tracing::warn!(
-                        "redis at {} started less than --ttl ago: no lock is granted for {} more, in case a holder from before a restart is still running",
+                        "redis at {} started less than max-ttl ({}) ago: no lock is granted for {} more, in case a holder from before a restart is still running",
                         self.config.address(),
+                        humantime::format_duration(self.config.max_ttl),
                         humantime::format_duration(wait)
                     );
                 }
@@ -1207,8 +1248,11 @@ impl Backend for RedisBackend {
     async fn renew(&mut self, lease: &mut RedisLease) -> Result<Renewal> {
         let ttl_ms = u64::try_from(lease.ttl.as_millis()).unwrap_or(u64::MAX);
         let mut invocation = RENEW_SCRIPT.key(&lease.key);
-        invocation.arg(&lease.token).arg(ttl_ms);
-        let sent = Instant::now();
+        invocation
+            .arg(&lease.token)
+            .arg(ttl_ms)
+            .arg(duration_ms(self.config.max_ttl));
+        let sent = BootTime::now();
         let verdict: i64 = self
             .call(
                 "renewing the lease",
@@ -1218,9 +1262,18 @@ impl Backend for RedisBackend {
             .await?;
         Ok(match verdict {
             1 => {
-                lease.expires_at = sent + lease.ttl;
+                lease.expires_at = sent.saturating_add(lease.ttl);
                 Renewal::Held
             }
+            guarded if guarded <= -2 => Renewal::LostUntil {
+                reason: format!(
+                    "the lock key {} is gone: the redis server restarted and lost it",
+                    lease.key
+                ),
+                others_from: sent.saturating_add(Duration::from_millis(
+                    u64::try_from(-2 - guarded).unwrap_or(0),
+                )),
+            },
             0 => Renewal::Lost(format!(
                 "the lock key {} is gone from redis (it expired, was deleted, or the server lost its data)",
                 lease.key

@@ -173,8 +173,10 @@ impl RedisServer {
         line.starts_with("+PONG") || line.starts_with("-NOAUTH")
     }
 
+    /// With `max-ttl` = TTL: the restart guard a fresh server applies is
+    /// then what `settle` waited out.
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://127.0.0.1:{}/0?max-ttl={TTL}", self.port)
     }
 
     /// `redis-cli` against this server (authenticated); its stdout, trimmed.
@@ -299,8 +301,10 @@ fn wake_key(name: &str) -> String {
 }
 
 /// `lockrun --backend URL ARGS…`.
+/// `--ttl` is TTL unless ARGS say otherwise, to fit the URL's `max-ttl`.
 fn lockrun(url: &str, args: &[&str]) -> Command {
     let mut cmd = lockrun_cmd();
+    cmd.env("LOCKRUN_TTL", TTL);
     cmd.arg("--backend").arg(url).args(args);
     cmd
 }
@@ -834,7 +838,7 @@ fn the_password_never_shows_and_the_child_sees_the_url_without_it() {
     let server = RedisServer::start_with(&[], Some(SECRET));
     let dir = tempfile::tempdir().unwrap();
     let env_file = dir.path().join("env");
-    let plain = format!("redis://127.0.0.1:{}", server.port);
+    let plain = format!("redis://127.0.0.1:{}/0?max-ttl={TTL}", server.port);
     let dump_env = format!("env > {}", env_file.display());
 
     // From the environment.
@@ -846,7 +850,7 @@ fn the_password_never_shows_and_the_child_sees_the_url_without_it() {
     assert!(!env.contains(SECRET), "password in the child's environment");
     assert!(
         env.contains(&format!(
-            "LOCKRUN_BACKEND=redis://127.0.0.1:{}/0\n",
+            "LOCKRUN_BACKEND=redis://127.0.0.1:{}/0?max-ttl={TTL}\n",
             server.port
         )),
         "{env}"
@@ -854,7 +858,10 @@ fn the_password_never_shows_and_the_child_sees_the_url_without_it() {
     assert!(!stderr_of(&out).contains(SECRET));
 
     // From the URL.
-    let with_password = format!("redis://:{SECRET}@127.0.0.1:{}/0?prefix=app:", server.port);
+    let with_password = format!(
+        "redis://:{SECRET}@127.0.0.1:{}/0?prefix=app:&max-ttl={TTL}",
+        server.port
+    );
     let out = run_timeout(
         lockrun(
             &with_password,
@@ -867,7 +874,7 @@ fn the_password_never_shows_and_the_child_sees_the_url_without_it() {
     assert!(!env.contains(SECRET), "password in the child's environment");
     assert!(
         env.contains(&format!(
-            "LOCKRUN_BACKEND=redis://127.0.0.1:{}/0?prefix=app:\n",
+            "LOCKRUN_BACKEND=redis://127.0.0.1:{}/0?prefix=app:&max-ttl={TTL}\n",
             server.port
         )),
         "{env}"
@@ -1257,7 +1264,7 @@ fn rediss_verifies_the_server_certificate() {
     let ran = dir.path().join("ran");
     let ca = server.tls_ca.clone().unwrap();
     let trusted = format!(
-        "rediss://localhost:{}/0?cacert={}",
+        "rediss://localhost:{}/0?cacert={}&max-ttl={TTL}",
         server.port,
         ca.display()
     );

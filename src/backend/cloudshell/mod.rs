@@ -42,7 +42,7 @@ mod owner;
 mod xml;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use self::api::{Failure, Session, clean};
 use self::xml::Service;
@@ -83,7 +83,7 @@ impl Lease for CloudShellLease {
     fn fence(&self) -> Option<u64> {
         None
     }
-    fn expires_at(&self) -> Option<Instant> {
+    fn expires_at(&self) -> Option<crate::os::BootTime> {
         None
     }
 }

@@ -1,0 +1,369 @@
+//! The guardian: a tiny forked process that enforces what lockrun itself
+//! may be unable to enforce, because lockrun can be stopped (SIGSTOP, a
+//! debugger, Ctrl-Z), starved, or SIGKILLed while its command runs.
+//!
+//! * If lockrun dies without dismissing it, the guardian SIGKILLs the
+//!   command's whole process group (PR_SET_PDEATHSIG reaches only the
+//!   direct child). It learns of the death by EOF on a socket whose other
+//!   end only lockrun holds.
+//! * It holds the lease's kill deadline, on `CLOCK_BOOTTIME` (which counts
+//!   time while processes are stopped or the machine sleeps): SIGTERM to the
+//!   group at the deadline's TERM instant, SIGKILL at its KILL instant,
+//!   whether or not lockrun is running. Only a successful renewal moves the
+//!   deadline forward, and lockrun is told (one byte back) when the guardian
+//!   had to act, so the exit code says the lock was lost.
+//!
+//! It is forked before the lock is taken, so starting it costs nothing
+//! inside the critical section, and it sits in a process group of its own,
+//! so a SIGKILL to lockrun's whole group does not take it along. The
+//! command registers itself from between fork and exec, so there is no
+//! moment in which the command runs and the guardian does not know it.
+
+use std::os::fd::{AsRawFd, RawFd};
+
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+use crate::os::{BootTime, CloseMethod};
+
+/// The last instants the command may live without a renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Deadline {
+    /// SIGTERM goes out here (`None`: it was already sent).
+    pub(crate) term_at: Option<BootTime>,
+    /// SIGKILL lands here, safely before anyone else can be granted the lock.
+    pub(crate) kill_at: BootTime,
+}
+
+/// What the guardian tells lockrun it did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Enforced {
+    Terminated,
+    Killed,
+}
+
+const MSG_GROUP: u64 = 1;
+const MSG_DEADLINE: u64 = 2;
+const MSG_DISMISS: u64 = 3;
+const MSG_LEN: usize = 24;
+
+const REPORT_TERM: u8 = b'T';
+const REPORT_KILL: u8 = b'K';
+
+pub(crate) struct Guardian {
+    pid: Pid,
+    socket: tokio::net::UnixStream,
+}
+
+impl Guardian {
+    /// Fork the guardian. Must be called inside the tokio runtime.
+    pub(crate) fn start() -> Result<Guardian> {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| Error::internal(format!("cannot create the guardian's socket: {e}")))?;
+        let close = CloseMethod::from_env();
+        let their_fd = theirs.as_raw_fd();
+        // SAFETY: the forked process only makes async-signal-safe system
+        // calls (see guardian_main) and never returns into Rust code that
+        // could touch state shared with other threads of the parent.
+        match unsafe { libc::fork() } {
+            // SAFETY: we are the freshly forked child, as guardian_main requires.
+            0 => unsafe { guardian_main(their_fd, close) },
+            -1 => Err(Error::internal(format!(
+                "cannot start the guardian process: {}",
+                std::io::Error::last_os_error()
+            ))),
+            pid => {
+                drop(theirs);
+                ours.set_nonblocking(true).map_err(|e| {
+                    Error::internal(format!("cannot set up the guardian's socket: {e}"))
+                })?;
+                let socket = tokio::net::UnixStream::from_std(ours).map_err(|e| {
+                    Error::internal(format!("cannot set up the guardian's socket: {e}"))
+                })?;
+                Ok(Guardian {
+                    pid: Pid::from_raw(pid),
+                    socket,
+                })
+            }
+        }
+    }
+
+    pub(crate) fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// The descriptor the command writes its registration to, between fork
+    /// and exec (it is close-on-exec, so the command never keeps it).
+    pub(crate) fn registration_fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// Hold the command to `deadline` (`None`: no lease, no deadline).
+    pub(crate) fn set_deadline(&self, deadline: Option<Deadline>) {
+        let (term, kill) = deadline.map_or((0, 0), |d| {
+            (
+                d.term_at.map_or(0, BootTime::as_nanos),
+                d.kill_at.as_nanos(),
+            )
+        });
+        self.send(MSG_DEADLINE, term, kill);
+    }
+
+    /// Forget the process group (the command could not be started).
+    pub(crate) fn clear_group(&self) {
+        self.send(MSG_GROUP, 0, 0);
+    }
+
+    /// What the guardian did; pending until it does something.
+    pub(crate) async fn enforced(&self) -> Enforced {
+        loop {
+            if self.socket.readable().await.is_err() {
+                return std::future::pending().await;
+            }
+            match self.read_report() {
+                Ok(Some(enforced)) => return enforced,
+                // EOF: the guardian is gone; nothing more will come.
+                Ok(None) => return std::future::pending().await,
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// What the guardian did and lockrun has not heard yet, without waiting:
+    /// when lockrun was stopped, the command's death (caused by the
+    /// guardian) and the report may be noticed in either order.
+    pub(crate) fn already_enforced(&self) -> Option<Enforced> {
+        self.read_report().ok().flatten()
+    }
+
+    /// `Ok(None)` at EOF, `Err` when nothing is there yet.
+    fn read_report(&self) -> std::io::Result<Option<Enforced>> {
+        let mut byte = [0u8; 1];
+        loop {
+            match self.socket.try_read(&mut byte)? {
+                0 => return Ok(None),
+                _ if byte[0] == REPORT_KILL => return Ok(Some(Enforced::Killed)),
+                _ if byte[0] == REPORT_TERM => return Ok(Some(Enforced::Terminated)),
+                _ => {}
+            }
+        }
+    }
+
+    /// The command is gone and the lock is about to be released: let the
+    /// guardian go. Reaped without waiting: releasing must not wait for it
+    /// to be scheduled; if it has not exited yet, it is a zombie for the
+    /// moments until lockrun exits.
+    pub(crate) fn dismiss(self) {
+        self.send(MSG_DISMISS, 0, 0);
+        let _ = waitpid(self.pid, Some(WaitPidFlag::WNOHANG));
+    }
+
+    fn send(&self, kind: u64, a: u64, b: u64) {
+        let msg = encode(kind, a, b);
+        // 24 bytes into an almost empty socket buffer: never short. A
+        // failure means the guardian is gone, which `enforced` notices.
+        if let Err(e) = self.socket.try_write(&msg) {
+            tracing::debug!(%e, "guardian message not sent");
+        }
+    }
+}
+
+fn encode(kind: u64, a: u64, b: u64) -> [u8; MSG_LEN] {
+    let mut msg = [0u8; MSG_LEN];
+    msg[..8].copy_from_slice(&kind.to_ne_bytes());
+    msg[8..16].copy_from_slice(&a.to_ne_bytes());
+    msg[16..].copy_from_slice(&b.to_ne_bytes());
+    msg
+}
+
+/// Between fork and exec, in the command's process: tell the guardian our
+/// process group, then check the lease's TERM instant (nanoseconds on
+/// `CLOCK_BOOTTIME`, 0 for none). Registration comes first, so that from
+/// the check on, the guardian enforces the deadline.
+///
+/// Returns false if the deadline has passed: the command must not start.
+/// Async-signal-safe: getpid, write and clock_gettime, no allocation.
+pub(crate) fn register(fd: RawFd, term_at_nanos: u64) -> bool {
+    // SAFETY: getpid, and write from a stack buffer we own.
+    unsafe {
+        // The child leads its own process group: its pid is the group's id.
+        let msg = encode(MSG_GROUP, libc::getpid() as u64, 0);
+        libc::write(fd, msg.as_ptr().cast(), MSG_LEN);
+    }
+    term_at_nanos == 0 || crate::os::boottime_nanos_signal_safe() < term_at_nanos
+}
+
+/// The guardian's whole life, in the forked process.
+///
+/// # Safety
+/// Must only be called in a freshly forked child.
+unsafe fn guardian_main(socket: RawFd, close: CloseMethod) -> ! {
+    // SAFETY: plain system calls on integers, stack buffers and static C
+    // strings; this is a forked child that runs nothing else and never
+    // allocates.
+    unsafe {
+        // Its own process group: a SIGKILL sent to lockrun's whole group
+        // (`kill -9 %1`, `timeout -s KILL`) must not take the guardian along.
+        libc::setpgid(0, 0);
+        // Terminal and job-control signals are for lockrun and its child,
+        // not for the guardian, which must outlive them to do its job.
+        for sig in [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGQUIT,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGTSTP,
+            libc::SIGTTIN,
+            libc::SIGTTOU,
+            libc::SIGPIPE,
+        ] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+        // Hold nothing of lockrun's: not a lock file, not its sockets, not
+        // the stdout a caller reads to EOF, not the working directory's mount.
+        libc::chdir(c"/".as_ptr());
+        // Out of the way first: with stdin closed, the socket may be fd 0.
+        let moved = libc::fcntl(socket, libc::F_DUPFD, 10);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        for fd in 0..3 {
+            libc::dup2(null, fd);
+        }
+        libc::dup2(moved, 3);
+        crate::os::close_from(4, close);
+        let sock = 3;
+        let timer = libc::timerfd_create(libc::CLOCK_BOOTTIME, libc::TFD_CLOEXEC);
+
+        let mut group: i32 = 0;
+        let mut term_at: u64 = 0;
+        let mut kill_at: u64 = 0;
+        let mut termed = false;
+        let mut killed = false;
+        let mut buf = [0u8; MSG_LEN * 16];
+        let mut have = 0usize;
+        loop {
+            let now = crate::os::boottime_nanos_signal_safe();
+            if group > 0 && kill_at > 0 && !killed {
+                if now >= kill_at {
+                    libc::kill(-group, libc::SIGKILL);
+                    killed = true;
+                    report(sock, REPORT_KILL);
+                } else if !termed && now >= term_at {
+                    libc::kill(-group, libc::SIGTERM);
+                    termed = true;
+                    report(sock, REPORT_TERM);
+                }
+            }
+            let next = match (group > 0 && kill_at > 0 && !killed, termed) {
+                (false, _) => 0,
+                (true, false) => term_at,
+                (true, true) => kill_at,
+            };
+            let mut poll_timeout = -1;
+            if timer >= 0 {
+                let spec = libc::itimerspec {
+                    it_interval: libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 0,
+                    },
+                    it_value: libc::timespec {
+                        tv_sec: (next / 1_000_000_000) as libc::time_t,
+                        tv_nsec: (next % 1_000_000_000) as libc::c_long,
+                    },
+                };
+                // A zero it_value disarms the timer.
+                libc::timerfd_settime(
+                    timer,
+                    libc::TFD_TIMER_ABSTIME,
+                    &raw const spec,
+                    std::ptr::null_mut(),
+                );
+            } else if next > 0 {
+                // No timerfd: poll's monotonic timeout, re-checked on BOOTTIME.
+                poll_timeout = (next.saturating_sub(now) / 1_000_000 + 1).min(1000) as i32;
+            }
+            let mut fds = [
+                libc::pollfd {
+                    fd: sock,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: timer,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let nfds = if timer >= 0 { 2 } else { 1 };
+            if libc::poll(fds.as_mut_ptr(), nfds, poll_timeout) < 0 {
+                continue; // EINTR
+            }
+            if timer >= 0 && fds[1].revents != 0 {
+                let mut expirations = 0u64;
+                libc::read(timer, (&raw mut expirations).cast(), 8);
+            }
+            if fds[0].revents == 0 {
+                continue;
+            }
+            let n = libc::read(sock, buf.as_mut_ptr().add(have).cast(), buf.len() - have);
+            if n < 0 && *libc::__errno_location() == libc::EINTR {
+                continue;
+            }
+            if n <= 0 {
+                // EOF (or a broken socket) without a dismissal: lockrun is gone.
+                if group > 0 {
+                    libc::kill(-group, libc::SIGKILL);
+                }
+                libc::_exit(0);
+            }
+            have += n as usize;
+            let mut at = 0;
+            while have - at >= MSG_LEN {
+                let word = |i: usize| {
+                    let mut w = [0u8; 8];
+                    w.copy_from_slice(&buf[at + i * 8..at + i * 8 + 8]);
+                    u64::from_ne_bytes(w)
+                };
+                match word(0) {
+                    MSG_GROUP => {
+                        group = word(1) as i32;
+                        killed = false;
+                    }
+                    MSG_DEADLINE => {
+                        let (term, kill) = (word(1), word(2));
+                        if termed {
+                            // Once SIGTERM went out the lease is lost: a late
+                            // message may bring the KILL nearer, never move it off.
+                            if kill > 0 && kill < kill_at {
+                                kill_at = kill;
+                            }
+                        } else {
+                            kill_at = kill;
+                            term_at = term;
+                            // term 0: lockrun sent SIGTERM itself.
+                            termed = kill > 0 && term == 0;
+                        }
+                    }
+                    MSG_DISMISS => libc::_exit(0),
+                    _ => {}
+                }
+                at += MSG_LEN;
+            }
+            buf.copy_within(at..have, 0);
+            have -= at;
+        }
+    }
+}
+
+/// One byte back to lockrun; if it is stopped, the socket keeps it.
+///
+/// # Safety
+/// A raw write, for the guardian process.
+unsafe fn report(sock: RawFd, what: u8) {
+    // SAFETY: write of one byte from the stack.
+    unsafe {
+        libc::write(sock, (&raw const what).cast(), 1);
+    }
+}

@@ -1,0 +1,288 @@
+//! The Linux-specific calls lockrun makes, in one place: the suspend-aware
+//! clock, `/proc` readers, subreaping and closing inherited descriptors.
+//! A port to another system starts here.
+
+use std::time::{Duration, Instant};
+
+/// An instant on `CLOCK_BOOTTIME`: the clock that keeps counting while the
+/// machine is suspended or lockrun is stopped. Lease deadlines are kept on
+/// it so that no pause can make a deadline look further away than it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BootTime(Duration);
+
+impl BootTime {
+    pub(crate) fn now() -> BootTime {
+        BootTime(clock(libc::CLOCK_BOOTTIME))
+    }
+
+    /// Nanoseconds since boot, for the guardian's wire format (0 never occurs).
+    pub(crate) fn as_nanos(self) -> u64 {
+        u64::try_from(self.0.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Saturates instead of overflowing: a deadline that far away is "never".
+    pub(crate) fn saturating_add(self, d: Duration) -> BootTime {
+        BootTime(self.0.saturating_add(d))
+    }
+
+    pub(crate) fn saturating_sub(self, d: Duration) -> BootTime {
+        BootTime(self.0.saturating_sub(d))
+    }
+
+    /// How long from now until `self` (zero if it has passed).
+    pub(crate) fn remaining(self) -> Duration {
+        self.0.saturating_sub(Self::now().0)
+    }
+
+    pub(crate) fn has_passed(self) -> bool {
+        Self::now() >= self
+    }
+
+    /// The same moment on tokio's (monotonic) timer clock, for sleeping until
+    /// it. A pause of the whole machine makes the monotonic clock lag, so a
+    /// sleep until this instant may end late, never early; the guardian,
+    /// which enforces deadlines, waits on `CLOCK_BOOTTIME` itself.
+    pub(crate) fn to_instant(self) -> Instant {
+        let now = Instant::now();
+        now.checked_add(self.remaining())
+            .unwrap_or(now + FAR_FUTURE)
+    }
+}
+
+/// "Never", for timers: far enough to never fire, near enough for any clock.
+pub(crate) const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+fn clock(id: libc::clockid_t) -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into memory we own.
+    let rc = unsafe { libc::clock_gettime(id, &raw mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// `CLOCK_BOOTTIME` in nanoseconds, callable between fork and exec
+/// (clock_gettime is async-signal-safe; no allocation).
+pub(crate) fn boottime_nanos_signal_safe() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into memory we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &raw mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// The fields of `/proc/PID/stat` lockrun uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProcStat {
+    /// R, S, D, T, t, Z, …
+    pub(crate) state: char,
+    pub(crate) ppid: i32,
+    pub(crate) pgrp: i32,
+}
+
+/// Parse `/proc/PID/stat`; `None` if the process is gone.
+pub(crate) fn proc_stat(pid: i32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat)
+}
+
+fn parse_stat(stat: &str) -> Option<ProcStat> {
+    // The command name is in parentheses and may itself contain ") ".
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some(ProcStat { state, ppid, pgrp })
+}
+
+/// A process's command line, words joined by spaces.
+pub(crate) fn process_command(pid: u32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let words: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| String::from_utf8_lossy(w).into_owned())
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
+}
+
+/// Every live process whose parent chain leads to `ancestor`, except
+/// `exclude`. Zombies are left out: they run nothing.
+pub(crate) fn descendants(ancestor: i32, exclude: &[i32]) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let table: Vec<(i32, ProcStat)> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| Some((pid, proc_stat(pid)?)))
+        .collect();
+    let parent_of = |pid: i32| table.iter().find(|(p, _)| *p == pid).map(|(_, s)| s.ppid);
+    table
+        .iter()
+        .filter(|(pid, stat)| stat.state != 'Z' && !exclude.contains(pid))
+        .filter(|(pid, _)| {
+            let mut at = *pid;
+            // Bounded: a pid table can change under us while we walk it.
+            for _ in 0..table.len() {
+                match parent_of(at) {
+                    Some(parent) if parent == ancestor => return true,
+                    Some(parent) if parent > 1 => at = parent,
+                    _ => return false,
+                }
+            }
+            false
+        })
+        .map(|(pid, _)| *pid)
+        .collect()
+}
+
+/// Make orphaned descendants ours (instead of init's), so that leftovers
+/// can be reaped and seen after the command exits.
+pub(crate) fn become_subreaper() {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes plain integers and touches
+    // no memory of ours.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc != 0 {
+        tracing::debug!("PR_SET_CHILD_SUBREAPER failed");
+    }
+}
+
+/// How a forked helper closes the descriptors it inherited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseMethod {
+    /// `close_range(2)` (Linux 5.9), falling back to a scan if it fails.
+    CloseRange,
+    /// Only the fallback: list `/proc/self/fd` with raw getdents64, or close
+    /// every number up to the fd limit when /proc is missing. Selected by
+    /// `LOCKRUN_GUARDIAN_CLOSE=scan` so tests can exercise the old-kernel path.
+    Scan,
+}
+
+impl CloseMethod {
+    pub(crate) fn from_env() -> CloseMethod {
+        match std::env::var_os("LOCKRUN_GUARDIAN_CLOSE") {
+            Some(v) if v == "scan" => CloseMethod::Scan,
+            _ => CloseMethod::CloseRange,
+        }
+    }
+}
+
+/// Close every descriptor numbered `from` or above.
+///
+/// # Safety
+/// Only for a freshly forked child that runs nothing but raw system calls:
+/// every call here is async-signal-safe and nothing allocates.
+pub(crate) unsafe fn close_from(from: i32, method: CloseMethod) {
+    // SAFETY: raw system calls on integers and stack buffers; see above.
+    unsafe {
+        if method == CloseMethod::CloseRange
+            && libc::syscall(libc::SYS_close_range, from as u32, u32::MAX, 0u32) == 0
+        {
+            return;
+        }
+        let dir = libc::open(
+            c"/proc/self/fd".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
+        if dir >= 0 {
+            let mut buf = [0u8; 4096];
+            let mut to_close = [0i32; 256];
+            // Closing while listing may skip entries: list, close, repeat
+            // until a pass finds nothing left to close.
+            loop {
+                libc::lseek(dir, 0, libc::SEEK_SET);
+                let mut found = 0usize;
+                'list: loop {
+                    let n = libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len());
+                    if n <= 0 {
+                        break;
+                    }
+                    let mut off = 0usize;
+                    while off < n as usize {
+                        // struct linux_dirent64 { u64 ino; i64 off; u16 reclen; u8 type; char name[]; }
+                        let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+                        let mut fd = 0i32;
+                        let mut digits = 0;
+                        let mut i = off + 19;
+                        while i < off + reclen && buf[i] != 0 {
+                            let c = buf[i];
+                            if !c.is_ascii_digit() {
+                                digits = 0;
+                                break;
+                            }
+                            fd = fd.saturating_mul(10).saturating_add(i32::from(c - b'0'));
+                            digits += 1;
+                            i += 1;
+                        }
+                        if digits > 0 && fd >= from && fd != dir {
+                            to_close[found] = fd;
+                            found += 1;
+                            if found == to_close.len() {
+                                break 'list;
+                            }
+                        }
+                        off += reclen.max(1);
+                    }
+                }
+                for &fd in &to_close[..found] {
+                    libc::close(fd);
+                }
+                if found == 0 {
+                    break;
+                }
+            }
+            libc::close(dir);
+            return;
+        }
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) == 0 {
+            limit.rlim_cur.min(1 << 20) as i32
+        } else {
+            1024
+        };
+        for fd in from..max {
+            libc::close(fd);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_parentheses_in_the_name() {
+        let stat = "42 (a) b) c) S 7 42 42 0 -1";
+        assert_eq!(
+            parse_stat(stat),
+            Some(ProcStat {
+                state: 'S',
+                ppid: 7,
+                pgrp: 42
+            })
+        );
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn boottime_moves_forward_and_saturates() {
+        let a = BootTime::now();
+        let b = BootTime::now();
+        assert!(b >= a);
+        assert!(!a.saturating_add(Duration::MAX).has_passed());
+    }
+}
