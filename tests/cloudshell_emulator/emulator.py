@@ -24,14 +24,20 @@ Configuration: --config FILE (JSON, see DEFAULT_CONFIG) and/or flags.
 Control (tests only, same port): POST /_control/<action> with a JSON body:
   fault {"method": "AddServiceToReservation"|"*", "kind": KIND, "seconds": 1.0,
          "count": N (default: every time)}
-     KIND: delay (sleep, then carry out), delay_after_commit (carry out, sleep,
-     answer), http500 (answer 500, do nothing), http500_after_commit, drop
-     (close the connection, do nothing), drop_after_commit, unauthorized (401),
-     garbage (200 with a body that is not XML)
+     KIND: delay (hold the request for "seconds", then carry it out: with
+     seconds beyond the client's timeout, the request is carried out *after*
+     the client gave up on it, as a slow real server does),
+     delay_after_commit (carry out, sleep, answer), http500 (answer 500, do
+     nothing), http500_after_commit, drop (close the connection, do nothing),
+     drop_after_commit, unauthorized (401), garbage (200 with a body that is
+     not XML)
   clear_faults {}            expire_tokens {}          set {"nul_in_description": true}
   add_service {"reservation", "model", "alias", "attributes": [[name, value]]}
   remove_service {"reservation", "alias"}
-  GET /_control/state  -> {"reservations": {id: [service...]}, "calls": {...}, "logons": n}
+  GET /_control/state  -> {"reservations": {id: [service...]}, "calls": {...}, "logons": n,
+                           "delayed": [{"method", "state": "held"|"carried_out"|"refused", "outcome"}...]}
+     ("delayed" lists every request a delay fault held, so that a test can
+     wait until a late request has been carried out instead of sleeping)
   GET /_control/log    -> [{"method", "headers", "body"}...] (every API request)
 
 Prints "LISTENING <port>" on stdout once it accepts connections. With
@@ -104,6 +110,8 @@ class State:
         self.faults = []
         self.log = []
         self.nul_in_description = False
+        # Requests held by a "delay" fault, in arrival order.
+        self.delayed = []
         self.reservations = {rid: Reservation(rid, spec or {})
                              for rid, spec in config["reservations"].items()}
 
@@ -149,7 +157,7 @@ class State:
                 ]
         with self.lock:
             return {"reservations": reservations, "calls": dict(self.calls), "logons": self.logons,
-                    "live_tokens": len(self.tokens)}
+                    "live_tokens": len(self.tokens), "delayed": [dict(d) for d in self.delayed]}
 
 
 def envelope(method, success=True, code=0, error=None, info=""):
@@ -370,7 +378,11 @@ class Handler(BaseHTTPRequestHandler):
 
         fault = state.take_fault(method)
         kind = fault["kind"] if fault else None
+        delayed = None
         if kind == "delay":
+            delayed = {"method": method, "state": "held", "outcome": None}
+            with state.lock:
+                state.delayed.append(delayed)
             time.sleep(fault.get("seconds", 1.0))
         elif kind == "http500":
             return self.send(500, "Internal Server Error\n", "text/plain")
@@ -386,16 +398,25 @@ class Handler(BaseHTTPRequestHandler):
             with state.lock:
                 live = session in state.tokens
             if not live:
+                self.not_carried_out(delayed)
                 return self.send(401, "Unauthorized\n", "text/plain")
         try:
             root = ET.fromstring(raw)
         except ET.ParseError as e:
+            self.not_carried_out(delayed)
             return self.send(400, "malformed request XML: %s\n" % e, "text/plain")
         try:
             info = handler(params(root), session)
             reply = envelope(method, info=info)
+            outcome = "ok"
         except ApiError as e:
             reply = envelope(method, success=False, code=e.code, error=e.message)
+            outcome = "error %d: %s" % (e.code, e.message)
+        if delayed is not None:
+            # Carried out now, whether or not the client is still listening.
+            with state.lock:
+                delayed["state"] = "carried_out"
+                delayed["outcome"] = outcome
 
         if kind == "delay_after_commit":
             time.sleep(fault.get("seconds", 1.0))
@@ -407,6 +428,11 @@ class Handler(BaseHTTPRequestHandler):
             self.send(200, reply)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def not_carried_out(self, delayed):
+        if delayed is not None:
+            with self.server.state.lock:
+                delayed["state"] = "refused"
 
     def drop(self):
         # No answer at all: the client sees the connection close.

@@ -994,3 +994,351 @@ fn a_signal_while_waiting_leaves_nothing_behind() {
     assert_eq!(holder.finish().0, 0);
     assert!(emu.aliases().is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// Requests the server carries out after lockrun gave up on them.
+
+const ADD: &str = "AddServiceToReservation";
+const REMOVE: &str = "RemoveServicesFromReservation";
+
+/// Short request timeouts, so that a delay fault of `LATE` seconds is far
+/// past lockrun's patience for one answer, but many retries, so that the time
+/// lockrun gives an unanswered request to settle (timeout × (retries + 1) =
+/// 6.3 s) is well past `LATE`: the late request lands while lockrun still
+/// watches for it. Fast polling, so that a waiter would pounce at once on a
+/// lock that is wrongly freed.
+const PATIENT: &str = "timeout=300ms&retries=20&first_poll=5ms&max_poll=50ms";
+const LATE: f64 = 2.5;
+
+/// Appends `KIND PID MONOTONIC_NS` to the history file named by `$1`.
+const STAMP: &str = "import sys, time; open(sys.argv[1], 'a').write('%s %s %d\\n' % (sys.argv[2], sys.argv[3], time.monotonic_ns()))";
+
+/// The command of a critical section: `start` in the history, then (with
+/// `ready`) create the ready file and block until stdin closes, then `end`.
+fn section_command(history: &Path, ready: Option<&Path>) -> Vec<String> {
+    let stamp = format!(
+        "python3 -c {} {}",
+        sh_quote(STAMP),
+        sh_quote(history.to_str().unwrap())
+    );
+    let middle = match ready {
+        Some(ready) => format!(": > {}; read line; ", sh_quote(ready.to_str().unwrap())),
+        None => String::new(),
+    };
+    let script = format!("{stamp} start $$; {middle}{stamp} end $$");
+    vec!["sh".into(), "-c".into(), script]
+}
+
+/// Every section in `history` ran alone: no `start` while another section
+/// was open (one without `end`, e.g. killed, stays open). Returns the pids in
+/// the order the sections started.
+fn assert_sections_never_overlap(history: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(history).unwrap_or_default();
+    let mut events: Vec<(u64, bool, String)> = text
+        .lines()
+        .map(|line| {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(parts.len(), 3, "bad history line {line:?}");
+            (
+                parts[2].parse().unwrap(),
+                parts[0] == "start",
+                parts[1].to_owned(),
+            )
+        })
+        .collect();
+    events.sort_by_key(|(ns, _, _)| *ns);
+    let mut open: Vec<String> = Vec::new();
+    let mut order = Vec::new();
+    for (_, start, pid) in events {
+        if start {
+            assert!(
+                open.is_empty(),
+                "section {pid} started while {open:?} ran: two holders at once\n{text}"
+            );
+            open.push(pid.clone());
+            order.push(pid);
+        } else {
+            open.retain(|p| *p != pid);
+        }
+    }
+    order
+}
+
+/// A lockrun running a blocking critical section; its stderr is collected
+/// as it comes, so a test can wait for a line without blocking on the pipe.
+struct Section {
+    proc: Proc,
+    stdin: Option<ChildStdin>,
+    ready: PathBuf,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Section {
+    /// `lockrun` is the invocation up to, not including, the lock name.
+    fn spawn(mut lockrun: Command, dir: &Path, history: &Path, name: &str, tag: &str) -> Self {
+        let ready = dir.join(format!("{tag}.ready"));
+        lockrun
+            .arg(name)
+            .arg("--")
+            .args(section_command(history, Some(&ready)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut proc = Proc::spawn(lockrun, &format!("section {tag}"));
+        let stdin = proc.child.stdin.take();
+        let mut pipe = proc.child.stderr.take().unwrap();
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Section {
+            proc,
+            stdin,
+            ready,
+            stderr,
+            reader: Some(reader),
+        }
+    }
+
+    fn started(&self) -> bool {
+        self.ready.exists()
+    }
+
+    fn wait_started(&self) {
+        let deadline = Instant::now() + SOON;
+        while !self.started() {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start within {SOON:?}; its stderr:\n{}",
+                self.proc.name,
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn said(&self, needle: &str) -> bool {
+        self.stderr.lock().unwrap().contains(needle)
+    }
+
+    /// Let the section end; lockrun's exit code and stderr.
+    fn finish(mut self) -> (i32, String) {
+        drop(self.stdin.take());
+        let status = self.proc.wait_timeout(SOON);
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        let stderr = self.stderr.lock().unwrap().clone();
+        (code(status), stderr)
+    }
+}
+
+/// Has a request that a delay fault held been carried out by now?
+fn carried_out_late(emu: &Emulator, method: &str) -> bool {
+    emu.state()["delayed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["method"] == method && d["state"] == "carried_out")
+}
+
+/// Fault 5: A's remove times out but the server carries it out later. If A
+/// sent another remove meanwhile and B took the lock, the late remove would
+/// delete B's alias and let C in while B runs.
+#[test]
+fn a_remove_carried_out_late_never_frees_the_next_holders_lock() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history");
+    let query = format!("{OWNER}&{PATIENT}");
+    let a = Section::spawn(
+        emu.lockrun(&query, &["-v"]),
+        dir.path(),
+        &history,
+        "late-remove",
+        "A",
+    );
+    a.wait_started();
+    let waiter = |tag| {
+        Section::spawn(
+            emu.lockrun(&query, &["-v", "-w", "60s"]),
+            dir.path(),
+            &history,
+            "late-remove",
+            tag,
+        )
+    };
+    let b = waiter("B");
+    wait_until("B to wait", SOON, || b.said("lock busy, waiting"));
+    let c = waiter("C");
+    wait_until("C to wait", SOON, || c.said("lock busy, waiting"));
+
+    // A's remove is held for LATE seconds, far past A's 300ms timeout, then carried out.
+    emu.control(
+        "fault",
+        json!({"method": REMOVE, "kind": "delay", "seconds": LATE, "count": 1}),
+    );
+    let (status, stderr) = a.finish();
+    assert_eq!(status, 0, "{stderr}");
+    assert!(!stderr.contains("could not release"), "{stderr}");
+    // Either waiter may get the lock next; the other must stay out while it runs.
+    wait_until("B or C to take the lock", SOON, || {
+        b.started() || c.started()
+    });
+    let (next, other) = if b.started() { (b, c) } else { (c, b) };
+    wait_until("A's late remove to be carried out", SOON, || {
+        carried_out_late(&emu, REMOVE)
+    });
+    // Give the other every chance to get in wrongly: several polls after the late remove.
+    let polls = emu.calls(ADD);
+    wait_until(
+        "the other waiter to poll a few more times (or get in)",
+        SOON,
+        || other.started() || emu.calls(ADD) >= polls + 5,
+    );
+    let services = emu.services();
+    let (next_status, next_stderr) = next.finish();
+    other.wait_started();
+    let (other_status, other_stderr) = other.finish();
+    let order = assert_sections_never_overlap(&history);
+    assert_eq!(order.len(), 3, "{order:?}");
+    assert_eq!(
+        services.len(),
+        1,
+        "the next holder's lock is gone while it runs: {services:?}"
+    );
+    assert_eq!(
+        (next_status, other_status),
+        (0, 0),
+        "next: {next_stderr}\nother: {other_stderr}"
+    );
+    assert!(
+        emu.aliases().is_empty(),
+        "left behind: {:?}",
+        emu.services()
+    );
+}
+
+/// Fault 6: A's add times out but the server carries it out later, after A
+/// added again, ran and released: the alias would then stay for ever, held
+/// by nobody.
+#[test]
+fn an_add_carried_out_late_leaves_no_lock_held_by_nobody() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("history");
+    let query = format!("{OWNER}&{PATIENT}");
+    emu.control(
+        "fault",
+        json!({"method": ADD, "kind": "delay", "seconds": LATE, "count": 1}),
+    );
+    let mut cmd = emu.lockrun(&query, &["-v", "-w", "60s", "ghost", "--"]);
+    cmd.args(section_command(&history, None));
+    let out = run_timeout(cmd, Duration::from_secs(60));
+    let (status, _, stderr) = out_text(&out);
+    assert_eq!(status, 0, "{stderr}");
+    wait_until("the late add to be carried out", SOON, || {
+        carried_out_late(&emu, ADD)
+    });
+    assert_eq!(assert_sections_never_overlap(&history).len(), 1);
+    assert!(
+        emu.aliases().is_empty(),
+        "a lock held by nobody: {:?}",
+        emu.services()
+    );
+    let out = run_timeout(emu.lockrun(&query, &["-n", "ghost", "--", "true"]), SOON);
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+    let out = run_timeout(emu.lockrun(&query, &["status", "ghost"]), SOON);
+    assert!(out_text(&out).1.contains("ghost: free"));
+}
+
+/// Fault 7: removes that keep failing. The lock never expires, so the exit
+/// status must say it was left behind (74), and stderr what and how to
+/// clear it. Exit 74 is the supervisor's mapping of a final release failure
+/// of a backend whose locks do not expire.
+#[test]
+fn a_release_that_finally_fails_exits_74_and_says_how_to_clear_it() {
+    let emu = Emulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    // With an owner attribute a failed remove whose alias is still provably
+    // ours is sent again, within the retry budget (3 in all); without one,
+    // lockrun cannot tell whether the alias is still ours and never sends
+    // a second remove.
+    let mut statuses = Vec::new();
+    for (query, removes) in [(OWNER, 3), ("", 1)] {
+        let holder = hold(&emu, dir.path(), query, &[], "stuck");
+        emu.fault(REMOVE, "http500", -1);
+        let before = emu.calls(REMOVE);
+        let (status, stderr) = holder.finish();
+        assert_eq!(emu.calls(REMOVE) - before, removes, "{stderr}");
+        assert_eq!(emu.aliases(), ["stuck"]);
+        emu.control("clear_faults", json!({}));
+        assert!(
+            stderr.contains("stuck") && stderr.contains("left behind"),
+            "{stderr}"
+        );
+        // The command it names, as printed, clears it.
+        let start = stderr
+            .find("lockrun -b ")
+            .unwrap_or_else(|| panic!("no command in {stderr}"));
+        let end = stderr[start..]
+            .find("release --force stuck")
+            .unwrap_or_else(|| panic!("no release --force in {stderr}"))
+            + start
+            + "release --force stuck".len();
+        let command = &stderr[start..end];
+        assert!(command.contains(&emu.url(query)), "{command}");
+        let mut sh = clean_cmd("sh");
+        sh.env("LOCKRUN_CLOUDSHELL_USER", USER)
+            .env("LOCKRUN_CLOUDSHELL_PASSWORD", PASSWORD)
+            .env("LOCKRUN", BIN)
+            .arg("-c")
+            .arg(command.replacen("lockrun", "\"$LOCKRUN\"", 1));
+        let out = run_timeout(sh, SOON);
+        assert_eq!(code(out.status), 0, "{command}: {}", stderr_of(&out));
+        assert!(emu.aliases().is_empty());
+        statuses.push((status, stderr));
+    }
+    // Checked last: everything above is the backend's part, this the supervisor's.
+    for (status, stderr) in statuses {
+        assert_eq!(status, 74, "{stderr}");
+    }
+}
+
+/// Item 9: a duration in the URL is bounded when it is parsed: a usage
+/// error, never a panic in Duration arithmetic later.
+#[test]
+fn huge_durations_in_the_url_are_usage_errors() {
+    for option in ["timeout", "first_poll", "max_poll", "check"] {
+        for value in [
+            "1e300",
+            "1e19",
+            "18446744073709551616",
+            "99999999999999h",
+            "inf",
+            "-1",
+        ] {
+            let mut cmd = clean_cmd(BIN);
+            cmd.env("LOCKRUN_CLOUDSHELL_USER", USER)
+                .env("LOCKRUN_CLOUDSHELL_PASSWORD", PASSWORD)
+                .arg("--backend")
+                .arg(format!("cloudshell://127.0.0.1:1/r1?{option}={value}"))
+                .args(["x", "--", "true"]);
+            let out = run_timeout(cmd, SOON);
+            let (status, _, stderr) = out_text(&out);
+            assert_eq!(status, 64, "{option}={value}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{option}={value}: {stderr}");
+            assert!(stderr.contains(option), "{option}={value}: {stderr}");
+        }
+    }
+}

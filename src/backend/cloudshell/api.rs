@@ -7,9 +7,18 @@
 //! that decides whether a retry is safe:
 //! * [`Failure::Api`]: the server answered and refused (`Success="false"`);
 //! * [`Failure::NotSent`]: the connection was never made, so nothing happened;
-//! * [`Failure::Unknown`]: the request may have been carried out (a timeout
-//!   after sending, a dropped connection, HTTP 5xx, an unreadable reply);
+//! * [`Failure::Unclear`]: the server is done with the request but did not
+//!   say whether it carried it out (HTTP 5xx, an unreadable reply, the
+//!   connection closed without an answer): one look at the reservation
+//!   tells, and nothing of the request can happen later;
+//! * [`Failure::Pending`]: no answer in time (a timeout, or a gateway's
+//!   502/504): the server may still be working on the request and may carry
+//!   it out at any later moment, after any look at the reservation;
 //! * [`Failure::Fatal`]: retrying cannot help (credentials, wrong server).
+//!
+//! The difference between the last two matters for a request that must not
+//! land late (a remove): an `Unclear` one can be settled by reading, a
+//! `Pending` one only by waiting (see the backend's module docs).
 
 use std::time::Duration;
 
@@ -25,7 +34,8 @@ const PATH: &str = "/ResourceManagerApiService/";
 pub enum Failure {
     Api { code: String, message: String },
     NotSent(String),
-    Unknown(String),
+    Unclear(String),
+    Pending(String),
     Fatal(Error),
 }
 
@@ -142,7 +152,8 @@ impl Session {
                     )));
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::NotSent(m) | Failure::Unknown(m)) => {
+                // Safe to retry: a logon only issues another token.
+                Err(Failure::NotSent(m) | Failure::Unclear(m) | Failure::Pending(m)) => {
                     tracing::debug!(method, attempt, failure = %m, "logon failed");
                     last = m;
                 }
@@ -195,7 +206,8 @@ impl Session {
                     )));
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::NotSent(m) | Failure::Unknown(m)) => {
+                // Safe to retry: only reads come here.
+                Err(Failure::NotSent(m) | Failure::Unclear(m) | Failure::Pending(m)) => {
                     tracing::debug!(method, attempt, failure = %m, "request failed");
                     last = m;
                 }
@@ -254,12 +266,14 @@ impl Session {
         if e.is_connect() {
             Failure::NotSent(chain(e))
         } else if e.is_timeout() {
-            Failure::Unknown(format!(
+            Failure::Pending(format!(
                 "no answer within {}",
                 humantime::format_duration(self.timeout)
             ))
         } else {
-            Failure::Unknown(chain(e))
+            // The server (or whatever is in between) closed the connection
+            // or broke the reply off: it has stopped working on the request.
+            Failure::Unclear(chain(e))
         }
     }
 
@@ -276,8 +290,13 @@ impl Session {
                     self.server
                 ))));
             }
+            // A gateway that gave up waiting: the server behind it may
+            // still be working on the request.
+            502 | 504 => {
+                return Err(Failure::Pending(format!("HTTP {status} {reason}")));
+            }
             408 | 429 | 500..=599 => {
-                return Err(Failure::Unknown(format!("HTTP {status} {reason}")));
+                return Err(Failure::Unclear(format!("HTTP {status} {reason}")));
             }
             _ => {
                 return Err(Failure::Fatal(Error::unavailable(format!(
@@ -287,7 +306,7 @@ impl Session {
             }
         }
         let envelope = Envelope::parse(text)
-            .map_err(|e| Failure::Unknown(format!("unreadable reply to {method}: {e}")))?;
+            .map_err(|e| Failure::Unclear(format!("unreadable reply to {method}: {e}")))?;
         if !envelope.success {
             return Err(Failure::Api {
                 code: envelope.error_code,

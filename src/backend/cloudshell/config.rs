@@ -16,6 +16,9 @@
 //! | `check` | `10s` | how often a holder checks its alias is still there; `0` disables |
 //! | `insecure` | `false` | with `cloudshells://`, accept any certificate (the official client always does) |
 //!
+//! Every duration is at most [`MAX_DURATION`] (1h): a larger one is a usage
+//! error when the URL is parsed, never an overflow later.
+//!
 //! Inside a CloudShell script (`qualiConnectivityContext` and
 //! `reservationContext` set), whatever the URL leaves out comes from there:
 //! `cloudshell:` takes server, credentials and reservation;
@@ -335,6 +338,14 @@ impl CloudShellConfig {
         Ok(())
     }
 
+    /// How long after sending a request that got no answer lockrun assumes
+    /// the server may still carry it out: as long as lockrun would have
+    /// waited for every attempt of one request, `timeout × (retries + 1)`
+    /// (30s by default). The protocol gives no bound; this is lockrun's.
+    pub fn settle(&self) -> Duration {
+        self.timeout.saturating_mul(self.retries.saturating_add(1))
+    }
+
     pub fn scheme(&self) -> &'static str {
         if self.tls { "https" } else { "http" }
     }
@@ -607,19 +618,37 @@ fn nonempty(key: &str, value: &str) -> Result<String> {
     Ok(value.to_owned())
 }
 
+/// The longest any duration option may be. Bounding them where they are
+/// parsed keeps every later sum and product (the release budget, the
+/// settle time, deadlines on `Instant`) far from overflow, and no sane
+/// request timeout, poll or check interval is longer.
+pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+
 fn duration(key: &str, value: &str) -> Result<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<f64>()
-        && secs.is_finite()
-        && secs >= 0.0
-    {
-        return Ok(Duration::from_secs_f64(secs));
+    let parsed = match value.parse::<f64>() {
+        // A bare number is seconds; NaN, infinities and negatives are not
+        // durations, and huge values must not reach Duration::from_secs_f64
+        // (which panics): try_from_secs_f64 reports them instead.
+        Ok(secs) => Duration::try_from_secs_f64(secs).map_err(|_| {
+            format!(
+                "not a duration from 0 to {}",
+                humantime::format_duration(MAX_DURATION)
+            )
+        }),
+        Err(_) => {
+            humantime::parse_duration(value).map_err(|e| format!("{e} (examples: 250ms, 5s, 1m)"))
+        }
+    };
+    match parsed {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        Ok(_) => Err(format!(
+            "at most {}",
+            humantime::format_duration(MAX_DURATION)
+        )),
+        Err(e) => Err(e),
     }
-    humantime::parse_duration(value).map_err(|e| {
-        Error::usage(format!(
-            "cloudshell option {key}={value:?}: {e} (examples: 250ms, 5s, 1m)"
-        ))
-    })
+    .map_err(|why| Error::usage(format!("cloudshell option {key}={value:?}: {why}")))
 }
 
 fn boolean(key: &str, value: &str) -> Result<bool> {
@@ -712,6 +741,32 @@ mod tests {
         }
         let err = CloudShellConfig::parse_with("cloudshell://h/r", &env_of(&[])).unwrap_err();
         assert!(err.to_string().contains("LOCKRUN_CLOUDSHELL_USER"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_bounded_when_parsed() {
+        let env = env_of(CREDS);
+        for option in ["timeout", "first_poll", "max_poll", "check"] {
+            for value in [
+                "1e300",
+                "1e19",
+                "inf",
+                "NaN",
+                "-1",
+                "99999999999999h",
+                "3601",
+                "2h",
+            ] {
+                let url = format!("cloudshell://h/r?{option}={value}");
+                let err = CloudShellConfig::parse_with(&url, &env).unwrap_err();
+                assert!(matches!(err, Error::Usage(_)), "{url}: {err}");
+                assert!(err.to_string().contains(option), "{url}: {err}");
+            }
+            let url = format!("cloudshell://h/r?{option}=1h");
+            assert!(CloudShellConfig::parse_with(&url, &env).is_ok(), "{url}");
+        }
+        let config = CloudShellConfig::parse_with("cloudshell://h/r?timeout=1.5", &env).unwrap();
+        assert_eq!(config.timeout, Duration::from_millis(1500));
     }
 
     #[test]

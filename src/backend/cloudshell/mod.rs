@@ -12,15 +12,46 @@
 //!   Bad credentials (77), an unknown reservation or service model, HTTP
 //!   5xx and timeouts beyond a small retry budget (69) are reported as what
 //!   they are, never waited out as contention.
-//! * An `AddServiceToReservation` whose outcome is unknown (timeout, dropped
-//!   connection, 5xx) is resolved by looking at the reservation, never by
-//!   guessing. With an owner attribute the answer is exact (the value
-//!   carries a random per-acquisition id). Without one, an alias that
-//!   exists after such a failure may be ours or another holder's; lockrun
-//!   then stops with 69 and says so, rather than run the command without
-//!   being sure, wait (maybe forever) for itself, or break another's lock.
-//!   The price: a failure of unknown outcome while someone else holds the
-//!   lock also ends in 69 instead of waiting on; an owner attribute avoids it.
+//! * A request whose outcome is unknown is reconciled, never blindly
+//!   repeated. What "unknown" means decides what is safe (`api::Failure`):
+//!   a request the server is done with (HTTP 5xx, an unreadable reply, a
+//!   closed connection) is settled by one look at the reservation
+//!   (`GetReservationDetails`); a request that got no answer in time may
+//!   still be carried out by the server at any later moment, so no look can
+//!   settle it, only waiting. lockrun waits for such a request for the
+//!   *settle time*, `timeout × (retries + 1)` after it gave up on the answer
+//!   (30s by default: as long as it would have waited for every attempt),
+//!   and assumes that a request not carried out by then never will be.
+//! * An add that got no answer is not overtaken by another add while it may
+//!   still land: lockrun watches the reservation until the alias shows up
+//!   (the add landed) or the settle time has passed (then sending another is
+//!   safe). Otherwise a first add landing after a second one succeeded, the
+//!   command ran and the lock was released would re-create the alias, held
+//!   by nobody, for ever. With an owner attribute an alias that shows up is
+//!   known exactly: ours (the value carries a random per-acquisition id) or
+//!   another holder's. Without one it may be either; lockrun then stops with
+//!   69 and says so, rather than run the command without being sure, wait
+//!   (maybe forever) for itself, or break another's lock. The price: an add
+//!   of unknown outcome while someone else takes the lock also ends in 69;
+//!   an owner attribute avoids it.
+//! * `RemoveServicesFromReservation` removes whatever has the alias, whoever
+//!   added it: the server cannot compare-and-delete. So a remove is sent
+//!   only while the alias is known to be ours, and after a failure:
+//!   - not sent (no connection): sent again;
+//!   - done with but unclear: the reservation tells. Gone: released. Still
+//!     there and still carrying our owner value: sent again (nothing of the
+//!     failed one can land later, and nobody can have taken the lock in
+//!     between). Still there without an owner attribute, or someone else's:
+//!     not sent again;
+//!   - no answer in time: **never sent again**. If a second remove succeeded,
+//!     a waiter could take the lock, and the first, landing then, would
+//!     delete the waiter's alias and let a third holder in while the waiter
+//!     runs. lockrun watches the reservation instead until the alias is gone
+//!     (or no longer ours) or the settle time has passed.
+//! * A release that finally fails returns an error that says what is left
+//!   behind (the alias never expires) and the exact command that clears it,
+//!   `lockrun -b URL release --force NAME`; the supervisor turns it into a
+//!   non-zero exit status.
 //! * Waiting polls with capped exponential backoff and full jitter.
 //! * There is no TTL, so a killed holder leaves the alias behind: `status`
 //!   says so, and `release NAME --force` removes it. While the command runs,
@@ -29,10 +60,45 @@
 //!   another process may now hold it, and the command is stopped (exit 76)
 //!   instead of running on unprotected. A failed check is not a verdict
 //!   (the lock cannot expire by itself), so only a confirmed loss stops it.
-//! * `RemoveServicesFromReservation` removes whatever has the alias, so a
-//!   release is only sent while the lock is known to be ours, and a removal
-//!   with an unknown outcome is never blindly repeated: a waiter may have
-//!   taken the lock in between.
+//!
+//! # Why the owner attribute stays opt-in
+//!
+//! The published Mutex_Package model has no attributes, an attribute the
+//! model lacks is refused (with a message whose wording is not documented),
+//! and whether some server versions silently drop unknown attributes is
+//! unknown; a server that dropped ours would make every holder look as if
+//! it had lost its lock. Guessing an attribute name would cost a refused
+//! request on every acquisition on such servers and rest on an unverified
+//! error text, so lockrun uses one only when told (`?owner_attribute=`). The
+//! reconciliation above is built to be safe without one; an attribute makes
+//! it exact (an alias that shows up after an unanswered add is then ours or
+//! not, and a failed remove of an alias still ours can be sent again).
+//!
+//! # What the protocol cannot guarantee (the remaining window)
+//!
+//! The server offers no conditional remove and no request ids, so some
+//! faults stay beyond any client:
+//!
+//! * A request the server carries out more than the settle time after
+//!   lockrun gave up on its answer. A late add then re-creates the alias
+//!   with nobody holding it (`status` shows it, with the dead holder when
+//!   there is an owner attribute; `release --force` clears it). A late remove
+//!   can only be one lockrun gave up on (exit status non-zero, lock left
+//!   behind); if meanwhile someone broke that lock with `release --force` and
+//!   a new holder took it, the late remove deletes the new holder's alias.
+//! * A remove of ours still pending while someone else breaks and re-takes
+//!   the lock, and the moment between reading the reservation (alias ours)
+//!   and sending the remove: only a `release --force` can act in between.
+//! * Without an owner attribute lockrun cannot tell its alias from a new
+//!   holder's: a waiter that takes the lock the instant a pending remove of
+//!   ours lands hides that it landed, so lockrun reports the lock as left
+//!   behind although it is in use (a false alarm, never a second holder).
+//!
+//! In every case where a holder's alias is deleted under it, that holder
+//! notices at its next check (every `check`, 10s by default) and stops its
+//! command (exit 76); until then a second holder may run. A smaller `check`
+//! narrows that window at the price of one `GetReservationDetails` per
+//! holder per interval.
 //!
 //! Slots are aliases `NAME@k`, which no valid NAME can collide with.
 
@@ -88,6 +154,18 @@ impl Lease for CloudShellLease {
     }
 }
 
+/// What is left of aliases being removed.
+enum Remaining {
+    Gone,
+    /// Still there, with our owner value.
+    Ours,
+    /// Still there, with someone else's owner value: ours was removed and
+    /// the lock taken since.
+    Taken,
+    /// Still there, and whose cannot be told.
+    Unknown,
+}
+
 /// What the reservation says about an alias.
 enum Seen {
     Service(Service),
@@ -123,6 +201,65 @@ impl CloudShellBackend {
             .await?
             .into_iter()
             .find(|s| s.alias == alias))
+    }
+
+    /// One look at the reservation, not retried: the callers poll until
+    /// their own deadline.
+    async fn services_once(&mut self) -> Result<Vec<Service>, String> {
+        let body = xml::reservation_details(&self.config.reservation);
+        match self.session.call_once(DETAILS, &body).await {
+            Ok(envelope) => envelope.services(),
+            Err(Failure::Api { code, message }) => {
+                Err(format!("error {code}: {}", clean(&message)))
+            }
+            Err(Failure::Fatal(e)) => Err(e.to_string()),
+            Err(Failure::NotSent(m) | Failure::Unclear(m) | Failure::Pending(m)) => Err(m),
+        }
+    }
+
+    /// Until when a request that got no answer a moment ago may still be
+    /// carried out, by lockrun's assumption (the module docs).
+    fn settle_deadline(&self) -> Instant {
+        let now = Instant::now();
+        // settle() is at most 21 × MAX_DURATION, so this cannot overflow;
+        // if it did, waiting a day instead is still a bounded wait.
+        now.checked_add(self.config.settle())
+            .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+            .unwrap_or(now)
+    }
+
+    /// A jittered pause between looks while a request settles, never past
+    /// `deadline`.
+    async fn pause_until(&self, round: u32, deadline: Instant) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let pause = crate::lock::backoff_delay(round, self.config.first_poll, self.config.max_poll);
+        tokio::time::sleep(pause.min(left)).await;
+    }
+
+    /// An add got no answer in time: watch the reservation until the alias
+    /// shows up or the settle time has passed. Returns the last look: the
+    /// alias as it shows up (ours, or with no owner attribute anybody's: the
+    /// caller decides), someone else's alias or none at the deadline, or the
+    /// error of the last look.
+    async fn await_add(&mut self, alias: &str) -> Result<Option<Service>, String> {
+        let deadline = self.settle_deadline();
+        let mut round = 0u32;
+        loop {
+            let look = self
+                .services_once()
+                .await
+                .map(|services| services.into_iter().find(|s| s.alias == alias));
+            if let Ok(Some(service)) = &look
+                && (self.config.owner_attribute.is_none() || self.is_ours(service))
+            {
+                return look;
+            }
+            if Instant::now() >= deadline {
+                return look;
+            }
+            self.pause_until(round, deadline).await;
+            round = round.saturating_add(1);
+        }
     }
 
     fn owner_attributes(&mut self, req: &LockRequest) -> Vec<(String, String)> {
@@ -207,6 +344,15 @@ impl CloudShellBackend {
         ))
     }
 
+    fn add_unchecked(&self, req: &LockRequest, alias: &str, failure: &str, look: &str) -> Error {
+        Error::unavailable(format!(
+            "adding {alias} to reservation {} at {} had an unknown outcome ({failure}), and the reservation could not be checked ({look}); the lock may be held by us now: 'lockrun status {name}' shows it, 'lockrun release {name} --force' breaks it",
+            self.config.reservation,
+            self.session.server(),
+            name = req.name,
+        ))
+    }
+
     fn add_refused(&self, alias: &str, code: &str, message: &str) -> Error {
         let lower = message.to_ascii_lowercase();
         let hint = if lower.contains("attribute") {
@@ -227,9 +373,33 @@ impl CloudShellBackend {
         ))
     }
 
-    /// `RemoveServicesFromReservation`, which removes whatever has the alias.
-    /// After an unknown outcome it is repeated only if the aliases are still
-    /// provably ours (`ours`): a waiter may have taken the lock meanwhile.
+    /// What is left of `aliases` in `services`, as far as `ours` (our owner
+    /// value, when there is an owner attribute) can tell.
+    fn remaining(&self, services: &[Service], aliases: &[&str], ours: Option<&str>) -> Remaining {
+        let left: Vec<&Service> = services
+            .iter()
+            .filter(|s| aliases.contains(&s.alias.as_str()))
+            .collect();
+        if left.is_empty() {
+            return Remaining::Gone;
+        }
+        let (Some(attribute), Some(ours)) = (&self.config.owner_attribute, ours) else {
+            return Remaining::Unknown;
+        };
+        let mine = left
+            .iter()
+            .filter(|s| s.attribute(attribute) == Some(ours))
+            .count();
+        match mine {
+            0 => Remaining::Taken,
+            n if n == left.len() => Remaining::Ours,
+            _ => Remaining::Unknown,
+        }
+    }
+
+    /// `RemoveServicesFromReservation`, which removes whatever has the alias,
+    /// so it is never blindly repeated (the module docs say why each case is
+    /// safe). `ours` is our owner value when the aliases are ours to remove.
     async fn remove(&mut self, aliases: &[&str], ours: Option<&str>) -> Result<()> {
         let body = xml::remove_services(&self.config.reservation, aliases);
         let listed = aliases.join(", ");
@@ -249,34 +419,131 @@ impl CloudShellBackend {
                     )));
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
+                // Safe to retry: the request never reached the server.
                 Err(Failure::NotSent(m)) => last = m,
-                Err(Failure::Unknown(m)) => {
+                Err(Failure::Unclear(m)) => {
                     let services = self.services().await?;
-                    let remaining: Vec<&Service> = services
-                        .iter()
-                        .filter(|s| aliases.contains(&s.alias.as_str()))
-                        .collect();
-                    if remaining.is_empty() {
-                        return Ok(());
+                    match self.remaining(&services, aliases, ours) {
+                        // Carried out (and maybe the lock taken by a waiter since).
+                        Remaining::Gone | Remaining::Taken => return Ok(()),
+                        // Safe to retry: the server is done with the failed
+                        // remove, so it cannot land later, and the alias still
+                        // carries our per-acquisition owner value, so nobody
+                        // has taken the lock in between.
+                        Remaining::Ours => last = m,
+                        Remaining::Unknown => {
+                            let why = if self.config.owner_attribute.is_none() {
+                                "without an owner attribute (?owner_attribute=ATTRIBUTE) lockrun cannot tell whether it is still ours or a new holder's"
+                            } else {
+                                "it may be the old lock or a new holder's"
+                            };
+                            return Err(Error::unavailable(format!(
+                                "removing {listed} from reservation {} at {} failed ({m}), and {listed} is still there; {why}, so lockrun does not send another remove",
+                                self.config.reservation,
+                                self.session.server(),
+                            )));
+                        }
                     }
-                    let still_ours = match (&self.config.owner_attribute, ours) {
-                        (Some(attribute), Some(ours)) => remaining
-                            .iter()
-                            .all(|s| s.attribute(attribute) == Some(ours)),
-                        _ => false,
-                    };
-                    if !still_ours {
-                        return Err(Error::unavailable(format!(
-                            "removing {listed} from reservation {} at {} had an unknown outcome ({m}), and it is in the reservation now; it may be ours or a new holder's, so it is left alone: 'lockrun status' shows it, 'lockrun release --force' breaks it",
-                            self.config.reservation,
-                            self.session.server(),
-                        )));
-                    }
-                    last = m;
                 }
+                // Not retried, whatever the budget: see await_remove.
+                Err(Failure::Pending(m)) => return self.await_remove(aliases, ours, &m).await,
             }
         }
         Err(self.session.gave_up(REMOVE, &last))
+    }
+
+    /// A remove got no answer in time, so the server may still carry it out
+    /// at any moment. It is never sent again: if a second one succeeded, a
+    /// waiter could take the lock, and this one, landing then, would delete
+    /// the waiter's alias. Instead the reservation is watched until the
+    /// aliases are gone (or, with an owner attribute, no longer ours) or the
+    /// settle time has passed.
+    async fn await_remove(
+        &mut self,
+        aliases: &[&str],
+        ours: Option<&str>,
+        failure: &str,
+    ) -> Result<()> {
+        tracing::info!(aliases = ?aliases, failure, "no answer to RemoveServicesFromReservation; waiting for it to be carried out");
+        let deadline = self.settle_deadline();
+        let mut round = 0u32;
+        let seen = loop {
+            let look = self.services_once().await;
+            if let Ok(services) = &look
+                && matches!(
+                    self.remaining(services, aliases, ours),
+                    Remaining::Gone | Remaining::Taken
+                )
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                break look;
+            }
+            self.pause_until(round, deadline).await;
+            round = round.saturating_add(1);
+        };
+        let listed = aliases.join(", ");
+        let seen = match seen {
+            Ok(_) => format!("{listed} was still in the reservation"),
+            Err(e) => format!("the reservation could not be read ({e})"),
+        };
+        Err(Error::unavailable(format!(
+            "removing {listed} from reservation {} at {} got {failure}, and {} later {seen}; the server may still carry the removal out, which frees the lock, so lockrun does not send another one (if this one landed after a second had succeeded, it would delete the next holder's lock)",
+            self.config.reservation,
+            self.session.server(),
+            humantime::format_duration(self.config.settle()),
+        )))
+    }
+
+    /// A release that finally failed: what is left behind and how to clear it.
+    fn left_behind(&self, alias: &str, why: &Error) -> Error {
+        let (name, slot) = LockName::split_key(alias).map_or_else(
+            || (alias.to_owned(), None),
+            |(name, slot)| (name.to_string(), slot),
+        );
+        let every_slot = if slot.is_some() {
+            format!(" (this breaks every slot of {name})")
+        } else {
+            String::new()
+        };
+        Error::unavailable(format!(
+            "{why}; the lock {name} is left behind: service alias {alias} stays in reservation {} and never expires by itself; clear it with: lockrun -b {} release --force {name}{every_slot}",
+            self.config.reservation,
+            shell_word(&self.config.display_url()),
+        ))
+    }
+
+    /// Remove our lease's alias. With an owner attribute, only while it
+    /// still carries our value.
+    async fn remove_ours(&mut self, lease: &CloudShellLease) -> Result<()> {
+        let ours = match (self.config.owner_attribute.clone(), &lease.owner_value) {
+            (Some(attribute), Some(ours)) => match self.lookup(&lease.alias).await? {
+                None => {
+                    tracing::warn!(
+                        "{} was already gone from reservation {}: someone removed it while the command ran",
+                        lease.alias,
+                        self.config.reservation
+                    );
+                    return Ok(());
+                }
+                Some(service) if service.attribute(&attribute) != Some(ours.as_str()) => {
+                    let who = self
+                        .holder_of(&service)
+                        .map_or_else(|| "another holder".to_owned(), |h| h.describe());
+                    // Nothing of ours is left behind, but the lock was broken
+                    // and taken while the command ran: worth saying.
+                    tracing::warn!(
+                        "not removing {}: it now belongs to {who} (the lock was broken and taken while the command ran)",
+                        lease.alias
+                    );
+                    return Ok(());
+                }
+                Some(_) => Some(ours.clone()),
+            },
+            _ => None,
+        };
+        self.remove(&[&lease.alias], ours.as_deref()).await
     }
 
     /// The slots of `name` and the services behind them.
@@ -321,6 +588,19 @@ impl CloudShellBackend {
             needs_manual_release: true,
             waiters: None,
         }
+    }
+}
+
+/// `text` as one shell word: as is when it is plain, else single-quoted.
+fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@%+=:,./_-".contains(c));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
     }
 }
 
@@ -375,23 +655,43 @@ impl Backend for CloudShellBackend {
                     return Err(self.add_refused(&alias, &code, &message));
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
+                // Safe to retry: the request never reached the server.
                 Err(Failure::NotSent(m)) => last = m,
-                Err(Failure::Unknown(m)) => {
-                    tracing::info!(alias, failure = %m, "outcome of AddServiceToReservation unknown; looking at the reservation");
+                Err(Failure::Unclear(m)) => {
+                    // The server is done with it: one look tells.
+                    tracing::info!(alias, failure = %m, "outcome of AddServiceToReservation unclear; looking at the reservation");
                     self.uncertain.insert(alias.clone());
                     match self.lookup(&alias).await {
-                        Ok(None) => last = m,
+                        // Safe to retry: not carried out, and it cannot be later.
+                        Ok(None) => {
+                            self.uncertain.remove(&alias);
+                            last = m;
+                        }
                         Ok(Some(service)) => {
                             return self.existing(req, &alias, slot, Seen::Service(service));
                         }
-                        Err(e) => {
-                            return Err(Error::unavailable(format!(
-                                "adding {alias} to reservation {} at {} had an unknown outcome ({m}), and the reservation could not be checked ({e}); the lock may be held by us now: 'lockrun status {name}' shows it, 'lockrun release {name} --force' breaks it",
-                                self.config.reservation,
-                                self.session.server(),
-                                name = req.name,
-                            )));
+                        Err(e) => return Err(self.add_unchecked(req, &alias, &m, &e.to_string())),
+                    }
+                }
+                Err(Failure::Pending(m)) => {
+                    // The server may still carry it out: not overtaken by
+                    // another add while it may land (the module docs say why).
+                    tracing::info!(alias, failure = %m, "no answer to AddServiceToReservation; waiting for it to settle");
+                    self.uncertain.insert(alias.clone());
+                    match self.await_add(&alias).await {
+                        Ok(Some(service)) => {
+                            return self.existing(req, &alias, slot, Seen::Service(service));
                         }
+                        // Safe to retry: the unanswered add has had its settle
+                        // time and is presumed dropped; and any add can at
+                        // worst be refused, as the alias is unique.
+                        Ok(None) => {
+                            last = format!(
+                                "{m}, and not carried out within {} after",
+                                humantime::format_duration(self.config.settle())
+                            );
+                        }
+                        Err(e) => return Err(self.add_unchecked(req, &alias, &m, &e)),
                     }
                 }
             }
@@ -424,10 +724,15 @@ impl Backend for CloudShellBackend {
     }
 
     fn release_timeout(&self) -> Duration {
-        // An alias never expires: cutting the remove's own retries short
-        // would leave a stale lock behind. A lookup plus every attempt of
-        // the remove, twice over for re-logons.
-        self.config.timeout * 2 * (self.config.retries + 2)
+        // An alias never expires: cutting the release short would leave a
+        // stale lock behind, so this only backs up release's own bounds. A
+        // look, then every attempt of the remove with a look each (all with
+        // re-logons), or the settle time of an unanswered one.
+        let attempts = self.config.retries.saturating_add(2);
+        self.config
+            .timeout
+            .saturating_mul(attempts.saturating_mul(attempts).saturating_mul(4))
+            .saturating_add(self.config.settle())
     }
 
     async fn renew(&mut self, lease: &mut CloudShellLease) -> Result<Renewal> {
@@ -462,23 +767,9 @@ impl Backend for CloudShellBackend {
             );
             return Ok(());
         }
-        let ours = match (self.config.owner_attribute.clone(), &lease.owner_value) {
-            (Some(attribute), Some(ours)) => match self.lookup(&lease.alias).await? {
-                None => return Ok(()),
-                Some(service) if service.attribute(&attribute) != Some(ours.as_str()) => {
-                    let who = self
-                        .holder_of(&service)
-                        .map_or_else(|| "another holder".to_owned(), |h| h.describe());
-                    return Err(Error::unavailable(format!(
-                        "not removing {}: it now belongs to {who}",
-                        lease.alias
-                    )));
-                }
-                Some(_) => Some(ours.as_str()),
-            },
-            _ => None,
-        };
-        self.remove(&[&lease.alias], ours).await
+        self.remove_ours(&lease)
+            .await
+            .map_err(|e| self.left_behind(&lease.alias, &e))
     }
 
     async fn status(&mut self, name: &LockName, slots: Option<u32>) -> Result<Vec<SlotState>> {
