@@ -1,5 +1,6 @@
 //! One integration-test binary: every test runs the real `lockrun` binary.
 
+mod redis_server;
 mod util;
 
 mod cloudshell;
