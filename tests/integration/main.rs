@@ -1,5 +1,7 @@
 //! One integration-test binary: every test runs the real `lockrun` binary.
 
+mod history;
+mod proxy;
 mod redis_server;
 mod util;
 
