@@ -11,6 +11,7 @@ mod redis;
 
 mod completions;
 mod errors;
+mod faults;
 mod generated;
 mod json;
 mod tty;
