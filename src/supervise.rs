@@ -142,7 +142,7 @@ async fn supervise<B: Backend>(
             }
             end = &mut lease_watch, if !lease_watch_done => {
                 lease_watch_done = true;
-                eprintln!("lockrun: lost the lock {}: {}; stopping the command", req.name, end.reason);
+                eprintln!("lockrun: lost the lock {}: {}; stopping the command", req.name, crate::ui::sanitize(&end.reason));
                 // Losing the lock outranks --max-time: the exit code says the worse news.
                 if !matches!(stop, Some(StopReason::LockLost)) {
                     signal_group(pgid, Some(Signal::SIGTERM));

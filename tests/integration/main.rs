@@ -15,3 +15,4 @@ mod faults;
 mod generated;
 mod json;
 mod tty;
+mod untrusted;
