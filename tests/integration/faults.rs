@@ -551,9 +551,11 @@ fn warm_scripts(url: &str) {
     assert!(out.status.success(), "{}", stderr_of(&out));
 }
 
-/// 200 ms added each way (RTT 400 ms against `--ttl 2s`, renewals every
-/// 667 ms) for a holder held past several renewals and a waiter, both
-/// through the proxy: both succeed, the history is clean.
+/// 300 ms added each way (RTT 600 ms against `--ttl 2s`, renewals every
+/// 667 ms) for a holder held past several renewal periods and a waiter,
+/// both through the proxy. The holder may find it cannot renew in time and
+/// stop its command (76: honest), but the history must stay clean and the
+/// waiter must get the lock.
 #[test]
 fn redis_through_a_slow_link() {
     let server = redis();
@@ -561,7 +563,7 @@ fn redis_through_a_slow_link() {
     let mut hist = History::new(dir.path());
     warm_scripts(&redis_url(server.port));
     let proxy = Proxy::to_port(server.port);
-    proxy.set_mode(Mode::Delay(Duration::from_millis(200)));
+    proxy.set_mode(Mode::Delay(Duration::from_millis(300)));
     let url = redis_url(proxy.port());
     let mut a = Run::spawn(
         &mut hist,
@@ -579,7 +581,8 @@ fn redis_through_a_slow_link() {
     // Held through four renewal periods of the slow link (fault duration).
     std::thread::sleep(Duration::from_millis(2700));
     a.release();
-    a.expect(&mut hist, SOON, 0);
+    let (code, stderr) = a.finish(&mut hist, SOON);
+    assert!([0, 76].contains(&code), "A exit {code}; stderr:\n{stderr}");
     b.expect(&mut hist, SOON, 0);
     hist.assert_clean();
 }
