@@ -286,8 +286,9 @@ impl History {
     }
 
     pub fn wait_started(&self, id: &str, timeout: Duration) {
+        // Its start line, not only its FIFO: the pid and fence are logged then.
         wait_until(&format!("section {id} to start"), timeout, || {
-            self.ran(id) && self.sections().get(id).is_some_and(|s| s.start.is_some())
+            self.logged().get(id).is_some_and(|s| s.start.is_some())
         });
     }
 
@@ -315,7 +316,12 @@ impl History {
 
     /// The pid the section of `id` logged at its start.
     pub fn pid(&self, id: &str) -> i32 {
-        self.sections()[id].pid.expect("the section logged its pid")
+        self.logged()[id].pid.expect("the section logged its pid")
+    }
+
+    /// The shared log alone.
+    fn logged(&self) -> BTreeMap<String, Section> {
+        parse_log(&std::fs::read_to_string(&self.log).unwrap_or_default())
     }
 
     fn sections(&self) -> BTreeMap<String, Section> {
