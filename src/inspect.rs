@@ -77,7 +77,7 @@ pub async fn release(args: &ReleaseArgs, global: &GlobalArgs) -> Result<Exit> {
                 .as_ref()
                 .map_or_else(|| "an unknown holder".to_owned(), |h| h.describe());
             let line = format!("lockrun: released {} (was held by {whose})", slot.key);
-            eprintln!("{}", crate::ui::printable(&line));
+            eprintln!("{}", crate::ui::sanitize(&line));
         }
         Ok(Exit::Success)
     })
@@ -86,7 +86,7 @@ pub async fn release(args: &ReleaseArgs, global: &GlobalArgs) -> Result<Exit> {
 /// One human line per slot: "NAME: held by HOST pid N (CMD) for 3m12s; fence 7".
 /// Control characters from a holder record are never sent to the terminal.
 fn slot_line(slot: &SlotState) -> String {
-    crate::ui::printable(&slot_text(slot))
+    crate::ui::sanitize(&slot_text(slot))
 }
 
 fn slot_text(slot: &SlotState) -> String {

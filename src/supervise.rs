@@ -188,7 +188,7 @@ async fn supervise<B: Backend>(
             eprintln!(
                 "lockrun: lost the lock {}: {}; stopping the command",
                 req.name,
-                crate::ui::printable(why)
+                crate::ui::sanitize(why)
             );
         }
         *stop = Some(StopReason::LockLost);
@@ -342,7 +342,7 @@ async fn escaped(policy: StopPolicy, guardian: &Guardian, current: &Cell<Option<
                 .ok()
                 .and_then(crate::os::process_command)
                 .unwrap_or_else(|| "?".into());
-            format!("pid {pid} ({})", crate::ui::printable(&command))
+            format!("pid {pid} ({})", crate::ui::sanitize(&command))
         })
         .collect();
     let more = found.len().saturating_sub(names.len());
@@ -528,7 +528,7 @@ fn spawn(
 }
 
 fn spawn_error(program: &OsString, e: &std::io::Error) -> Error {
-    let program = crate::ui::printable(&program.to_string_lossy());
+    let program = crate::ui::sanitize(&program.to_string_lossy());
     match e.kind() {
         std::io::ErrorKind::NotFound => Error::Spawn {
             message: format!("command not found: {program} (the lock was released)"),

@@ -86,11 +86,11 @@ pub fn waiting_line(
     };
     let head = format!(
         "{head}; held by {} pid {}{held} (",
-        printable(&holder.host),
+        sanitize(&holder.host),
         holder.pid
     );
     let room = max.saturating_sub(head.chars().count() + 1);
-    let line = format!("{head}{})", fit(&printable(&holder.command), room.max(3)));
+    let line = format!("{head}{})", fit(&sanitize(&holder.command), room.max(3)));
     fit(&line, max)
 }
 
@@ -105,13 +105,27 @@ fn fit(text: &str, max: usize) -> String {
     out
 }
 
-/// The holder record comes from a file anyone who can write the lock
-/// directory could have written: never send its control characters (escape
-/// sequences) to the terminal.
-pub fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+/// The one place where text lockrun did not write itself (a holder record
+/// from a lock file or a server, a server's error message, a path) is made
+/// safe to print: every control character (escape sequences, BEL, CR,
+/// backspace, C1 controls) is shown escaped, e.g. ESC as `\x1b`, so
+/// nothing reaches the terminal raw and the text still says what was there.
+/// JSON output does not use this: JSON escapes control characters itself.
+pub fn sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            let code = u32::from(c);
+            if code < 0x100 {
+                out.push_str(&format!("\\x{code:02x}"));
+            } else {
+                out.push_str(&format!("\\u{{{code:x}}}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Columns of the terminal on stderr, if it is one and knows its size.
@@ -146,7 +160,7 @@ pub fn error_line(message: &str) -> String {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    flat.join(" ")
+    sanitize(&flat.join(" "))
 }
 
 /// Replace the password of every `scheme://user:password@host` in `text`.
@@ -228,6 +242,18 @@ mod tests {
             200,
         );
         assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(line.contains("evil\\x1b]0;pwned\\x07"), "{line:?}");
+    }
+
+    #[test]
+    fn sanitize_escapes_every_control_character() {
+        assert_eq!(sanitize("a\x1b[2Jb\x07\x08\t"), "a\\x1b[2Jb\\x07\\x08\\x09");
+        assert_eq!(sanitize("c1\u{9b}31m"), "c1\\x9b31m");
+        assert_eq!(sanitize("plain ünïcode"), "plain ünïcode");
+        assert_eq!(
+            error_line("held by h pid 1 (x\x1b]0;t\x07)"),
+            "held by h pid 1 (x\\x1b]0;t\\x07)"
+        );
     }
 
     #[test]

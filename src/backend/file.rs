@@ -168,24 +168,9 @@ impl FileBackend {
         if !kernel.held {
             return Ok(state);
         }
-        let kernel_holder = kernel.pid;
         state.held = true;
         let record = File::open(&path).ok().and_then(|f| read_record(&f));
-        state.holder = match (record, kernel_holder) {
-            // The record is only trusted when it names the process the kernel
-            // says holds the lock; otherwise it is a previous holder's.
-            (Some(record), Some(pid)) if record.pid == pid => Some(record),
-            (Some(record), None) => Some(record),
-            (_, Some(pid)) => Some(HolderInfo {
-                host: this_host(),
-                pid,
-                user: String::new(),
-                command: crate::os::process_command(pid).unwrap_or_else(|| "(not lockrun)".into()),
-                since: 0,
-                fence: None,
-            }),
-            (None, None) => None,
-        };
+        state.holder = trusted_holder(record, kernel.pid);
         Ok(state)
     }
 
@@ -242,7 +227,18 @@ impl Backend for FileBackend {
                     }
                     // Replaced between open and lock: lock the new file instead.
                 }
-                Err(TryLockError::WouldBlock) => return Ok(Attempt::Held(read_record(&file))),
+                Err(TryLockError::WouldBlock) => {
+                    // Who holds it, by the same rule as `status`.
+                    let kernel_pid = file
+                        .metadata()
+                        .ok()
+                        .and_then(|meta| kernel_lock_state(&path, &meta).ok())
+                        .and_then(|kernel| kernel.pid);
+                    return Ok(Attempt::Held(trusted_holder(
+                        read_record(&file),
+                        kernel_pid,
+                    )));
+                }
                 Err(TryLockError::Error(e)) => return Err(io_error("cannot lock", &path, &e)),
             }
         }
@@ -477,6 +473,28 @@ fn read_record(file: &File) -> Option<HolderInfo> {
     let mut buf = vec![0; 4096];
     let n = file.read_at(&mut buf, 0).ok()?;
     serde_json::from_slice(buf[..n].trim_ascii()).ok()
+}
+
+/// Who holds a lock, from the lock file's record and the pid the kernel
+/// says holds the flock. The record is only trusted when it names that
+/// pid; otherwise it is a previous holder's (dead, or replaced by a
+/// flock(1) or another program that writes no record), and the holder is
+/// described from the kernel's pid instead. Without a kernel answer (no
+/// /proc/locks) the record is all there is.
+fn trusted_holder(record: Option<HolderInfo>, kernel_pid: Option<u32>) -> Option<HolderInfo> {
+    match (record, kernel_pid) {
+        (Some(record), Some(pid)) if record.pid == pid => Some(record),
+        (Some(record), None) => Some(record),
+        (_, Some(pid)) => Some(HolderInfo {
+            host: this_host(),
+            pid,
+            user: String::new(),
+            command: crate::os::process_command(pid).unwrap_or_else(|| "(not lockrun)".into()),
+            since: 0,
+            fence: None,
+        }),
+        (None, None) => None,
+    }
 }
 
 /// What the kernel knows about flocks on one inode.

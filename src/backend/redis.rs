@@ -11,9 +11,11 @@
 //! | `P{NAME}:fence` | string | fencing counter, never expires |
 //! | `P{NAME}:wake` | list, PX 2s | wake-up tokens: one pushed per release, at most N |
 //!
-//! * Acquire, renew, release and force-release are single Lua scripts, so each
-//!   is atomic and one round trip. A release or renewal compares the random
-//!   128-bit token first and never touches a lock that is no longer ours.
+//! * Acquire, renew and release are single Lua scripts, so each is atomic
+//!   and one round trip. A release or renewal compares the random 128-bit
+//!   token first and never touches a lock that is no longer ours. A forced
+//!   release reads the tokens, then deletes only those: every request is
+//!   safe to send twice (see `call`).
 //! * The fence is `max(counter + 1, server time in µs)`: it strictly
 //!   increases even when Redis lost the counter (restart without persistence,
 //!   AOF that missed the last second), which a bare INCR would repeat.
@@ -479,29 +481,50 @@ end
 return 0
 ";
 
-/// `{type, holder, fence, pttl}` for each lock key (KEYS[2..]); with
-/// ARGV[1] = 'delete' the keys are also deleted (whoever holds them) and one
-/// waiter per deleted key is woken through the wake list KEYS[1]
-/// (ARGV[2]: wake life).
+/// `{type, holder, fence, pttl, token}` for each lock key (KEYS[1..]).
+/// Read-only.
 const INSPECT: &str = r"
 local out = {}
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local kind = redis.call('TYPE', key)['ok']
+  local holder, fence, token = '', '', ''
+  if kind == 'hash' then
+    local v = redis.call('HMGET', key, 'holder', 'fence', 'token')
+    holder, fence, token = v[1] or '', v[2] or '', v[3] or ''
+  end
+  out[i] = {kind, holder, fence, tostring(redis.call('PTTL', key)), token}
+end
+return out
+";
+
+/// `release --force`, second half: delete exactly the leases an INSPECT
+/// just read, and wake one waiter per deleted key through the wake list
+/// KEYS[1]. KEYS[2..]: lock keys; ARGV[1] = 'delete', ARGV[2]: wake life,
+/// then per key the type and the token read (empty for a key of another
+/// type, which is deleted only if it still is of that type). A key that
+/// has changed hands since is left alone, so a retry of this script after
+/// a lost reply deletes nothing new: the next holder keeps its lock.
+/// Replies with the number of keys deleted.
+const FORCE_RELEASE: &str = r"
 local deleted = 0
 for i = 2, #KEYS do
   local key = KEYS[i]
+  local want_kind, want_token = ARGV[2 * i - 1], ARGV[2 * i]
   local kind = redis.call('TYPE', key)['ok']
-  local holder, fence = '', ''
+  local match = false
   if kind == 'hash' then
-    local v = redis.call('HMGET', key, 'holder', 'fence')
-    holder, fence = v[1] or '', v[2] or ''
+    match = want_kind == 'hash' and redis.call('HGET', key, 'token') == want_token
+  elseif kind ~= 'none' then
+    match = kind == want_kind
   end
-  out[i - 1] = {kind, holder, fence, tostring(redis.call('PTTL', key))}
-  if ARGV[1] == 'delete' and kind ~= 'none' then
+  if match then
     redis.call('DEL', key)
     deleted = deleted + 1
   end
 end
 if deleted > 0 then wake(KEYS[1], deleted, #KEYS - 1, ARGV[2]) end
-return out
+return deleted
 ";
 
 /// Pass a wake-up on (a waiter gave up holding one, or may have):
@@ -515,8 +538,9 @@ static ACQUIRE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE))
 static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW));
 static RELEASE_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{WAKE_FN}{RELEASE}")));
-static INSPECT_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{WAKE_FN}{INSPECT}")));
+static INSPECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(INSPECT));
+static FORCE_RELEASE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{WAKE_FN}{FORCE_RELEASE}")));
 static WAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{WAKE_FN}{WAKE}")));
 
 pub struct RedisBackend {
@@ -580,6 +604,8 @@ impl Lease for RedisLease {
 /// What one inspected key looks like.
 struct KeyState {
     kind: String,
+    /// The lease's token (empty for a key lockrun did not write).
+    token: String,
     holder: Option<HolderInfo>,
     pttl_ms: Option<u64>,
 }
@@ -655,8 +681,7 @@ impl RedisBackend {
 
     /// Run one request with a deadline. A cached connection that turns out
     /// to be dead (the server restarted, an idle timeout) is replaced and the
-    /// request sent once more: every request we make is idempotent (the
-    /// acquire script recognises its own token).
+    /// request sent once more, so it may run twice on the server.
     async fn call<T>(
         &mut self,
         what: &str,
@@ -669,6 +694,11 @@ impl RedisBackend {
             let mut conn = self.connection(limit).await?;
             match request(&mut conn).await {
                 Ok(value) => Ok(value),
+                // Safe to send again: every request made through `call` has
+                // the same effect run twice as once. Acquire recognises its
+                // own token; renew and release compare the token; INSPECT
+                // and SCAN only read; FORCE_RELEASE deletes only the tokens
+                // it was given, which a first run already removed.
                 Err(e) if reused && is_transport_error(&e) => {
                     tracing::debug!(error = %e, "redis connection lost; reconnecting");
                     self.conn = None;
@@ -742,26 +772,13 @@ impl RedisBackend {
         }
     }
 
-    async fn inspect(
-        &mut self,
-        name: &LockName,
-        keys: &[String],
-        delete: bool,
-    ) -> Result<Vec<KeyState>> {
-        let mut invocation = INSPECT_SCRIPT.key(self.wake_key(name));
+    async fn inspect(&mut self, keys: &[String]) -> Result<Vec<KeyState>> {
+        let mut invocation = INSPECT_SCRIPT.prepare_invoke();
         for key in keys {
             invocation.key(key);
         }
-        invocation
-            .arg(if delete { "delete" } else { "read" })
-            .arg(wake_life_ms());
-        let what = if delete {
-            "force-releasing"
-        } else {
-            "reading the lock"
-        };
         let rows: Vec<Vec<String>> = self
-            .call(what, CALL_TIMEOUT, async |conn| {
+            .call("reading the lock", CALL_TIMEOUT, async |conn| {
                 invocation.invoke_async(conn).await
             })
             .await?;
@@ -775,6 +792,7 @@ impl RedisBackend {
                         .parse::<i64>()
                         .ok()
                         .and_then(|ms| u64::try_from(ms).ok()),
+                    token: field(4),
                     kind: field(0),
                 }
             })
@@ -853,25 +871,40 @@ impl RedisBackend {
         &mut self,
         name: &LockName,
         keys: &[(String, Option<u32>)],
-        delete: bool,
-    ) -> Result<Vec<SlotState>> {
+    ) -> Result<Vec<(SlotState, KeyState)>> {
         let redis_keys: Vec<String> = keys.iter().map(|(key, _)| key.clone()).collect();
-        let states = self.inspect(name, &redis_keys, delete).await?;
+        let states = self.inspect(&redis_keys).await?;
         Ok(keys
             .iter()
             .zip(states)
-            .map(|((_, slot), state)| SlotState {
-                key: match slot {
-                    Some(slot) => format!("{name}@{slot}"),
-                    None => name.as_str().to_owned(),
-                },
-                slot: *slot,
-                held: state.kind != "none",
-                holder: state.holder,
-                expires_in_ms: state.pttl_ms,
-                needs_manual_release: false,
-                waiters: None,
+            .map(|((_, slot), state)| {
+                let slot_state = SlotState {
+                    key: match slot {
+                        Some(slot) => format!("{name}@{slot}"),
+                        None => name.as_str().to_owned(),
+                    },
+                    slot: *slot,
+                    held: state.kind != "none",
+                    holder: state.holder.clone(),
+                    expires_in_ms: state.pttl_ms,
+                    needs_manual_release: false,
+                    waiters: None,
+                };
+                (slot_state, state)
             })
+            .collect())
+    }
+
+    async fn slot_states(
+        &mut self,
+        name: &LockName,
+        keys: &[(String, Option<u32>)],
+    ) -> Result<Vec<SlotState>> {
+        Ok(self
+            .states(name, keys)
+            .await?
+            .into_iter()
+            .map(|(slot, _)| slot)
             .collect())
     }
 
@@ -1305,7 +1338,7 @@ impl Backend for RedisBackend {
 
     async fn status(&mut self, name: &LockName, slots: Option<u32>) -> Result<Vec<SlotState>> {
         let keys = self.keys_of(name, slots).await?;
-        self.states(name, &keys, false).await
+        self.slot_states(name, &keys).await
     }
 
     async fn list(&mut self) -> Result<Vec<SlotState>> {
@@ -1358,7 +1391,7 @@ impl Backend for RedisBackend {
                 continue;
             }
             keys.sort_by_key(|(_, slot)| *slot);
-            out.extend(self.states(&name, &keys, false).await?);
+            out.extend(self.slot_states(&name, &keys).await?);
         }
         Ok(out)
     }
@@ -1368,9 +1401,36 @@ impl Backend for RedisBackend {
         name: &LockName,
         slots: Option<u32>,
     ) -> Result<Vec<SlotState>> {
+        // Read, then compare-and-delete exactly what was read: the delete
+        // is then safe to retry (see `FORCE_RELEASE`), where a blind delete
+        // retried after a lost reply would break the next holder's lock.
         let keys = self.keys_of(name, slots).await?;
-        let states = self.states(name, &keys, true).await?;
-        Ok(states.into_iter().filter(|s| s.held).collect())
+        let held: Vec<(SlotState, KeyState, String)> = self
+            .states(name, &keys)
+            .await?
+            .into_iter()
+            .zip(keys)
+            .filter(|((slot, _), _)| slot.held)
+            .map(|((slot, state), (key, _))| (slot, state, key))
+            .collect();
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = FORCE_RELEASE_SCRIPT.key(self.wake_key(name));
+        for (_, _, key) in &held {
+            invocation.key(key);
+        }
+        invocation.arg("delete").arg(wake_life_ms());
+        for (_, state, _) in &held {
+            invocation.arg(&state.kind).arg(&state.token);
+        }
+        let deleted: i64 = self
+            .call("force-releasing", CALL_TIMEOUT, async |conn| {
+                invocation.invoke_async(conn).await
+            })
+            .await?;
+        tracing::debug!(deleted, read = held.len(), "force-released");
+        Ok(held.into_iter().map(|(slot, _, _)| slot).collect())
     }
 
     fn display_url(&self) -> String {

@@ -1,5 +1,8 @@
 //! One integration-test binary: every test runs the real `lockrun` binary.
 
+mod history;
+mod proxy;
+mod redis_server;
 mod util;
 
 mod cloudshell;
@@ -8,6 +11,8 @@ mod redis;
 
 mod completions;
 mod errors;
+mod faults;
 mod generated;
 mod json;
 mod tty;
+mod untrusted;

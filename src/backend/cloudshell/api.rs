@@ -358,13 +358,11 @@ fn chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Server text as one short line: no control characters, bounded length.
+/// Server text as one short line, bounded length; other control
+/// characters are escaped by the one sanitiser, `ui::sanitize`.
 pub fn clean(message: &str) -> String {
-    let flat: String = message
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let flat = flat.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat = crate::ui::sanitize(&flat);
     if flat.chars().count() > 300 {
         format!("{}…", flat.chars().take(300).collect::<String>())
     } else if flat.is_empty() {
@@ -387,7 +385,7 @@ mod tests {
 
     #[test]
     fn messages_are_one_clean_line() {
-        assert_eq!(clean("a\nb\t c\u{0}"), "a b c");
+        assert_eq!(clean("a\nb\t c\u{0}"), "a b c\\x00");
         assert_eq!(clean(""), "(no message)");
         assert!(clean(&"x".repeat(1000)).chars().count() <= 301);
     }

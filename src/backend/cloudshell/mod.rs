@@ -108,7 +108,7 @@ mod owner;
 mod xml;
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use self::api::{Failure, Session, clean};
 use self::xml::Service;
