@@ -25,13 +25,10 @@ pub async fn status(args: &StatusArgs, global: &GlobalArgs) -> Result<Exit> {
                 "held": slots.iter().any(|s| s.held),
                 "slots": slots.iter().map(slot_json).collect::<Vec<_>>(),
             });
-            println!("{doc}");
+            print_lines([doc.to_string()])
         } else {
-            for slot in &slots {
-                println!("{}", slot_line(slot));
-            }
+            print_lines(slots.iter().map(slot_line))
         }
-        Ok(Exit::Success)
     })
 }
 
@@ -46,15 +43,13 @@ pub async fn list(args: &ListArgs, global: &GlobalArgs) -> Result<Exit> {
                 "backend": url,
                 "locks": locks.iter().map(slot_json).collect::<Vec<_>>(),
             });
-            println!("{doc}");
+            print_lines([doc.to_string()])
         } else if locks.is_empty() {
             eprintln!("lockrun: no locks at {url}");
+            Ok(Exit::Success)
         } else {
-            for lock in &locks {
-                println!("{}", slot_line(lock));
-            }
+            print_lines(locks.iter().map(slot_line))
         }
-        Ok(Exit::Success)
     })
 }
 
@@ -81,6 +76,26 @@ pub async fn release(args: &ReleaseArgs, global: &GlobalArgs) -> Result<Exit> {
         }
         Ok(Exit::Success)
     })
+}
+
+/// Write `lines` to stdout. A reader that stops early (`lockrun list |
+/// head -1`) is not an error: stop writing and exit 0, as ripgrep does.
+fn print_lines(lines: impl IntoIterator<Item = String>) -> Result<Exit> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        match writeln!(out, "{line}") {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(Exit::Success),
+            Err(e) => return Err(Error::internal(format!("cannot write to stdout: {e}"))),
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::internal(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(Exit::Success),
+    }
 }
 
 /// One human line per slot: "NAME: held by HOST pid N (CMD) for 3m12s; fence 7".

@@ -34,7 +34,7 @@ pub struct FileConfig {
 
 pub struct FileBackend {
     dir: PathBuf,
-    waiters: Option<tokio::sync::mpsc::UnboundedReceiver<Result<LockedFile>>>,
+    waiters: Option<Waiters>,
 }
 
 pub struct FileLease {
@@ -209,7 +209,7 @@ impl Backend for FileBackend {
         // A waiting thread may have taken a lock just as the wait ended
         // (at the --wait deadline): that lock is ours, not a busy answer.
         if let Some(waiters) = &mut self.waiters
-            && let Ok(won) = waiters.try_recv()
+            && let Ok(won) = waiters.results.try_recv()
         {
             self.waiters = None;
             return Ok(Attempt::Acquired(self.finish_acquire(req, won?)?));
@@ -245,22 +245,20 @@ impl Backend for FileBackend {
     }
 
     async fn wait(&mut self, req: &LockRequest, _round: u32) -> Result<WaitOutcome<FileLease>> {
-        let receiver = self.waiters.get_or_insert_with(|| {
-            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-            for slot in 1..=req.slots {
-                let path = self
-                    .dir
-                    .join(format!("{}.lock", req.name.slot_key(slot, req.slots)));
-                let sender = sender.clone();
-                std::thread::spawn(move || {
-                    // A send to a dropped receiver drops the file, which
-                    // releases a lock taken after the wait was abandoned.
-                    let _ = sender.send(block_until_locked(&path, slot));
-                });
-            }
-            receiver
+        let dir = &self.dir;
+        let waiters = self.waiters.get_or_insert_with(|| {
+            Waiters::start(
+                (1..=req.slots)
+                    .map(|slot| {
+                        (
+                            slot,
+                            dir.join(format!("{}.lock", req.name.slot_key(slot, req.slots))),
+                        )
+                    })
+                    .collect(),
+            )
         });
-        match receiver.recv().await {
+        match waiters.results.recv().await {
             Some(Ok(locked)) => {
                 // Other slots' threads may still win later; closing the
                 // channel makes them let go at once.
@@ -444,13 +442,120 @@ fn still_names_inode(
     }
 }
 
-/// Runs on a helper thread: block in flock(2) until the lock is ours.
-fn block_until_locked(path: &Path, slot: u32) -> Result<LockedFile> {
+/// Threads blocked in flock(2), one per slot, that report the first lock
+/// they get. Dropping it cancels the ones still blocked: they are
+/// interrupted by a thread-directed signal (flock then fails with EINTR) and
+/// give up, so a slot we no longer want is never taken, not even briefly,
+/// from a process that is really waiting for it.
+struct Waiters {
+    results: tokio::sync::mpsc::UnboundedReceiver<Result<LockedFile>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    cancelled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Waiters {
+    fn start(paths: Vec<(u32, PathBuf)>) -> Waiters {
+        install_wake_handler();
+        let (sender, results) = tokio::sync::mpsc::unbounded_channel();
+        let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = paths
+            .into_iter()
+            .map(|(slot, path)| {
+                let sender = sender.clone();
+                let cancelled = cancelled.clone();
+                std::thread::spawn(move || {
+                    // A send to a dropped receiver drops the file, which
+                    // releases a lock taken after the wait was abandoned.
+                    if let Some(result) = block_until_locked(&path, slot, &cancelled) {
+                        let _ = sender.send(result);
+                    }
+                })
+            })
+            .collect();
+        Waiters {
+            results,
+            threads,
+            cancelled,
+        }
+    }
+}
+
+impl Drop for Waiters {
+    fn drop(&mut self) {
+        use std::os::unix::thread::JoinHandleExt;
+        self.cancelled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for thread in self.threads.drain(..) {
+            // Signalled until it is out: a signal that lands just before
+            // the thread enters flock(2) would otherwise be missed. The
+            // handle is not joined yet, so its pthread_t stays valid.
+            while !thread.is_finished() {
+                // SAFETY: pthread_kill on a thread that has not been joined
+                // (its id is valid); the handler does nothing.
+                unsafe { libc::pthread_kill(thread.as_pthread_t(), wake_signal()) };
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The signal that interrupts a waiting thread's flock(2).
+fn wake_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 1
+}
+
+/// A handler that does nothing, installed without SA_RESTART: its only
+/// effect is that a blocked flock(2) returns EINTR.
+fn install_wake_handler() {
+    extern "C" fn wake(_: libc::c_int) {}
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction with an empty mask and a handler that
+        // touches nothing is a valid argument to sigaction.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = wake as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&raw mut action.sa_mask);
+            libc::sigaction(wake_signal(), &raw const action, std::ptr::null_mut());
+        }
+    });
+}
+
+/// Runs on a helper thread: block in flock(2) until the lock is ours, or
+/// until cancelled (`None`).
+fn block_until_locked(
+    path: &Path,
+    slot: u32,
+    cancelled: &std::sync::atomic::AtomicBool,
+) -> Option<Result<LockedFile>> {
+    use std::os::fd::AsRawFd;
+    let is_cancelled = || cancelled.load(std::sync::atomic::Ordering::SeqCst);
     loop {
-        let (file, writable) = open_lock_file(path)?;
-        file.lock().map_err(|e| io_error("cannot lock", path, &e))?;
-        if let Some(locked) = still_names_inode(file, path, writable, slot)? {
-            return Ok(locked);
+        if is_cancelled() {
+            return None;
+        }
+        let (file, writable) = match open_lock_file(path) {
+            Ok(opened) => opened,
+            Err(e) => return Some(Err(e)),
+        };
+        loop {
+            // SAFETY: flock on a descriptor we own for the whole call.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                break;
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != ErrorKind::Interrupted {
+                return Some(Err(io_error("cannot lock", path, &e)));
+            }
+            if is_cancelled() {
+                return None;
+            }
+        }
+        match still_names_inode(file, path, writable, slot) {
+            Ok(Some(locked)) => return Some(Ok(locked)),
+            Ok(None) => {}
+            Err(e) => return Some(Err(e)),
         }
     }
 }

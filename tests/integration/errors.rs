@@ -377,3 +377,32 @@ fn help_and_version_are_not_errors() {
         assert!(!out.stdout.is_empty(), "{flag} wrote nothing");
     }
 }
+
+/// Durations near the limits are refused when parsed (one line, 64), never
+/// left to overflow later.
+#[test]
+fn huge_durations_are_usage_errors_not_panics() {
+    for args in [
+        &["--kill-after", "1e19", "n", "--", "true"][..],
+        &["-w", "1e19", "n", "--", "true"],
+        &["--ttl", "1e19", "n", "--", "true"],
+        &["--ttl", "25h", "n", "--", "true"],
+        &["--max-time", "18446744073709551615", "n", "--", "true"],
+        &["--wait", "300000000000y", "n", "--", "true"],
+    ] {
+        let out = run_timeout(
+            {
+                let mut cmd = lockrun_cmd();
+                cmd.args(args);
+                cmd
+            },
+            SOON,
+        );
+        let err = crate::util::stderr_of(&out);
+        assert_eq!(crate::util::code(out.status), 64, "{args:?}: {err}");
+        assert!(
+            err.starts_with("lockrun: ") && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+}

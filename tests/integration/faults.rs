@@ -321,6 +321,7 @@ fn lock_file_lost(replace: bool) {
     );
     hist.wait_started(&a.id, SOON);
     let file = sandbox.lock_file("lost");
+    let fault = history_now();
     if replace {
         let new = sandbox.lock_dir().join("lost.lock.new");
         std::fs::write(&new, "").unwrap();
@@ -328,11 +329,10 @@ fn lock_file_lost(replace: bool) {
     } else {
         std::fs::remove_file(&file).unwrap();
     }
-    let fault = history_now();
     let gone = hist.wait_gone(&a.id, Duration::from_secs(1));
     eprintln!(
         "command gone {} ms after the fault",
-        (gone - fault) / 1_000_000
+        gone.saturating_sub(fault) / 1_000_000
     );
     let stderr = a.expect(&mut hist, SOON, 76);
     assert!(stderr.contains("lost the lock"), "{stderr}");

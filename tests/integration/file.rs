@@ -874,3 +874,197 @@ fn no_wait_wins_over_a_wait_from_the_environment() {
     assert_eq!(code(out.status), 75, "{}", stderr_of(&out));
     assert_eq!(holder.release(), 0);
 }
+
+/// A waiter blocked on every slot that gets one of them lets go of the
+/// others at once: it never takes (or queues for) a slot it no longer wants.
+#[test]
+fn a_slot_waiter_that_got_a_slot_stops_waiting_for_the_others() {
+    let sb = Sandbox::new();
+    let first = hold(&sb, "pool", &["--slots", "2"]);
+    let second = hold(&sb, "pool", &["--slots", "2"]);
+    let ready = sb.path("waiter.ready");
+    let script = format!(
+        "echo $LOCKRUN_SLOT > {}; read line; exit 0",
+        ready.display()
+    );
+    let mut cmd = sb.lockrun(&["--slots", "2", "pool", "--", "sh", "-c", &script]);
+    cmd.stdin(Stdio::piped());
+    let mut waiter = Proc::spawn(cmd, "slot waiter");
+    let waiting_on = |slot: usize| {
+        let out = run_timeout(
+            sb.lockrun(&["status", "--json", "--slots", "2", "pool"]),
+            SOON,
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["slots"][slot]["waiters"].as_u64()
+    };
+    wait_until("the waiter to block on both slots", SOON, || {
+        waiting_on(0) == Some(1) && waiting_on(1) == Some(1)
+    });
+    assert_eq!(first.release(), 0);
+    let got: u32 = wait_for_content(&ready).parse().unwrap();
+    // The JSON lists slot 1 first: the index of the slot it did not get.
+    let other = if got == 1 { 1 } else { 0 };
+    wait_until(
+        "the waiter to stop waiting for the other slot",
+        SOON,
+        || waiting_on(other) == Some(0),
+    );
+    drop(waiter.child.stdin.take());
+    assert_eq!(code(waiter.wait_timeout(SOON)), 0);
+    assert_eq!(second.release(), 0);
+}
+
+/// The guardian closes every descriptor it inherited even without
+/// close_range(2) (kernels before 5.9, seccomp): forced here onto the
+/// /proc/self/fd scan. It must hold nothing of lockrun's, or a SIGKILLed
+/// lockrun would leave the lock held and the command running.
+#[test]
+fn the_guardian_holds_nothing_of_lockruns_without_close_range() {
+    let sb = Sandbox::new();
+    let bg = sb.path("bg.pid");
+    let ready = sb.path("ready");
+    let script = format!(
+        "sleep 60 & echo $! > {}; echo $$ > {}; read line",
+        bg.display(),
+        ready.display()
+    );
+    let mut cmd = sb.lockrun(&["scanned", "--", "sh", "-c", &script]);
+    cmd.env("LOCKRUN_GUARDIAN_CLOSE", "scan")
+        .stdin(Stdio::piped());
+    let holder = Proc::spawn(cmd, "holder");
+    let child: i32 = wait_for_content(&ready).parse().unwrap();
+    let grandchild: i32 = wait_for_content(&bg).parse().unwrap();
+    // lockrun's children: the command and the guardian.
+    let guardian = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|&pid| {
+            pid != child
+                && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                    stat.rsplit(')')
+                        .next()
+                        .and_then(|r| r.split_whitespace().nth(1))
+                        == Some(holder.pid().to_string().as_str())
+                })
+        })
+        .expect("the guardian runs");
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{guardian}/fd"))
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            Some(format!(
+                "{} -> {}",
+                e.file_name().to_string_lossy(),
+                std::fs::read_link(e.path()).ok()?.display()
+            ))
+        })
+        .collect();
+    let lock_file = sb.lock_file("scanned").display().to_string();
+    assert!(
+        fds.iter()
+            .all(|fd| !fd.contains(&lock_file) && !fd.contains("pipe:")),
+        "the guardian holds lockrun's descriptors: {fds:?}"
+    );
+    // stdin/out/err on /dev/null, its socket, its timer: nothing else.
+    assert!(fds.len() <= 5, "{fds:?}");
+    holder.signal(Signal::SIGKILL);
+    wait_until("the lock to be free after SIGKILL", SOON, || {
+        sb.lock_is_free("scanned")
+    });
+    wait_until("the grandchild to die with lockrun", SOON, || {
+        !alive(grandchild)
+    });
+    drop(holder);
+}
+
+/// A lock file another user created read-only can keep neither the holder
+/// record nor LOCKRUN_FENCE: refused with one line (77), never run without
+/// a fence.
+#[test]
+fn a_read_only_lock_file_is_refused_not_used_without_a_fence() {
+    let sb = Sandbox::new();
+    let dir = sb.path("shared");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(sb.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let file = dir.join("ro.lock");
+    std::fs::write(&file, "").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let url = format!("file://{}", dir.display());
+    let ran = sb.path("ran");
+    std::fs::set_permissions(sb.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let args = [
+        "--backend",
+        url.as_str(),
+        "ro",
+        "--",
+        "touch",
+        ran.to_str().unwrap(),
+    ];
+    let Some(cmd) = as_nobody(&args) else {
+        // Not root: the file is read-only for us as it is.
+        let mut cmd = lockrun_cmd();
+        cmd.args(args);
+        let out = run_timeout(cmd, SOON);
+        assert_eq!(code(out.status), 77, "{}", stderr_of(&out));
+        assert!(!ran.exists());
+        return;
+    };
+    let out = run_timeout(cmd, SOON);
+    let err = stderr_of(&out);
+    assert_eq!(code(out.status), 77, "{err}");
+    assert!(
+        err.contains("read-only") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!ran.exists());
+}
+
+/// Processes that leave the command's process group (setsid) are out of
+/// reach of the group's signals: named in a warning by default, stopped
+/// with --kill-escaped.
+#[test]
+fn processes_that_left_the_group_are_named_or_stopped() {
+    let sb = Sandbox::new();
+    let escaped = sb.path("escaped.pid");
+    let script = format!(
+        "setsid sh -c 'echo $$ > {}; exec sleep 60' >/dev/null 2>&1 </dev/null & while [ ! -s {} ]; do sleep 0.01; done",
+        escaped.display(),
+        escaped.display()
+    );
+    let out = run_timeout(sb.lockrun(&["esc", "--", "sh", "-c", &script]), SOON);
+    let err = stderr_of(&out);
+    assert_eq!(code(out.status), 0, "{err}");
+    let pid: i32 = wait_for_content(&escaped).parse().unwrap();
+    assert!(
+        err.contains("left the command's process group") && err.contains(&format!("pid {pid}")),
+        "{err}"
+    );
+    assert!(alive(pid), "the default only warns");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+
+    std::fs::remove_file(&escaped).unwrap();
+    let out = run_timeout(
+        sb.lockrun(&["--kill-escaped", "esc", "--", "sh", "-c", &script]),
+        SOON,
+    );
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+    let pid: i32 = wait_for_content(&escaped).parse().unwrap();
+    wait_until("the escaped process to be stopped", SOON, || !alive(pid));
+}
+
+/// A reader that stops reading (`lockrun list | head -1`) ends lockrun
+/// quietly, not with a panic.
+#[test]
+fn a_closed_stdout_is_a_quiet_exit() {
+    let sb = Sandbox::new();
+    assert_eq!(no_wait_code(&sb, "one"), 0);
+    let (read, write) = nix::unistd::pipe().unwrap();
+    drop(read);
+    let mut cmd = sb.lockrun(&["list"]);
+    cmd.stdout(Stdio::from(write));
+    let out = run_timeout(cmd, SOON);
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+    assert!(!stderr_of(&out).contains("panicked"), "{}", stderr_of(&out));
+}
