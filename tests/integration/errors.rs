@@ -154,6 +154,26 @@ fn table() -> Vec<Case> {
             "redis://",
         ),
         case(
+            "--ttl longer than the redis server's max-ttl (refused before connecting)",
+            &[
+                "-b",
+                "redis://127.0.0.1:1/0?max-ttl=5s",
+                "--ttl",
+                "10s",
+                "n",
+                "--",
+                CMD,
+            ],
+            64,
+            "max-ttl",
+        ),
+        case(
+            "redis max-ttl out of range",
+            &["-b", "redis://127.0.0.1:1/0?max-ttl=1e19", "n", "--", CMD],
+            64,
+            "max-ttl",
+        ),
+        case(
             "redis server that is not there (password in the URL)",
             &["-b", "redis://u:hunter2-s3cret@127.0.0.1:1", "n", "--", CMD],
             69,
