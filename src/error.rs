@@ -39,6 +39,15 @@ impl Error {
         Error::Internal(message.into())
     }
 
+    /// lockrun got signal number `signal` while waiting for the lock.
+    pub fn interrupted(signal: i32) -> Self {
+        Error::Interrupted {
+            signal,
+            name: nix::sys::signal::Signal::try_from(signal)
+                .map_or("a signal", nix::sys::signal::Signal::as_str),
+        }
+    }
+
     /// The exit code for this error; `conflict_code` is the `-E` value.
     pub fn exit(&self, conflict_code: u8) -> Exit {
         match self {

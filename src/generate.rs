@@ -406,7 +406,7 @@ fn command_section(roff: &mut Roff) {
         "`LOCKRUN_BACKEND`",
         "The backend URL actually used, without any password.",
     );
-    let secrets: Vec<String> = crate::supervise::SECRET_ENV
+    let secrets: Vec<String> = crate::ui::SECRET_ENV
         .iter()
         .map(|v| format!("`{v}`"))
         .collect();
@@ -762,7 +762,7 @@ mod tests {
 
     #[test]
     fn every_secret_the_child_loses_is_documented() {
-        for var in crate::supervise::SECRET_ENV {
+        for var in crate::ui::SECRET_ENV {
             assert!(
                 SECRET_VARS.iter().any(|(v, _)| v == var),
                 "{var} is removed from the child's environment but not documented"

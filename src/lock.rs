@@ -9,8 +9,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::os::BootTime;
-use crate::signals::Signals;
-use crate::ui::WaitIndicator;
 
 pub const MAX_NAME_LEN: usize = 200;
 
@@ -302,6 +300,23 @@ pub trait Backend {
     fn display_url(&self) -> String;
 }
 
+/// What may interrupt a wait: lockrun's signal handlers, or a test's script.
+#[allow(async_fn_in_trait)]
+pub trait Interrupts {
+    /// The next signal meant to end the wait (its number).
+    async fn recv(&mut self) -> i32;
+    /// A signal that already arrived, without waiting.
+    fn pending(&mut self) -> Option<i32>;
+}
+
+/// Where a wait is shown to a person (the terminal line), or nowhere.
+pub trait WaitDisplay {
+    /// How often `show` wants to be called again; `None`: never.
+    fn tick(&self) -> Option<Duration>;
+    fn show(&mut self, name: &LockName, holder: Option<&HolderInfo>, waiting_since: Instant);
+    fn clear(&mut self);
+}
+
 /// How long to wait for a busy lock.
 #[derive(Debug, Clone, Copy)]
 pub enum WaitPolicy {
@@ -317,8 +332,8 @@ pub async fn acquire<B: Backend>(
     backend: &mut B,
     req: &LockRequest,
     policy: WaitPolicy,
-    signals: &mut Signals,
-    indicator: &mut WaitIndicator,
+    signals: &mut impl Interrupts,
+    indicator: &mut impl WaitDisplay,
 ) -> Result<B::Lease> {
     let started = Instant::now();
     let mut round = 0;
@@ -335,7 +350,7 @@ pub async fn acquire<B: Backend>(
             // A signal that arrived between tries still aborts promptly.
             if let Some(signal) = signals.pending() {
                 indicator.clear();
-                return Err(interrupted(signal));
+                return Err(Error::interrupted(signal));
             }
         }
         let deadline = match policy {
@@ -360,9 +375,9 @@ pub async fn acquire<B: Backend>(
                     () = sleep_until_opt(deadline) => break None,
                     signal = signals.recv() => {
                         indicator.clear();
-                        return Err(interrupted(signal));
+                        return Err(Error::interrupted(signal));
                     }
-                    () = tokio::time::sleep(WaitIndicator::TICK), if indicator.is_enabled() => {
+                    () = sleep_opt(indicator.tick()) => {
                         indicator.show(&req.name, holder.as_ref(), started);
                     }
                 }
@@ -389,10 +404,10 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
     }
 }
 
-pub fn interrupted(signal: i32) -> Error {
-    Error::Interrupted {
-        signal,
-        name: crate::signals::name(signal),
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -425,6 +440,294 @@ pub fn backoff_delay(round: u32, first: Duration, cap: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The in-memory backend for the acquire loop: slots held by others,
+    /// freed after a number of waits; waits in flight are counted, so a
+    /// test sees that an abandoned wait leaves nothing registered.
+    #[derive(Default)]
+    struct Mem {
+        held: Vec<bool>,
+        /// The `n`th wait frees `slot` and returns.
+        free_on_wait: Option<(u32, u32)>,
+        down: bool,
+        waits: u32,
+        registered: std::rc::Rc<std::cell::Cell<u32>>,
+    }
+
+    struct MemLease(u32);
+
+    impl Lease for MemLease {
+        fn slot(&self) -> u32 {
+            self.0
+        }
+        fn fence(&self) -> Option<u64> {
+            None
+        }
+        fn expires_at(&self) -> Option<BootTime> {
+            None
+        }
+    }
+
+    struct Registered(std::rc::Rc<std::cell::Cell<u32>>);
+
+    impl Drop for Registered {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() - 1);
+        }
+    }
+
+    impl Backend for Mem {
+        type Lease = MemLease;
+
+        async fn try_acquire(
+            &mut self,
+            _req: &LockRequest,
+            slot: u32,
+        ) -> Result<Attempt<MemLease>> {
+            if self.down {
+                return Err(Error::unavailable("the test backend is down"));
+            }
+            let held = &mut self.held[slot as usize - 1];
+            if *held {
+                let holder = HolderInfo {
+                    host: "elsewhere".into(),
+                    pid: 7,
+                    command: "make".into(),
+                    ..HolderInfo::default()
+                };
+                return Ok(Attempt::Held(Some(holder)));
+            }
+            *held = true;
+            Ok(Attempt::Acquired(MemLease(slot)))
+        }
+
+        async fn wait(&mut self, _req: &LockRequest, _round: u32) -> Result<WaitOutcome<MemLease>> {
+            self.waits += 1;
+            self.registered.set(self.registered.get() + 1);
+            let _registered = Registered(self.registered.clone());
+            match self.free_on_wait {
+                Some((n, slot)) if self.waits >= n => {
+                    self.held[slot as usize - 1] = false;
+                    Ok(WaitOutcome::Retry)
+                }
+                _ => std::future::pending().await,
+            }
+        }
+
+        fn renew_interval(&self, _req: &LockRequest) -> Option<Duration> {
+            None
+        }
+        async fn renew(&mut self, _lease: &mut MemLease) -> Result<Renewal> {
+            Ok(Renewal::Held)
+        }
+        async fn release(&mut self, lease: MemLease) -> Result<()> {
+            self.held[lease.0 as usize - 1] = false;
+            Ok(())
+        }
+        async fn status(&mut self, _: &LockName, _: Option<u32>) -> Result<Vec<SlotState>> {
+            Ok(Vec::new())
+        }
+        async fn list(&mut self) -> Result<Vec<SlotState>> {
+            Ok(Vec::new())
+        }
+        async fn force_release(&mut self, _: &LockName, _: Option<u32>) -> Result<Vec<SlotState>> {
+            Ok(Vec::new())
+        }
+        fn display_url(&self) -> String {
+            "mem:".into()
+        }
+    }
+
+    /// A signal that arrives `after` the wait starts, or never.
+    struct Scripted {
+        after: Option<Duration>,
+        signal: i32,
+    }
+
+    impl Interrupts for Scripted {
+        async fn recv(&mut self) -> i32 {
+            match self.after {
+                Some(after) => tokio::time::sleep(after).await,
+                None => std::future::pending().await,
+            }
+            self.signal
+        }
+        fn pending(&mut self) -> Option<i32> {
+            None
+        }
+    }
+
+    const NO_SIGNAL: Scripted = Scripted {
+        after: None,
+        signal: 0,
+    };
+
+    #[derive(Default)]
+    struct Shown {
+        shows: u32,
+        cleared: bool,
+    }
+
+    impl WaitDisplay for Shown {
+        fn tick(&self) -> Option<Duration> {
+            None
+        }
+        fn show(&mut self, _: &LockName, _: Option<&HolderInfo>, _: Instant) {
+            self.shows += 1;
+            self.cleared = false;
+        }
+        fn clear(&mut self) {
+            self.cleared = true;
+        }
+    }
+
+    fn request(slots: u32) -> LockRequest {
+        LockRequest {
+            name: LockName::parse(OsStr::new("mem")).unwrap(),
+            slots,
+            ttl: Duration::from_secs(30),
+            holder: HolderInfo::default(),
+        }
+    }
+
+    fn mem(held: &[bool]) -> Mem {
+        Mem {
+            held: held.to_vec(),
+            ..Mem::default()
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn busy_then_free_is_acquired_after_the_wait() {
+        let mut backend = mem(&[true]);
+        backend.free_on_wait = Some((1, 1));
+        let mut shown = Shown::default();
+        let lease = block_on(acquire(
+            &mut backend,
+            &request(1),
+            WaitPolicy::Forever,
+            &mut NO_SIGNAL,
+            &mut shown,
+        ))
+        .unwrap();
+        assert_eq!(lease.slot(), 1);
+        assert_eq!(backend.waits, 1);
+        assert!(
+            shown.shows >= 1 && shown.cleared,
+            "the line is shown, then cleared"
+        );
+        assert_eq!(backend.registered.get(), 0);
+    }
+
+    #[test]
+    fn no_wait_on_a_busy_lock_is_busy_and_names_the_holder() {
+        let mut backend = mem(&[true]);
+        let result = block_on(acquire(
+            &mut backend,
+            &request(1),
+            WaitPolicy::NoWait,
+            &mut NO_SIGNAL,
+            &mut Shown::default(),
+        ));
+        match result {
+            Err(Error::Busy(message)) => {
+                assert!(
+                    message.contains("held by elsewhere pid 7 (make)"),
+                    "{message}"
+                );
+            }
+            _ => panic!("expected busy"),
+        }
+        assert_eq!(backend.waits, 0);
+    }
+
+    #[test]
+    fn the_deadline_ends_the_wait_as_busy_and_leaves_nothing_registered() {
+        let mut backend = mem(&[true]);
+        let started = Instant::now();
+        let result = block_on(acquire(
+            &mut backend,
+            &request(1),
+            WaitPolicy::Until(started + Duration::from_millis(50)),
+            &mut NO_SIGNAL,
+            &mut Shown::default(),
+        ));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        match result {
+            Err(Error::Busy(message)) => {
+                assert!(message.contains("gave up after waiting"), "{message}")
+            }
+            _ => panic!("expected busy"),
+        }
+        assert_eq!(backend.registered.get(), 0, "the abandoned wait is dropped");
+    }
+
+    #[test]
+    fn a_signal_cancels_the_wait_and_leaves_nothing_registered() {
+        let mut backend = mem(&[true]);
+        let mut shown = Shown::default();
+        let result = block_on(acquire(
+            &mut backend,
+            &request(1),
+            WaitPolicy::Forever,
+            &mut Scripted {
+                after: Some(Duration::from_millis(20)),
+                signal: 15,
+            },
+            &mut shown,
+        ));
+        assert!(matches!(result, Err(Error::Interrupted { signal: 15, .. })));
+        assert_eq!(backend.registered.get(), 0);
+        assert!(shown.cleared);
+    }
+
+    #[test]
+    fn any_free_slot_is_taken_and_all_busy_slots_wait() {
+        let mut backend = mem(&[true, true, false]);
+        let lease = block_on(acquire(
+            &mut backend,
+            &request(3),
+            WaitPolicy::NoWait,
+            &mut NO_SIGNAL,
+            &mut Shown::default(),
+        ))
+        .unwrap();
+        assert_eq!(lease.slot(), 3);
+        let mut full = mem(&[true, true]);
+        full.free_on_wait = Some((1, 2));
+        let lease = block_on(acquire(
+            &mut full,
+            &request(2),
+            WaitPolicy::Forever,
+            &mut NO_SIGNAL,
+            &mut Shown::default(),
+        ))
+        .unwrap();
+        assert_eq!(lease.slot(), 2);
+    }
+
+    #[test]
+    fn a_backend_error_is_an_error_never_busy() {
+        let mut backend = mem(&[false]);
+        backend.down = true;
+        let result = block_on(acquire(
+            &mut backend,
+            &request(1),
+            WaitPolicy::Forever,
+            &mut NO_SIGNAL,
+            &mut Shown::default(),
+        ));
+        assert!(matches!(result, Err(Error::Unavailable(_))));
+        assert_eq!(backend.waits, 0, "an error is not waited out as contention");
+    }
 
     #[test]
     fn names() {

@@ -125,7 +125,7 @@ pub async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> Result<E
             // still abort: the command never starts after one.
             if let Some(signal) = signals.pending() {
                 let _ = backend.release(lease).await;
-                return Err(lock::interrupted(signal));
+                return Err(Error::interrupted(signal));
             }
             tracing::info!(name = %req.name, slot = lease.slot(), fence = ?lease.fence(), "acquired");
             let spec = spec(backend.display_url(), &lease);

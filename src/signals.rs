@@ -102,7 +102,12 @@ fn handle_job_control_while_waiting(signal: Signal) -> bool {
     true
 }
 
-/// `SIGTERM` for 15, for messages.
-pub fn name(number: i32) -> &'static str {
-    Signal::try_from(number).map_or("a signal", Signal::as_str)
+impl crate::lock::Interrupts for Signals {
+    async fn recv(&mut self) -> i32 {
+        Signals::recv(self).await
+    }
+
+    fn pending(&mut self) -> Option<i32> {
+        Signals::pending(self)
+    }
 }

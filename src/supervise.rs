@@ -26,14 +26,6 @@ pub struct ChildSpec {
     pub env: Vec<(String, String)>,
 }
 
-/// Environment variables that hold secrets: never passed to the child.
-pub const SECRET_ENV: &[&str] = &[
-    "LOCKRUN_REDIS_PASSWORD",
-    "LOCKRUN_CLOUDSHELL_USER",
-    "LOCKRUN_CLOUDSHELL_PASSWORD",
-    "LOCKRUN_CLOUDSHELL_TOKEN",
-];
-
 #[derive(Debug, Clone, Copy)]
 pub struct StopPolicy {
     /// Grace between SIGTERM and SIGKILL.
@@ -489,7 +481,7 @@ fn spawn(
     command
         .args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)));
-    for secret in SECRET_ENV {
+    for secret in crate::ui::SECRET_ENV {
         command.env_remove(secret);
     }
     // Its own process group, so a lost lock or --max-time can stop the whole

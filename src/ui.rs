@@ -58,6 +58,20 @@ impl WaitIndicator {
     }
 }
 
+impl crate::lock::WaitDisplay for WaitIndicator {
+    fn tick(&self) -> Option<Duration> {
+        self.enabled.then_some(Self::TICK)
+    }
+
+    fn show(&mut self, name: &LockName, holder: Option<&HolderInfo>, waiting_since: Instant) {
+        WaitIndicator::show(self, name, holder, waiting_since);
+    }
+
+    fn clear(&mut self) {
+        WaitIndicator::clear(self);
+    }
+}
+
 impl Drop for WaitIndicator {
     /// Whatever ends the wait (an error, a signal), the line does not stay.
     fn drop(&mut self) {
@@ -142,12 +156,21 @@ fn terminal_width() -> Option<usize> {
     (rc == 0 && size.ws_col > 0).then_some(usize::from(size.ws_col))
 }
 
+/// Environment variables that hold secrets: never passed to the child,
+/// never printed.
+pub const SECRET_ENV: &[&str] = &[
+    "LOCKRUN_REDIS_PASSWORD",
+    "LOCKRUN_CLOUDSHELL_USER",
+    "LOCKRUN_CLOUDSHELL_PASSWORD",
+    "LOCKRUN_CLOUDSHELL_TOKEN",
+];
+
 /// An error message as lockrun prints it: one line, no secrets. Passwords
 /// in URLs (`scheme://user:PASSWORD@host`) and the values of the secret
 /// environment variables are replaced by `***` wherever they appear.
 pub fn error_line(message: &str) -> String {
     let mut text = redact_url_passwords(message);
-    for var in crate::supervise::SECRET_ENV {
+    for var in SECRET_ENV {
         if let Some(value) = std::env::var_os(var).and_then(|v| v.into_string().ok()) {
             // Very short values would mangle ordinary words; no real secret is that short.
             if value.len() >= 4 {

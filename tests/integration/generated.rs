@@ -153,7 +153,7 @@ fn man_page_covers_options_environment_exit_codes_and_more() {
         );
         needles.push((*meaning).to_owned());
     }
-    for var in lockrun::supervise::SECRET_ENV {
+    for var in lockrun::ui::SECRET_ENV {
         needles.push((*var).to_owned());
     }
     needles.extend(
