@@ -557,10 +557,12 @@ mod tests {
         }
     }
 
-    const NO_SIGNAL: Scripted = Scripted {
-        after: None,
-        signal: 0,
-    };
+    fn no_signal() -> Scripted {
+        Scripted {
+            after: None,
+            signal: 0,
+        }
+    }
 
     #[derive(Default)]
     struct Shown {
@@ -614,7 +616,7 @@ mod tests {
             &mut backend,
             &request(1),
             WaitPolicy::Forever,
-            &mut NO_SIGNAL,
+            &mut no_signal(),
             &mut shown,
         ))
         .unwrap();
@@ -634,7 +636,7 @@ mod tests {
             &mut backend,
             &request(1),
             WaitPolicy::NoWait,
-            &mut NO_SIGNAL,
+            &mut no_signal(),
             &mut Shown::default(),
         ));
         match result {
@@ -657,7 +659,7 @@ mod tests {
             &mut backend,
             &request(1),
             WaitPolicy::Until(started + Duration::from_millis(50)),
-            &mut NO_SIGNAL,
+            &mut no_signal(),
             &mut Shown::default(),
         ));
         assert!(started.elapsed() >= Duration::from_millis(50));
@@ -696,7 +698,7 @@ mod tests {
             &mut backend,
             &request(3),
             WaitPolicy::NoWait,
-            &mut NO_SIGNAL,
+            &mut no_signal(),
             &mut Shown::default(),
         ))
         .unwrap();
@@ -707,7 +709,7 @@ mod tests {
             &mut full,
             &request(2),
             WaitPolicy::Forever,
-            &mut NO_SIGNAL,
+            &mut no_signal(),
             &mut Shown::default(),
         ))
         .unwrap();
@@ -722,7 +724,7 @@ mod tests {
             &mut backend,
             &request(1),
             WaitPolicy::Forever,
-            &mut NO_SIGNAL,
+            &mut no_signal(),
             &mut Shown::default(),
         ));
         assert!(matches!(result, Err(Error::Unavailable(_))));
