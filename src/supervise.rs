@@ -586,6 +586,9 @@ async fn keep_lease<B: Backend>(
             // An event that may mean loss (a lock file removed): check now.
             () = backend.loss_hint(lease) => {}
         }
+        // The next renewal is timed from this one's send, not its reply: a
+        // slow link then eats into the margin once, not twice.
+        let sent = Instant::now();
         let renewal = match term_at {
             Some(term_at) => {
                 match tokio::time::timeout_at(term_at.to_instant().into(), backend.renew(lease))
@@ -611,7 +614,7 @@ async fn keep_lease<B: Backend>(
                     guardian.set_deadline(deadline);
                 }
                 current.set(deadline.or(current.get()));
-                next = Instant::now() + every;
+                next = sent + every;
             }
             Ok(Renewal::Lost(reason)) => {
                 return LeaseEnd {
