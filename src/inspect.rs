@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::backend::BackendConfig;
+use crate::backend::{AnyBackend, BackendConfig};
 use crate::cli::{GlobalArgs, ListArgs, ReleaseArgs, StatusArgs};
 use crate::error::{Error, Result};
 use crate::exit::Exit;
@@ -13,44 +13,40 @@ pub const LIST_SCHEMA: &str = "lockrun.list/1";
 
 pub async fn status(args: &StatusArgs, global: &GlobalArgs) -> Result<Exit> {
     let name = LockName::parse(&args.name)?;
-    let config = BackendConfig::parse(global.backend.as_deref())?;
-    crate::with_backend!(config, |backend| {
-        let slots = backend.status(&name, args.slots).await?;
-        let url = backend.display_url();
-        if args.json {
-            let doc = json!({
-                "schema": STATUS_SCHEMA,
-                "name": name.as_str(),
-                "backend": url,
-                "held": slots.iter().any(|s| s.held),
-                "slots": slots.iter().map(slot_json).collect::<Vec<_>>(),
-            });
-            print_lines([doc.to_string()])
-        } else {
-            print_lines(slots.iter().map(slot_line))
-        }
-    })
+    let mut backend = AnyBackend::connect(BackendConfig::parse(global.backend.as_deref())?).await?;
+    let slots = backend.status(&name, args.slots).await?;
+    let url = backend.display_url();
+    if args.json {
+        let doc = json!({
+            "schema": STATUS_SCHEMA,
+            "name": name.as_str(),
+            "backend": url,
+            "held": slots.iter().any(|s| s.held),
+            "slots": slots.iter().map(slot_json).collect::<Vec<_>>(),
+        });
+        print_lines([doc.to_string()])
+    } else {
+        print_lines(slots.iter().map(slot_line))
+    }
 }
 
 pub async fn list(args: &ListArgs, global: &GlobalArgs) -> Result<Exit> {
-    let config = BackendConfig::parse(global.backend.as_deref())?;
-    crate::with_backend!(config, |backend| {
-        let locks = backend.list().await?;
-        let url = backend.display_url();
-        if args.json {
-            let doc = json!({
-                "schema": LIST_SCHEMA,
-                "backend": url,
-                "locks": locks.iter().map(slot_json).collect::<Vec<_>>(),
-            });
-            print_lines([doc.to_string()])
-        } else if locks.is_empty() {
-            eprintln!("lockrun: no locks at {url}");
-            Ok(Exit::Success)
-        } else {
-            print_lines(locks.iter().map(slot_line))
-        }
-    })
+    let mut backend = AnyBackend::connect(BackendConfig::parse(global.backend.as_deref())?).await?;
+    let locks = backend.list().await?;
+    let url = backend.display_url();
+    if args.json {
+        let doc = json!({
+            "schema": LIST_SCHEMA,
+            "backend": url,
+            "locks": locks.iter().map(slot_json).collect::<Vec<_>>(),
+        });
+        print_lines([doc.to_string()])
+    } else if locks.is_empty() {
+        eprintln!("lockrun: no locks at {url}");
+        Ok(Exit::Success)
+    } else {
+        print_lines(locks.iter().map(slot_line))
+    }
 }
 
 pub async fn release(args: &ReleaseArgs, global: &GlobalArgs) -> Result<Exit> {
@@ -60,22 +56,20 @@ pub async fn release(args: &ReleaseArgs, global: &GlobalArgs) -> Result<Exit> {
             "release breaks a lock whoever holds it; say 'lockrun release {name} --force' if that is what you want"
         )));
     }
-    let config = BackendConfig::parse(global.backend.as_deref())?;
-    crate::with_backend!(config, |backend| {
-        let removed = backend.force_release(&name, args.slots).await?;
-        if removed.is_empty() {
-            eprintln!("lockrun: {name} was not held");
-        }
-        for slot in &removed {
-            let whose = slot
-                .holder
-                .as_ref()
-                .map_or_else(|| "an unknown holder".to_owned(), |h| h.describe());
-            let line = format!("lockrun: released {} (was held by {whose})", slot.key);
-            eprintln!("{}", crate::ui::sanitize(&line));
-        }
-        Ok(Exit::Success)
-    })
+    let mut backend = AnyBackend::connect(BackendConfig::parse(global.backend.as_deref())?).await?;
+    let removed = backend.force_release(&name, args.slots).await?;
+    if removed.is_empty() {
+        eprintln!("lockrun: {name} was not held");
+    }
+    for slot in &removed {
+        let whose = slot
+            .holder
+            .as_ref()
+            .map_or_else(|| "an unknown holder".to_owned(), |h| h.describe());
+        let line = format!("lockrun: released {} (was held by {whose})", slot.key);
+        eprintln!("{}", crate::ui::sanitize(&line));
+    }
+    Ok(Exit::Success)
 }
 
 /// Write `lines` to stdout. A reader that stops early (`lockrun list |

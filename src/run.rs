@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::time::Instant;
 
-use crate::backend::BackendConfig;
+use crate::backend::{AnyBackend, BackendConfig};
 use crate::cli::{GlobalArgs, RunArgs};
 use crate::error::{Error, Result};
 use crate::exit::Exit;
@@ -116,7 +116,8 @@ pub async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> Result<E
     // Started while nothing is held yet: it costs nothing inside the
     // critical section, and it is there before the command can exist.
     let guardian = Guardian::start()?;
-    let result = crate::with_backend!(backend, |backend| {
+    let result = async {
+        let mut backend = AnyBackend::connect(backend).await?;
         let mut indicator = WaitIndicator::new(global.quiet);
         loop {
             let lease =
@@ -150,7 +151,8 @@ pub async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> Result<E
                 ),
             }
         }
-    });
+    }
+    .await;
     guardian.dismiss();
     result
 }

@@ -7,7 +7,13 @@ pub mod redis;
 
 use std::path::PathBuf;
 
+use std::time::Duration;
+
 use crate::error::{Error, Result};
+use crate::lock::{
+    Attempt, Backend, Lease, LockName, LockRequest, Renewal, SlotState, WaitOutcome,
+};
+use crate::os::BootTime;
 
 #[derive(Debug, Clone)]
 pub enum BackendConfig {
@@ -85,27 +91,168 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Run `$body` with `$backend` bound to the concrete backend for `$config`.
-/// Keeps the code generic (no `dyn`), one instantiation per backend.
-#[macro_export]
-macro_rules! with_backend {
-    ($config:expr, |$backend:ident| $body:expr) => {
-        match $config {
-            $crate::backend::BackendConfig::File(config) => {
-                let mut $backend = $crate::backend::file::FileBackend::open(&config)?;
-                $body
+/// The backend a URL names, connected. Delegates every call to the one it
+/// holds, so the acquire loop, the supervisor and `status`/`list` are
+/// compiled once, not once per backend.
+pub enum AnyBackend {
+    File(file::FileBackend),
+    Redis(redis::RedisBackend),
+    CloudShell(cloudshell::CloudShellBackend),
+}
+
+/// A lease of one of [`AnyBackend`]'s backends.
+pub enum AnyLease {
+    File(file::FileLease),
+    Redis(redis::RedisLease),
+    CloudShell(cloudshell::CloudShellLease),
+}
+
+impl AnyBackend {
+    /// Open or connect the backend `config` names: an unreachable server
+    /// (69) or refused credentials (77) are reported here, before anything
+    /// else happens.
+    pub async fn connect(config: BackendConfig) -> Result<Self> {
+        Ok(match config {
+            BackendConfig::File(config) => AnyBackend::File(file::FileBackend::open(&config)?),
+            BackendConfig::Redis(config) => {
+                AnyBackend::Redis(redis::RedisBackend::connect(config).await?)
             }
-            $crate::backend::BackendConfig::Redis(config) => {
-                let mut $backend = $crate::backend::redis::RedisBackend::connect(config).await?;
-                $body
+            BackendConfig::CloudShell(config) => {
+                AnyBackend::CloudShell(cloudshell::CloudShellBackend::connect(config).await?)
             }
-            $crate::backend::BackendConfig::CloudShell(config) => {
-                let mut $backend =
-                    $crate::backend::cloudshell::CloudShellBackend::connect(config).await?;
-                $body
-            }
+        })
+    }
+}
+
+/// `$call` on whichever backend `$backend` holds.
+macro_rules! delegate {
+    ($backend:expr, |$b:ident| $call:expr) => {
+        match $backend {
+            AnyBackend::File($b) => $call,
+            AnyBackend::Redis($b) => $call,
+            AnyBackend::CloudShell($b) => $call,
         }
     };
+}
+
+/// A lease handed to a backend it did not come from: a bug, never input.
+fn foreign_lease() -> Error {
+    Error::internal("a lease was handed to a backend it does not belong to")
+}
+
+impl Lease for AnyLease {
+    fn slot(&self) -> u32 {
+        match self {
+            AnyLease::File(l) => l.slot(),
+            AnyLease::Redis(l) => l.slot(),
+            AnyLease::CloudShell(l) => l.slot(),
+        }
+    }
+    fn fence(&self) -> Option<u64> {
+        match self {
+            AnyLease::File(l) => l.fence(),
+            AnyLease::Redis(l) => l.fence(),
+            AnyLease::CloudShell(l) => l.fence(),
+        }
+    }
+    fn expires_at(&self) -> Option<BootTime> {
+        match self {
+            AnyLease::File(l) => l.expires_at(),
+            AnyLease::Redis(l) => l.expires_at(),
+            AnyLease::CloudShell(l) => l.expires_at(),
+        }
+    }
+}
+
+fn wrap<L>(attempt: Attempt<L>, f: fn(L) -> AnyLease) -> Attempt<AnyLease> {
+    match attempt {
+        Attempt::Acquired(lease) => Attempt::Acquired(f(lease)),
+        Attempt::Held(holder) => Attempt::Held(holder),
+    }
+}
+
+fn wrap_wait<L>(outcome: WaitOutcome<L>, f: fn(L) -> AnyLease) -> WaitOutcome<AnyLease> {
+    match outcome {
+        WaitOutcome::Acquired(lease) => WaitOutcome::Acquired(f(lease)),
+        WaitOutcome::Retry => WaitOutcome::Retry,
+    }
+}
+
+impl Backend for AnyBackend {
+    type Lease = AnyLease;
+
+    async fn try_acquire(&mut self, req: &LockRequest, slot: u32) -> Result<Attempt<AnyLease>> {
+        Ok(match self {
+            AnyBackend::File(b) => wrap(b.try_acquire(req, slot).await?, AnyLease::File),
+            AnyBackend::Redis(b) => wrap(b.try_acquire(req, slot).await?, AnyLease::Redis),
+            AnyBackend::CloudShell(b) => {
+                wrap(b.try_acquire(req, slot).await?, AnyLease::CloudShell)
+            }
+        })
+    }
+
+    async fn wait(&mut self, req: &LockRequest, round: u32) -> Result<WaitOutcome<AnyLease>> {
+        Ok(match self {
+            AnyBackend::File(b) => wrap_wait(b.wait(req, round).await?, AnyLease::File),
+            AnyBackend::Redis(b) => wrap_wait(b.wait(req, round).await?, AnyLease::Redis),
+            AnyBackend::CloudShell(b) => wrap_wait(b.wait(req, round).await?, AnyLease::CloudShell),
+        })
+    }
+
+    fn renew_interval(&self, req: &LockRequest) -> Option<Duration> {
+        delegate!(self, |b| b.renew_interval(req))
+    }
+
+    async fn renew(&mut self, lease: &mut AnyLease) -> Result<Renewal> {
+        match (self, lease) {
+            (AnyBackend::File(b), AnyLease::File(l)) => b.renew(l).await,
+            (AnyBackend::Redis(b), AnyLease::Redis(l)) => b.renew(l).await,
+            (AnyBackend::CloudShell(b), AnyLease::CloudShell(l)) => b.renew(l).await,
+            _ => Err(foreign_lease()),
+        }
+    }
+
+    async fn loss_hint(&mut self, lease: &mut AnyLease) {
+        match (self, lease) {
+            (AnyBackend::File(b), AnyLease::File(l)) => b.loss_hint(l).await,
+            (AnyBackend::Redis(b), AnyLease::Redis(l)) => b.loss_hint(l).await,
+            (AnyBackend::CloudShell(b), AnyLease::CloudShell(l)) => b.loss_hint(l).await,
+            _ => std::future::pending().await,
+        }
+    }
+
+    async fn release(&mut self, lease: AnyLease) -> Result<()> {
+        match (self, lease) {
+            (AnyBackend::File(b), AnyLease::File(l)) => b.release(l).await,
+            (AnyBackend::Redis(b), AnyLease::Redis(l)) => b.release(l).await,
+            (AnyBackend::CloudShell(b), AnyLease::CloudShell(l)) => b.release(l).await,
+            _ => Err(foreign_lease()),
+        }
+    }
+
+    fn release_timeout(&self) -> Duration {
+        delegate!(self, |b| b.release_timeout())
+    }
+
+    async fn status(&mut self, name: &LockName, slots: Option<u32>) -> Result<Vec<SlotState>> {
+        delegate!(self, |b| b.status(name, slots).await)
+    }
+
+    async fn list(&mut self) -> Result<Vec<SlotState>> {
+        delegate!(self, |b| b.list().await)
+    }
+
+    async fn force_release(
+        &mut self,
+        name: &LockName,
+        slots: Option<u32>,
+    ) -> Result<Vec<SlotState>> {
+        delegate!(self, |b| b.force_release(name, slots).await)
+    }
+
+    fn display_url(&self) -> String {
+        delegate!(self, |b| b.display_url())
+    }
 }
 
 #[cfg(test)]
