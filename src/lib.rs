@@ -40,7 +40,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
         Some(Command::Run(run)) => run.conflict_exit_code,
         _ => cli.run.conflict_exit_code,
     };
-    match dispatch(cli) {
+    match dispatch(&cli) {
         Ok(exit) => exit.code(),
         Err(e) => {
             // A busy lock is an expected outcome, not an error: with -q the
@@ -53,29 +53,34 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     }
 }
 
-fn dispatch(cli: Cli) -> Result<Exit> {
+/// What the command line asks for, with everything checked that can be
+/// checked before a runtime is started or a backend touched.
+enum Task<'a> {
+    Run(run::RunPlan, &'a cli::RunArgs),
+    Status(&'a cli::StatusArgs),
+    List(&'a cli::ListArgs),
+    Release(&'a cli::ReleaseArgs),
+}
+
+fn dispatch(cli: &Cli) -> Result<Exit> {
     let global = &cli.global;
-    let run_args = match &cli.command {
-        Some(Command::Run(args)) => args,
-        Some(_) => &cli.run,
-        None => &cli.run,
-    };
-    // Validate everything before starting a runtime or touching a backend.
-    let plan = match &cli.command {
-        Some(Command::Run(_)) | None => Some(run::plan(run_args, global)?),
-        Some(_) => None,
+    let task = match &cli.command {
+        Some(Command::Run(args)) => Task::Run(run::plan(args, global)?, args),
+        None => Task::Run(run::plan(&cli.run, global)?, &cli.run),
+        Some(Command::Status(args)) => Task::Status(args),
+        Some(Command::List(args)) => Task::List(args),
+        Some(Command::Release(args)) => Task::Release(args),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async {
-        match (&cli.command, plan) {
-            (Some(Command::Status(args)), _) => inspect::status(args, global).await,
-            (Some(Command::List(args)), _) => inspect::list(args, global).await,
-            (Some(Command::Release(args)), _) => inspect::release(args, global).await,
-            (_, Some(plan)) => run::run(plan, run_args, global).await,
-            (_, None) => Err(Error::internal("nothing to do")),
+        match task {
+            Task::Run(plan, args) => run::run(plan, args, global).await,
+            Task::Status(args) => inspect::status(args, global).await,
+            Task::List(args) => inspect::list(args, global).await,
+            Task::Release(args) => inspect::release(args, global).await,
         }
     })
 }
