@@ -56,7 +56,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
 /// What the command line asks for, with everything checked that can be
 /// checked before a runtime is started or a backend touched.
 enum Task<'a> {
-    Run(run::RunPlan, &'a cli::RunArgs),
+    Run(Box<run::RunPlan>, &'a cli::RunArgs),
     Status(&'a cli::StatusArgs),
     List(&'a cli::ListArgs),
     Release(&'a cli::ReleaseArgs),
@@ -65,8 +65,8 @@ enum Task<'a> {
 fn dispatch(cli: &Cli) -> Result<Exit> {
     let global = &cli.global;
     let task = match &cli.command {
-        Some(Command::Run(args)) => Task::Run(run::plan(args, global)?, args),
-        None => Task::Run(run::plan(&cli.run, global)?, &cli.run),
+        Some(Command::Run(args)) => Task::Run(Box::new(run::plan(args, global)?), args),
+        None => Task::Run(Box::new(run::plan(&cli.run, global)?), &cli.run),
         Some(Command::Status(args)) => Task::Status(args),
         Some(Command::List(args)) => Task::List(args),
         Some(Command::Release(args)) => Task::Release(args),
@@ -77,7 +77,7 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
         .map_err(|e| Error::internal(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async {
         match task {
-            Task::Run(plan, args) => run::run(plan, args, global).await,
+            Task::Run(plan, args) => run::run(*plan, args, global).await,
             Task::Status(args) => inspect::status(args, global).await,
             Task::List(args) => inspect::list(args, global).await,
             Task::Release(args) => inspect::release(args, global).await,
