@@ -52,7 +52,7 @@ fn checked_in_files_are_what_the_binary_generates() {
     }
     assert!(
         stale.is_empty(),
-        "out of date: {}. The command line changed; run scripts/generate and commit the result.",
+        "out of date: {}. The command line or man/lockrun.1.template changed; run scripts/generate and commit the result.",
         stale.join(", ")
     );
     let script = std::fs::read_to_string(root().join("scripts/generate")).unwrap();
