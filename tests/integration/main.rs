@@ -14,5 +14,6 @@ mod errors;
 mod faults;
 mod generated;
 mod json;
+mod snapshots;
 mod tty;
 mod untrusted;
