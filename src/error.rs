@@ -4,7 +4,7 @@
 use crate::exit::Exit;
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -23,24 +23,24 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Error::Usage(message.into())
     }
 
-    pub fn unavailable(message: impl Into<String>) -> Self {
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
         Error::Unavailable(message.into())
     }
 
-    pub fn no_permission(message: impl Into<String>) -> Self {
+    pub(crate) fn no_permission(message: impl Into<String>) -> Self {
         Error::NoPermission(message.into())
     }
 
-    pub fn internal(message: impl Into<String>) -> Self {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
         Error::Internal(message.into())
     }
 
     /// The exit code for this error; `conflict_code` is the `-E` value.
-    pub fn exit(&self, conflict_code: u8) -> Exit {
+    pub(crate) fn exit(&self, conflict_code: u8) -> Exit {
         match self {
             Error::Usage(_) => Exit::Usage,
             Error::Unavailable(_) => Exit::Unavailable,
@@ -58,4 +58,4 @@ impl Error {
     }
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;

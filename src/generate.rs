@@ -21,7 +21,7 @@ use crate::cli::{Cli, Generate};
 use crate::error::{Error, Result};
 
 /// `lockrun --generate WHAT`, for scripts/generate; returns the exit code.
-pub fn main(args: &[OsString]) -> u8 {
+pub(crate) fn main(args: &[OsString]) -> u8 {
     use clap::ValueEnum;
     let what = match args {
         [what] => what
@@ -42,7 +42,7 @@ pub fn main(args: &[OsString]) -> u8 {
     }
 }
 
-pub fn generate(what: Generate, out: &mut dyn Write) -> Result<()> {
+pub(crate) fn generate(what: Generate, out: &mut dyn Write) -> Result<()> {
     let written = match what {
         Generate::Man => out.write_all(man_page().as_bytes()),
         Generate::Bash => complete(Shell::Bash, out),
@@ -68,7 +68,7 @@ const TEMPLATE: &str = include_str!("../man/lockrun.1.template");
 /// The whole man page, as roff in plain ASCII (non-ASCII characters become
 /// groff escapes, so `groff -ww` has nothing to warn about): the template
 /// with its placeholders filled in (see the comment at its top).
-pub fn man_page() -> String {
+pub(crate) fn man_page() -> String {
     fill(TEMPLATE).unwrap_or_else(|e| panic!("man/lockrun.1.template: {e}"))
 }
 

@@ -1,16 +1,16 @@
 //! Backends are URLs: `file:///DIR`, `redis://…`, `cloudshell://…`.
 //! One module per backend; this module only parses the URL and dispatches.
 
-pub mod cloudshell;
-pub mod file;
-pub mod redis;
+pub(crate) mod cloudshell;
+pub(crate) mod file;
+pub(crate) mod redis;
 
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
-pub enum BackendConfig {
+pub(crate) enum BackendConfig {
     File(file::FileConfig),
     Redis(redis::RedisConfig),
     CloudShell(cloudshell::CloudShellConfig),
@@ -21,7 +21,7 @@ const SCHEMES_HINT: &str = "use file:///DIR, redis://HOST[:PORT][/DB], rediss://
 impl BackendConfig {
     /// Parse `--backend` / `LOCKRUN_BACKEND`. No URL means the file backend
     /// in its default directory.
-    pub fn parse(url: Option<&str>) -> Result<Self> {
+    pub(crate) fn parse(url: Option<&str>) -> Result<Self> {
         let url = url.map(str::trim).unwrap_or_default();
         if url.is_empty() || url == "file:" || url == "file://" {
             return Ok(BackendConfig::File(file::FileConfig { dir: None }));
@@ -66,7 +66,7 @@ fn parse_file_url(url: &str) -> Result<file::FileConfig> {
 }
 
 /// The URL with any `user:password@` password replaced, for messages.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
