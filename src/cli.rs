@@ -287,6 +287,10 @@ pub const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 /// A duration as every option and URL parameter takes it: humantime
 /// (`30s`, `5m`, `1h30m`, `250ms`) or a bare number of seconds, at most
 /// [`MAX_DURATION`].
+///
+/// # Errors
+///
+/// The reason the text is not such a duration, for clap to show.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     const HINT: &str =
         "use a number and a unit, e.g. 30s, 5m, 1h30m, 250ms (a bare number means seconds)";

@@ -4,7 +4,7 @@
 use crate::exit::Exit;
 
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -23,24 +23,24 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Error::Usage(message.into())
     }
 
-    pub fn unavailable(message: impl Into<String>) -> Self {
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
         Error::Unavailable(message.into())
     }
 
-    pub fn no_permission(message: impl Into<String>) -> Self {
+    pub(crate) fn no_permission(message: impl Into<String>) -> Self {
         Error::NoPermission(message.into())
     }
 
-    pub fn internal(message: impl Into<String>) -> Self {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
         Error::Internal(message.into())
     }
 
     /// lockrun got signal number `signal` while waiting for the lock.
-    pub fn interrupted(signal: i32) -> Self {
+    pub(crate) fn interrupted(signal: i32) -> Self {
         Error::Interrupted {
             signal,
             name: nix::sys::signal::Signal::try_from(signal)
@@ -49,7 +49,7 @@ impl Error {
     }
 
     /// The exit code for this error; `conflict_code` is the `-E` value.
-    pub fn exit(&self, conflict_code: u8) -> Exit {
+    pub(crate) fn exit(&self, conflict_code: u8) -> Exit {
         match self {
             Error::Usage(_) => Exit::Usage,
             Error::Unavailable(_) => Exit::Unavailable,
@@ -67,4 +67,4 @@ impl Error {
     }
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;

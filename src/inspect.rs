@@ -8,10 +8,10 @@ use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::lock::{Backend, LockName, SlotState, compact_duration, rfc3339, unix_now};
 
-pub const STATUS_SCHEMA: &str = "lockrun.status/1";
-pub const LIST_SCHEMA: &str = "lockrun.list/1";
+pub(crate) const STATUS_SCHEMA: &str = "lockrun.status/1";
+pub(crate) const LIST_SCHEMA: &str = "lockrun.list/1";
 
-pub async fn status(args: &StatusArgs, global: &GlobalArgs) -> Result<Exit> {
+pub(crate) async fn status(args: &StatusArgs, global: &GlobalArgs) -> Result<Exit> {
     let name = LockName::parse(&args.name)?;
     let mut backend = AnyBackend::connect(BackendConfig::parse(global.backend.as_deref())?).await?;
     let slots = backend.status(&name, args.slots).await?;
@@ -30,7 +30,7 @@ pub async fn status(args: &StatusArgs, global: &GlobalArgs) -> Result<Exit> {
     }
 }
 
-pub async fn list(args: &ListArgs, global: &GlobalArgs) -> Result<Exit> {
+pub(crate) async fn list(args: &ListArgs, global: &GlobalArgs) -> Result<Exit> {
     let mut backend = AnyBackend::connect(BackendConfig::parse(global.backend.as_deref())?).await?;
     let locks = backend.list().await?;
     let url = backend.display_url();
@@ -49,7 +49,7 @@ pub async fn list(args: &ListArgs, global: &GlobalArgs) -> Result<Exit> {
     }
 }
 
-pub async fn release(args: &ReleaseArgs, global: &GlobalArgs) -> Result<Exit> {
+pub(crate) async fn release(args: &ReleaseArgs, global: &GlobalArgs) -> Result<Exit> {
     let name = LockName::parse(&args.name)?;
     if !args.force {
         return Err(Error::usage(format!(
@@ -62,10 +62,10 @@ pub async fn release(args: &ReleaseArgs, global: &GlobalArgs) -> Result<Exit> {
         eprintln!("lockrun: {name} was not held");
     }
     for slot in &removed {
-        let whose = slot
-            .holder
-            .as_ref()
-            .map_or_else(|| "an unknown holder".to_owned(), |h| h.describe());
+        let whose = slot.holder.as_ref().map_or_else(
+            || "an unknown holder".to_owned(),
+            crate::lock::HolderInfo::describe,
+        );
         let line = format!("lockrun: released {} (was held by {whose})", slot.key);
         eprintln!("{}", crate::ui::sanitize(&line));
     }

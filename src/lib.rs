@@ -1,20 +1,20 @@
 //! lockrun: run a command under a named lock, and always release it.
 //! `main.rs` only calls [`main`]; everything else lives in these modules.
 
-pub mod backend;
+pub(crate) mod backend;
 pub mod cli;
-pub mod error;
+pub(crate) mod error;
 pub mod exit;
-pub mod generate;
+pub(crate) mod generate;
 pub(crate) mod guardian;
-pub mod inspect;
+pub(crate) mod inspect;
 pub mod lock;
-pub mod os;
-pub mod run;
-pub mod signals;
+pub(crate) mod os;
+pub(crate) mod run;
+pub(crate) mod signals;
 pub mod supervise;
-pub mod terminal;
-pub mod ui;
+pub(crate) mod terminal;
+pub(crate) mod ui;
 
 use std::ffi::OsString;
 
@@ -157,7 +157,6 @@ fn parse_error_line(rendered: &str) -> String {
             message.push_str(text);
         } else if text.starts_with("tip: to pass") {
             // "use '-- --flag'" would make the flag lockrun's COMMAND: not a tip for us.
-            continue;
         } else if text.starts_with("tip:") {
             message.push_str("; ");
             message.push_str(text);

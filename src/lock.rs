@@ -10,15 +10,15 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::os::BootTime;
 
-pub const MAX_NAME_LEN: usize = 200;
+pub(crate) const MAX_NAME_LEN: usize = 200;
 
 /// A validated lock name: 1–200 bytes of `[A-Za-z0-9._-]`, not starting with `.`.
 /// The same name means the same lock on every backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LockName(String);
+pub(crate) struct LockName(String);
 
 impl LockName {
-    pub fn parse(raw: &OsStr) -> Result<Self> {
+    pub(crate) fn parse(raw: &OsStr) -> Result<Self> {
         let Some(text) = raw.to_str() else {
             return Err(Error::usage(
                 "invalid lock name: not valid UTF-8; use only A-Z a-z 0-9 . _ -",
@@ -51,14 +51,14 @@ impl LockName {
         Ok(LockName(text.to_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The key of slot `slot` (1-based) of this name when `slots` holders are allowed.
     /// A plain lock (one slot) is the name itself; slot keys contain `@`, which no
     /// valid name can, so they never collide with another name's lock.
-    pub fn slot_key(&self, slot: u32, slots: u32) -> String {
+    pub(crate) fn slot_key(&self, slot: u32, slots: u32) -> String {
         if slots <= 1 {
             self.0.clone()
         } else {
@@ -67,7 +67,7 @@ impl LockName {
     }
 
     /// Inverse of [`slot_key`]: which name and slot a key belongs to.
-    pub fn split_key(key: &str) -> Option<(LockName, Option<u32>)> {
+    pub(crate) fn split_key(key: &str) -> Option<(LockName, Option<u32>)> {
         match key.split_once('@') {
             Some((name, slot)) => {
                 let slot = slot.parse().ok()?;
@@ -121,12 +121,12 @@ impl HolderInfo {
     }
 
     /// How long the holder has held the lock, by the wall clock.
-    pub fn held_for(&self) -> Duration {
+    pub(crate) fn held_for(&self) -> Duration {
         Duration::from_secs(unix_now().saturating_sub(self.since))
     }
 
     /// "HOST pid N (CMD) for 3m12s"
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut text = format!("{} pid {} ({})", self.host, self.pid, self.command);
         if self.since > 0 {
             text.push_str(" for ");
@@ -149,14 +149,14 @@ fn truncate_command(command: &str) -> String {
     format!("{}…", &command[..end])
 }
 
-pub fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
 /// `3m12s`, `1h2m`, `45s`: short enough for a status line.
-pub fn compact_duration(d: Duration) -> String {
+pub(crate) fn compact_duration(d: Duration) -> String {
     let secs = d.as_secs();
     let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
     match (h, m) {
@@ -167,31 +167,31 @@ pub fn compact_duration(d: Duration) -> String {
 }
 
 /// Render a Unix time as RFC 3339 (UTC), for status output.
-pub fn rfc3339(unix_secs: u64) -> String {
+pub(crate) fn rfc3339(unix_secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix_secs)).to_string()
 }
 
 /// What a caller wants to lock.
 #[derive(Debug, Clone)]
-pub struct LockRequest {
-    pub name: LockName,
+pub(crate) struct LockRequest {
+    pub(crate) name: LockName,
     /// Number of holders allowed at once (1 = plain mutex).
-    pub slots: u32,
+    pub(crate) slots: u32,
     /// Lease length for backends with leases.
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     /// Our own record, stored with the lock.
-    pub holder: HolderInfo,
+    pub(crate) holder: HolderInfo,
 }
 
 /// Outcome of one try at one slot.
-pub enum Attempt<L> {
+pub(crate) enum Attempt<L> {
     Acquired(L),
     /// Somebody else has it; who, when the backend can tell.
     Held(Option<HolderInfo>),
 }
 
 /// Outcome of waiting until a lock may be free.
-pub enum WaitOutcome<L> {
+pub(crate) enum WaitOutcome<L> {
     /// The backend took the lock for us while waiting (the file backend
     /// blocks in the kernel and wakes up holding it).
     Acquired(L),
@@ -200,7 +200,7 @@ pub enum WaitOutcome<L> {
 }
 
 /// Outcome of a renewal.
-pub enum Renewal {
+pub(crate) enum Renewal {
     /// Still ours; the lease was extended (or needs no extension).
     Held,
     /// No longer ours, and another holder may be granted the lock at once:
@@ -217,23 +217,23 @@ pub enum Renewal {
 
 /// One slot of a lock as `status` and `list` see it.
 #[derive(Debug, Clone, Serialize)]
-pub struct SlotState {
-    pub key: String,
-    pub slot: Option<u32>,
-    pub held: bool,
+pub(crate) struct SlotState {
+    pub(crate) key: String,
+    pub(crate) slot: Option<u32>,
+    pub(crate) held: bool,
     /// The holder's record; `None` when free or when the backend cannot tell.
-    pub holder: Option<HolderInfo>,
+    pub(crate) holder: Option<HolderInfo>,
     /// Remaining lease time in milliseconds, for backends with leases.
-    pub expires_in_ms: Option<u64>,
+    pub(crate) expires_in_ms: Option<u64>,
     /// Processes blocked waiting for this slot, where the backend can tell
     /// (file: counted by the kernel, flock(1) waiters included).
-    pub waiters: Option<u32>,
+    pub(crate) waiters: Option<u32>,
     /// True when the backend cannot free this lock by itself if the holder
     /// dies (service-alias locks): a stale lock needs `release --force`.
-    pub needs_manual_release: bool,
+    pub(crate) needs_manual_release: bool,
 }
 
-pub trait Lease {
+pub(crate) trait Lease {
     /// 1-based slot number when `--slots` > 1.
     fn slot(&self) -> u32;
     /// Fencing token, where the backend provides one.
@@ -250,7 +250,7 @@ pub trait Lease {
 /// `async fn` in a trait is fine here: lockrun runs on a current-thread
 /// runtime and only ever uses backends generically, so no `Send` bound is needed.
 #[allow(async_fn_in_trait)]
-pub trait Backend {
+pub(crate) trait Backend {
     type Lease: Lease;
 
     /// Try once to take slot `slot` (1-based) of the lock.
@@ -271,7 +271,7 @@ pub trait Backend {
     /// instead of at the next interval. Backends without such events never
     /// resolve.
     async fn loss_hint(&mut self, _lease: &mut Self::Lease) {
-        std::future::pending().await
+        std::future::pending::<()>().await;
     }
 
     /// Release, only if still ours.
@@ -302,7 +302,7 @@ pub trait Backend {
 
 /// What may interrupt a wait: lockrun's signal handlers, or a test's script.
 #[allow(async_fn_in_trait)]
-pub trait Interrupts {
+pub(crate) trait Interrupts {
     /// The next signal meant to end the wait (its number).
     async fn recv(&mut self) -> i32;
     /// A signal that already arrived, without waiting.
@@ -310,7 +310,7 @@ pub trait Interrupts {
 }
 
 /// Where a wait is shown to a person (the terminal line), or nowhere.
-pub trait WaitDisplay {
+pub(crate) trait WaitDisplay {
     /// How often `show` wants to be called again; `None`: never.
     fn tick(&self) -> Option<Duration>;
     fn show(&mut self, name: &LockName, holder: Option<&HolderInfo>, waiting_since: Instant);
@@ -319,7 +319,7 @@ pub trait WaitDisplay {
 
 /// How long to wait for a busy lock.
 #[derive(Debug, Clone, Copy)]
-pub enum WaitPolicy {
+pub(crate) enum WaitPolicy {
     NoWait,
     Until(Instant),
     Forever,
@@ -328,7 +328,7 @@ pub enum WaitPolicy {
 /// Take one of the request's slots, waiting per `policy`. A signal while
 /// waiting aborts the wait (the wait futures are dropped; nothing stays
 /// registered in the backend) and is reported as `Error::Interrupted`.
-pub async fn acquire<B: Backend>(
+pub(crate) async fn acquire<B: Backend>(
     backend: &mut B,
     req: &LockRequest,
     policy: WaitPolicy,
@@ -430,7 +430,7 @@ fn busy(req: &LockRequest, holder: Option<&HolderInfo>, waited: Option<Duration>
 
 /// Capped exponential backoff with full jitter, for backends that can only
 /// poll: the first retry comes well under a second.
-pub fn backoff_delay(round: u32, first: Duration, cap: Duration) -> Duration {
+pub(crate) fn backoff_delay(round: u32, first: Duration, cap: Duration) -> Duration {
     let exp = first.saturating_mul(1u32 << round.min(16));
     let ceiling = exp.min(cap).max(Duration::from_millis(1));
     let nanos = rand::random_range(0..=u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX));
@@ -665,7 +665,7 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(50));
         match result {
             Err(Error::Busy(message)) => {
-                assert!(message.contains("gave up after waiting"), "{message}")
+                assert!(message.contains("gave up after waiting"), "{message}");
             }
             _ => panic!("expected busy"),
         }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 /// machine is suspended or lockrun is stopped. Lease deadlines are kept on
 /// it so that no pause can make a deadline look further away than it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct BootTime(Duration);
+pub(crate) struct BootTime(Duration);
 
 impl BootTime {
     pub(crate) fn now() -> BootTime {

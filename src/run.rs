@@ -15,14 +15,14 @@ use crate::ui::WaitIndicator;
 
 /// Everything checked before any backend is touched, so bad input never
 /// costs a connection and never runs the command.
-pub struct RunPlan {
+pub(crate) struct RunPlan {
     pub name: LockName,
     pub program: OsString,
     pub args: Vec<OsString>,
     pub backend: BackendConfig,
 }
 
-pub fn plan(args: &RunArgs, global: &GlobalArgs) -> Result<RunPlan> {
+pub(crate) fn plan(args: &RunArgs, global: &GlobalArgs) -> Result<RunPlan> {
     let Some(raw_name) = &args.name else {
         return Err(Error::usage(
             "missing lock NAME: lockrun [OPTIONS] NAME -- COMMAND [ARGS...]",
@@ -62,7 +62,7 @@ pub fn plan(args: &RunArgs, global: &GlobalArgs) -> Result<RunPlan> {
     })
 }
 
-pub async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> Result<Exit> {
+pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> Result<Exit> {
     // Installed before the wait starts: a signal while waiting must abort
     // the wait cleanly, not kill us half-way through a backend request.
     let mut signals = Signals::install()?;

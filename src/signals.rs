@@ -13,7 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::error::{Error, Result};
 
 /// Forwarded one-to-one to the child's process group.
-pub const FORWARDED: [Signal; 6] = [
+pub(crate) const FORWARDED: [Signal; 6] = [
     Signal::SIGINT,
     Signal::SIGTERM,
     Signal::SIGHUP,
@@ -25,12 +25,12 @@ pub const FORWARDED: [Signal; 6] = [
 /// Job control and terminal signals: never a reason to give up waiting.
 const JOB_CONTROL: [Signal; 3] = [Signal::SIGTSTP, Signal::SIGCONT, Signal::SIGWINCH];
 
-pub struct Signals {
+pub(crate) struct Signals {
     streams: Vec<(Signal, tokio::signal::unix::Signal)>,
 }
 
 impl Signals {
-    pub fn install() -> Result<Self> {
+    pub(crate) fn install() -> Result<Self> {
         let streams = FORWARDED
             .iter()
             .chain(&JOB_CONTROL)
@@ -47,7 +47,7 @@ impl Signals {
 
     /// While waiting for the lock: the next signal meant to end things (its
     /// number). SIGTSTP stops lockrun, as it would without a handler.
-    pub async fn recv(&mut self) -> i32 {
+    pub(crate) async fn recv(&mut self) -> i32 {
         loop {
             let signal = self.recv_any().await;
             if !handle_job_control_while_waiting(signal) {
@@ -57,7 +57,7 @@ impl Signals {
     }
 
     /// A signal that already arrived, without waiting.
-    pub fn pending(&mut self) -> Option<i32> {
+    pub(crate) fn pending(&mut self) -> Option<i32> {
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
         let ready: Vec<Signal> = self
@@ -77,7 +77,7 @@ impl Signals {
     }
 
     /// The next signal of any kind, for the supervisor.
-    pub async fn recv_any(&mut self) -> Signal {
+    pub(crate) async fn recv_any(&mut self) -> Signal {
         std::future::poll_fn(|cx| {
             for (sig, stream) in &mut self.streams {
                 if let std::task::Poll::Ready(Some(())) = stream.poll_recv(cx) {

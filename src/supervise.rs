@@ -19,20 +19,23 @@ use crate::os::BootTime;
 use crate::signals::Signals;
 use crate::terminal::Terminal;
 
+/// Environment variables that hold secrets (never passed to the child).
+pub use crate::ui::SECRET_ENV;
+
 /// What to run and with which extra environment.
-pub struct ChildSpec {
-    pub program: OsString,
-    pub args: Vec<OsString>,
-    pub env: Vec<(String, String)>,
+pub(crate) struct ChildSpec {
+    pub(crate) program: OsString,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy)]
-pub struct StopPolicy {
+pub(crate) struct StopPolicy {
     /// Grace between SIGTERM and SIGKILL.
-    pub kill_after: Duration,
-    pub max_time: Option<Duration>,
+    pub(crate) kill_after: Duration,
+    pub(crate) max_time: Option<Duration>,
     /// Also stop processes that left the command's process group.
-    pub kill_escaped: bool,
+    pub(crate) kill_escaped: bool,
 }
 
 /// Why lockrun stopped the child itself.

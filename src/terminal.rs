@@ -16,13 +16,13 @@ use std::os::fd::BorrowedFd;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
 
-pub struct Terminal {
+pub(crate) struct Terminal {
     our_group: Pid,
 }
 
 impl Terminal {
     /// `Some` if stdin is lockrun's controlling terminal.
-    pub fn of_stdin() -> Option<Terminal> {
+    pub(crate) fn of_stdin() -> Option<Terminal> {
         let fd = stdin_fd();
         if !nix::unistd::isatty(fd).unwrap_or(false) {
             return None;
@@ -40,19 +40,19 @@ impl Terminal {
     /// May the child's group have the terminal now? Only if the foreground
     /// is ours and nobody else (say, `less` at the end of a pipeline) is in
     /// our process group and needs it.
-    pub fn can_hand_over(&self) -> bool {
+    pub(crate) fn can_hand_over(&self) -> bool {
         self.foreground() == Some(self.our_group) && alone_in_group(self.our_group)
     }
 
     /// Give the terminal to the child's `group`, if it is ours to give.
-    pub fn give_to(&self, group: Pid) {
+    pub(crate) fn give_to(&self, group: Pid) {
         if self.foreground() == Some(group) || self.can_hand_over() {
             set_foreground(group);
         }
     }
 
     /// Take the terminal back from the child's `group`, if it has it.
-    pub fn take_back(&self, group: Pid) {
+    pub(crate) fn take_back(&self, group: Pid) {
         if self.foreground() == Some(group) {
             set_foreground(self.our_group);
         }
@@ -110,7 +110,7 @@ fn set_foreground(group: Pid) {
 /// child's new process group, so that it never reads the terminal from the
 /// background, not even before lockrun's own call could have run.
 /// Only async-signal-safe calls (setpgid, sigprocmask, tcsetpgrp).
-pub fn claim_in_child() -> std::io::Result<()> {
+pub(crate) fn claim_in_child() -> std::io::Result<()> {
     nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
     set_foreground(nix::unistd::getpid());
     Ok(())

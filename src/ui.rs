@@ -14,28 +14,28 @@ use crate::lock::{HolderInfo, LockName, compact_duration};
 /// Used when the terminal does not say how wide it is.
 const FALLBACK_WIDTH: usize = 80;
 
-pub struct WaitIndicator {
+pub(crate) struct WaitIndicator {
     enabled: bool,
     drawn: bool,
 }
 
 impl WaitIndicator {
     /// How often the line is redrawn.
-    pub const TICK: Duration = Duration::from_millis(500);
+    pub(crate) const TICK: Duration = Duration::from_millis(500);
 
-    pub fn new(quiet: bool) -> Self {
+    pub(crate) fn new(quiet: bool) -> Self {
         WaitIndicator {
             enabled: !quiet && std::io::stderr().is_terminal(),
             drawn: false,
         }
     }
 
-    /// Whether the line is drawn at all (no need to wake up to redraw it).
-    pub fn is_enabled(&self) -> bool {
-        self.enabled
-    }
-
-    pub fn show(&mut self, name: &LockName, holder: Option<&HolderInfo>, waiting_since: Instant) {
+    pub(crate) fn show(
+        &mut self,
+        name: &LockName,
+        holder: Option<&HolderInfo>,
+        waiting_since: Instant,
+    ) {
         if !self.enabled {
             return;
         }
@@ -48,7 +48,7 @@ impl WaitIndicator {
         self.drawn = true;
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         if self.drawn {
             let mut err = std::io::stderr().lock();
             let _ = write!(err, "\r\x1b[2K");
@@ -82,7 +82,7 @@ impl Drop for WaitIndicator {
 /// "lockrun: waited 5s for NAME; held by HOST pid N for 3m12s (CMD)", at
 /// most `width - 1` characters. The holder's command comes last and is
 /// shortened first, so the lock, the holder and both times stay visible.
-pub fn waiting_line(
+pub(crate) fn waiting_line(
     name: &LockName,
     holder: Option<&HolderInfo>,
     waited: Duration,
@@ -125,7 +125,7 @@ fn fit(text: &str, max: usize) -> String {
 /// backspace, C1 controls) is shown escaped, e.g. ESC as `\x1b`, so
 /// nothing reaches the terminal raw and the text still says what was there.
 /// JSON output does not use this: JSON escapes control characters itself.
-pub fn sanitize(text: &str) -> String {
+pub(crate) fn sanitize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() {
@@ -168,7 +168,7 @@ pub const SECRET_ENV: &[&str] = &[
 /// An error message as lockrun prints it: one line, no secrets. Passwords
 /// in URLs (`scheme://user:PASSWORD@host`) and the values of the secret
 /// environment variables are replaced by `***` wherever they appear.
-pub fn error_line(message: &str) -> String {
+pub(crate) fn error_line(message: &str) -> String {
     let mut text = redact_url_passwords(message);
     for var in SECRET_ENV {
         if let Some(value) = std::env::var_os(var).and_then(|v| v.into_string().ok()) {

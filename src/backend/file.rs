@@ -27,17 +27,17 @@ use crate::os::BootTime;
 const INODE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileConfig {
+pub(crate) struct FileConfig {
     /// `None`: the per-user default directory.
     pub dir: Option<PathBuf>,
 }
 
-pub struct FileBackend {
+pub(crate) struct FileBackend {
     dir: PathBuf,
     waiters: Option<Waiters>,
 }
 
-pub struct FileLease {
+pub(crate) struct FileLease {
     locked: LockedFile,
     slot: u32,
     fence: Option<u64>,
@@ -73,7 +73,7 @@ impl Lease for FileLease {
 /// variables such as `XDG_RUNTIME_DIR`, `TMPDIR` or `HOME` that cron or
 /// systemd may not set, so a cron job, a CI job and an interactive shell of
 /// the same user agree. `/run/lock` survives systemd's `PrivateTmp=`.
-pub fn default_dir() -> PathBuf {
+pub(crate) fn default_dir() -> PathBuf {
     let uid = nix::unistd::getuid();
     let run_lock = Path::new("/run/lock");
     let base = if run_lock.is_dir()
@@ -91,7 +91,7 @@ pub fn default_dir() -> PathBuf {
 }
 
 impl FileBackend {
-    pub fn open(config: &FileConfig) -> Result<Self> {
+    pub(crate) fn open(config: &FileConfig) -> Result<Self> {
         let dir = match &config.dir {
             Some(dir) => {
                 ensure_shared_dir(dir)?;
@@ -104,10 +104,6 @@ impl FileBackend {
             }
         };
         Ok(FileBackend { dir, waiters: None })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     fn lock_path(&self, key: &str) -> PathBuf {

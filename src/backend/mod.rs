@@ -1,9 +1,9 @@
 //! Backends are URLs: `file:///DIR`, `redis://…`, `cloudshell://…`.
 //! One module per backend; this module only parses the URL and dispatches.
 
-pub mod cloudshell;
-pub mod file;
-pub mod redis;
+pub(crate) mod cloudshell;
+pub(crate) mod file;
+pub(crate) mod redis;
 
 use std::path::PathBuf;
 
@@ -16,7 +16,7 @@ use crate::lock::{
 use crate::os::BootTime;
 
 #[derive(Debug, Clone)]
-pub enum BackendConfig {
+pub(crate) enum BackendConfig {
     File(file::FileConfig),
     Redis(redis::RedisConfig),
     CloudShell(cloudshell::CloudShellConfig),
@@ -27,7 +27,7 @@ const SCHEMES_HINT: &str = "use file:///DIR, redis://HOST[:PORT][/DB], rediss://
 impl BackendConfig {
     /// Parse `--backend` / `LOCKRUN_BACKEND`. No URL means the file backend
     /// in its default directory.
-    pub fn parse(url: Option<&str>) -> Result<Self> {
+    pub(crate) fn parse(url: Option<&str>) -> Result<Self> {
         let url = url.map(str::trim).unwrap_or_default();
         if url.is_empty() || url == "file:" || url == "file://" {
             return Ok(BackendConfig::File(file::FileConfig { dir: None }));
@@ -72,7 +72,7 @@ fn parse_file_url(url: &str) -> Result<file::FileConfig> {
 }
 
 /// The URL with any `user:password@` password replaced, for messages.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -94,14 +94,14 @@ pub fn redact_url(url: &str) -> String {
 /// The backend a URL names, connected. Delegates every call to the one it
 /// holds, so the acquire loop, the supervisor and `status`/`list` are
 /// compiled once, not once per backend.
-pub enum AnyBackend {
+pub(crate) enum AnyBackend {
     File(file::FileBackend),
     Redis(redis::RedisBackend),
     CloudShell(cloudshell::CloudShellBackend),
 }
 
 /// A lease of one of [`AnyBackend`]'s backends.
-pub enum AnyLease {
+pub(crate) enum AnyLease {
     File(file::FileLease),
     Redis(redis::RedisLease),
     CloudShell(cloudshell::CloudShellLease),
@@ -111,7 +111,7 @@ impl AnyBackend {
     /// Open or connect the backend `config` names: an unreachable server
     /// (69) or refused credentials (77) are reported here, before anything
     /// else happens.
-    pub async fn connect(config: BackendConfig) -> Result<Self> {
+    pub(crate) async fn connect(config: BackendConfig) -> Result<Self> {
         Ok(match config {
             BackendConfig::File(config) => AnyBackend::File(file::FileBackend::open(&config)?),
             BackendConfig::Redis(config) => {

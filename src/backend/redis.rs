@@ -73,9 +73,9 @@ use crate::lock::{
 };
 use crate::os::BootTime;
 
-pub const DEFAULT_PORT: u16 = 6379;
-pub const DEFAULT_PREFIX: &str = "lockrun:";
-pub const PASSWORD_ENV: &str = "LOCKRUN_REDIS_PASSWORD";
+pub(crate) const DEFAULT_PORT: u16 = 6379;
+pub(crate) const DEFAULT_PREFIX: &str = "lockrun:";
+pub(crate) const PASSWORD_ENV: &str = "LOCKRUN_REDIS_PASSWORD";
 
 /// Establishing a connection (TCP, TLS, AUTH, SELECT).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -98,7 +98,7 @@ const SCAN_COUNT: u32 = 1000;
 /// A parsed `redis://` / `rediss://` URL. The password is kept out of
 /// `Debug` and out of [`display_url`](Self::display_url).
 #[derive(Clone)]
-pub struct RedisConfig {
+pub(crate) struct RedisConfig {
     pub tls: bool,
     pub host: String,
     pub port: u16,
@@ -116,21 +116,21 @@ pub struct RedisConfig {
 }
 
 /// The default `max-ttl`: the default `--ttl`.
-pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_MAX_TTL: Duration = Duration::from_secs(30);
 
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
             .field("url", &self.display_url())
             .field("password", &self.password.as_ref().map(|_| "***"))
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 impl RedisConfig {
     /// `redis://[user[:password]@]host[:port][/db][?prefix=P&cacert=FILE]`;
     /// the password may instead come from `LOCKRUN_REDIS_PASSWORD`.
-    pub fn parse(url: &str) -> Result<Self> {
+    pub(crate) fn parse(url: &str) -> Result<Self> {
         let env_password = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty());
         Self::parse_with(url, env_password)
     }
@@ -256,7 +256,7 @@ impl RedisConfig {
     }
 
     /// The URL without the password, for the child's `LOCKRUN_BACKEND` and output.
-    pub fn display_url(&self) -> String {
+    pub(crate) fn display_url(&self) -> String {
         let scheme = if self.tls { "rediss" } else { "redis" };
         let user = self
             .username
@@ -543,7 +543,7 @@ static FORCE_RELEASE_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{WAKE_FN}{FORCE_RELEASE}")));
 static WAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{WAKE_FN}{WAKE}")));
 
-pub struct RedisBackend {
+pub(crate) struct RedisBackend {
     config: RedisConfig,
     client: Client,
     conn: Option<MultiplexedConnection>,
@@ -578,7 +578,7 @@ struct Blocked {
     slots: u32,
 }
 
-pub struct RedisLease {
+pub(crate) struct RedisLease {
     key: String,
     token: String,
     slot: u32,
@@ -613,7 +613,7 @@ struct KeyState {
 impl RedisBackend {
     /// Connect at once, so that an unreachable server (69) or refused
     /// credentials (77) are reported before anything else happens.
-    pub async fn connect(config: RedisConfig) -> Result<Self> {
+    pub(crate) async fn connect(config: RedisConfig) -> Result<Self> {
         let client = config.client()?;
         let mut backend = RedisBackend {
             config,
@@ -936,7 +936,7 @@ impl RedisBackend {
                 Ok(Ok(id)) => self.conn_id = Some(id),
                 Ok(Err(e)) if is_transport_error(&e) => return Err(BlockError::Lost(e)),
                 Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "no CLIENT ID; a cancelled wait is undone by closing the connection")
+                    tracing::debug!(error = %e, "no CLIENT ID; a cancelled wait is undone by closing the connection");
                 }
                 Err(_) => {
                     self.conn = None;
@@ -1346,7 +1346,7 @@ impl Backend for RedisBackend {
         let keys = self.scan(&pattern).await?;
         // name -> its lock keys; a name with only a fence counter is known but free.
         let mut names: std::collections::BTreeMap<String, Vec<(String, Option<u32>)>> =
-            Default::default();
+            std::collections::BTreeMap::default();
         for key in keys {
             let Some(rest) = key
                 .strip_prefix(&self.config.prefix)

@@ -260,8 +260,10 @@ fn requests_are_the_bytes_the_official_client_sends() {
             .unwrap()
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str().unwrap().to_owned())
-            .unwrap_or_else(|| panic!("no {name} header in {entry}"))
+            .map_or_else(
+                || panic!("no {name} header in {entry}"),
+                |(_, v)| v.as_str().unwrap().to_owned(),
+            )
     };
     for entry in &log {
         assert_eq!(header(entry, "Content-Type"), "text/xml");

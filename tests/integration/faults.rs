@@ -234,9 +234,10 @@ fn signal_storms_keep_the_history_clean_and_exit_codes_honest() {
                 (run, sig, i % 2 == 0)
             })
             .collect();
-        let hit = |run: &Run, sig: Option<Signal>| match sig {
-            Some(sig) => signal(run.pid(), sig),
-            None => {
+        let hit = |run: &Run, sig: Option<Signal>| {
+            if let Some(sig) = sig {
+                signal(run.pid(), sig);
+            } else {
                 signal(run.pid(), Signal::SIGTSTP);
                 wait_stopped_or_gone(run.pid());
                 signal(run.pid(), Signal::SIGCONT);

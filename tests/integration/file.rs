@@ -904,7 +904,7 @@ fn a_slot_waiter_that_got_a_slot_stops_waiting_for_the_others() {
     assert_eq!(first.release(), 0);
     let got: u32 = wait_for_content(&ready).parse().unwrap();
     // The JSON lists slot 1 first: the index of the slot it did not get.
-    let other = if got == 1 { 1 } else { 0 };
+    let other = usize::from(got == 1);
     wait_until(
         "the waiter to stop waiting for the other slot",
         SOON,

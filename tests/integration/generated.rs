@@ -52,7 +52,7 @@ fn checked_in_files_are_what_the_binary_generates() {
     }
     assert!(
         stale.is_empty(),
-        "out of date: {}. The command line changed; run scripts/generate and commit the result.",
+        "out of date: {}. The command line or man/lockrun.1.template changed; run scripts/generate and commit the result.",
         stale.join(", ")
     );
     let script = std::fs::read_to_string(root().join("scripts/generate")).unwrap();
@@ -153,7 +153,7 @@ fn man_page_covers_options_environment_exit_codes_and_more() {
         );
         needles.push((*meaning).to_owned());
     }
-    for var in lockrun::ui::SECRET_ENV {
+    for var in lockrun::supervise::SECRET_ENV {
         needles.push((*var).to_owned());
     }
     needles.extend(

@@ -104,15 +104,13 @@ pub fn check(sections: &[Section], outcomes: &BTreeMap<String, Outcome>) -> Vec<
             Outcome::Exit(code) if NOT_RUN.contains(&code) && ran => problems.push(format!(
                 "invocation {id} exited {code} (command not run) but its section ran"
             )),
-            Outcome::Exit(0) if section.is_none_or(|s| s.end.is_none()) => problems.push(
-                format!("invocation {id} exited 0 but its section did not run to the end"),
-            ),
-            Outcome::Exit(code)
-                if code > 128 && section.is_some_and(|s| s.end.is_some()) =>
-            {
+            Outcome::Exit(0) if section.is_none_or(|s| s.end.is_none()) => problems.push(format!(
+                "invocation {id} exited 0 but its section did not run to the end"
+            )),
+            Outcome::Exit(code) if code > 128 && section.is_some_and(|s| s.end.is_some()) => {
                 problems.push(format!(
                     "invocation {id} exited {code} (killed by a signal) but its section ended normally"
-                ))
+                ));
             }
             Outcome::Exit(_) => {}
         }

@@ -1,5 +1,9 @@
 //! One integration-test binary: every test runs the real `lockrun` binary.
 
+// Modules of a test binary reach each other through `pub`; nothing outside
+// it can, so every such item would be "unreachable".
+#![allow(unreachable_pub)]
+
 mod history;
 mod proxy;
 mod redis_server;
@@ -14,5 +18,6 @@ mod errors;
 mod faults;
 mod generated;
 mod json;
+mod snapshots;
 mod tty;
 mod untrusted;

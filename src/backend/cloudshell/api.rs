@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 const PATH: &str = "/ResourceManagerApiService/";
 
 #[derive(Debug)]
-pub enum Failure {
+pub(super) enum Failure {
     Api { code: String, message: String },
     NotSent(String),
     Unclear(String),
@@ -39,7 +39,7 @@ pub enum Failure {
     Fatal(Error),
 }
 
-pub struct Session {
+pub(super) struct Session {
     http: reqwest::Client,
     base: String,
     server: String,
@@ -51,7 +51,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(config: &CloudShellConfig) -> Result<Self> {
+    pub(super) fn new(config: &CloudShellConfig) -> Result<Self> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("lockrun/", env!("CARGO_PKG_VERSION")))
             .timeout(config.timeout)
@@ -89,16 +89,16 @@ impl Session {
         })
     }
 
-    pub fn server(&self) -> &str {
+    pub(super) fn server(&self) -> &str {
         &self.server
     }
 
-    pub fn retries(&self) -> u32 {
+    pub(super) fn retries(&self) -> u32 {
         self.retries
     }
 
     /// Logon or SecureLogon (idempotent: retried within the budget).
-    pub async fn logon(&mut self) -> Result<()> {
+    pub(super) async fn logon(&mut self) -> Result<()> {
         let (method, body) = match &self.credentials {
             Credentials::Password {
                 user,
@@ -164,7 +164,11 @@ impl Session {
 
     /// One call, with at most one re-logon on 401. No retries: the caller
     /// decides, because only it knows whether repeating is safe.
-    pub async fn call_once(&mut self, method: &str, body: &str) -> Result<Envelope, Failure> {
+    pub(super) async fn call_once(
+        &mut self,
+        method: &str,
+        body: &str,
+    ) -> Result<Envelope, Failure> {
         let mut logged_on_again = false;
         loop {
             if self.token.is_none() {
@@ -190,7 +194,7 @@ impl Session {
     }
 
     /// A call that is safe to repeat (reads), retried within the budget.
-    pub async fn call(&mut self, method: &str, body: &str) -> Result<Envelope> {
+    pub(super) async fn call(&mut self, method: &str, body: &str) -> Result<Envelope> {
         let mut last = String::new();
         for attempt in 0..=self.retries {
             if attempt > 0 {
@@ -217,11 +221,11 @@ impl Session {
     }
 
     /// The error once the retry budget is spent (exit 69).
-    pub fn gave_up(&self, method: &str, last: &str) -> Error {
+    pub(super) fn gave_up(&self, method: &str, last: &str) -> Error {
         Error::unavailable(self.gave_up_text(method, last))
     }
 
-    pub fn gave_up_text(&self, method: &str, last: &str) -> String {
+    pub(super) fn gave_up_text(&self, method: &str, last: &str) -> String {
         let tries = self.retries + 1;
         let times = if tries == 1 {
             "once".to_owned()
@@ -360,7 +364,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 /// Server text as one short line, bounded length; other control
 /// characters are escaped by the one sanitiser, `ui::sanitize`.
-pub fn clean(message: &str) -> String {
+pub(super) fn clean(message: &str) -> String {
     let flat = message.split_whitespace().collect::<Vec<_>>().join(" ");
     let flat = crate::ui::sanitize(&flat);
     if flat.chars().count() > 300 {

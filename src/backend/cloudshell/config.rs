@@ -36,9 +36,9 @@ use serde_json::Value;
 use super::xml::has_forbidden_chars;
 use crate::error::{Error, Result};
 
-pub const DEFAULT_PORT: u16 = 8029;
-pub const DEFAULT_MODEL: &str = "Mutex Service";
-pub const DEFAULT_DOMAIN: &str = "Global";
+pub(super) const DEFAULT_PORT: u16 = 8029;
+pub(super) const DEFAULT_MODEL: &str = "Mutex Service";
+pub(super) const DEFAULT_DOMAIN: &str = "Global";
 const DEFAULT_FIRST_POLL: Duration = Duration::from_millis(100);
 const DEFAULT_MAX_POLL: Duration = Duration::from_secs(5);
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,14 +46,14 @@ const DEFAULT_RETRIES: u32 = 2;
 const DEFAULT_CHECK: Duration = Duration::from_secs(10);
 
 /// The variables CloudShell sets for orchestration scripts (JSON objects).
-pub const CONNECTIVITY_ENV: &str = "qualiConnectivityContext";
-pub const RESERVATION_ENV: &str = "reservationContext";
+pub(super) const CONNECTIVITY_ENV: &str = "qualiConnectivityContext";
+pub(super) const RESERVATION_ENV: &str = "reservationContext";
 
 const HINT: &str =
     "use cloudshell://HOST[:PORT]/RESERVATION_ID, or cloudshell: inside a CloudShell script";
 
 #[derive(Clone)]
-pub enum Credentials {
+pub(crate) enum Credentials {
     Password {
         user: String,
         password: String,
@@ -64,14 +64,14 @@ pub enum Credentials {
 }
 
 impl Credentials {
-    pub fn domain(&self) -> &str {
+    pub(crate) fn domain(&self) -> &str {
         match self {
             Credentials::Password { domain, .. } | Credentials::Token { domain, .. } => domain,
         }
     }
 
     /// Who we log on as, for messages: never the secret itself.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Credentials::Password { user, domain, .. } => {
                 format!("user {user:?} in domain {domain:?}")
@@ -90,7 +90,7 @@ impl fmt::Debug for Credentials {
 }
 
 #[derive(Clone)]
-pub struct CloudShellConfig {
+pub(crate) struct CloudShellConfig {
     pub tls: bool,
     pub host: String,
     pub port: u16,
@@ -134,11 +134,11 @@ impl CloudShellConfig {
     /// takes the server, the credentials and the reservation from the
     /// variables CloudShell sets; either part may also be given explicitly.
     /// Returns `None` for complete URLs, which [`parse`](Self::parse) handles.
-    pub fn from_script_environment(url: &str) -> Result<Option<Self>> {
+    pub(crate) fn from_script_environment(url: &str) -> Result<Option<Self>> {
         Self::from_script_environment_with(url, &|key| std::env::var(key).ok())
     }
 
-    pub fn parse(url: &str) -> Result<Self> {
+    pub(crate) fn parse(url: &str) -> Result<Self> {
         Self::parse_with(url, &|key| std::env::var(key).ok())
     }
 
@@ -342,22 +342,22 @@ impl CloudShellConfig {
     /// the server may still carry it out: as long as lockrun would have
     /// waited for every attempt of one request, `timeout × (retries + 1)`
     /// (30s by default). The protocol gives no bound; this is lockrun's.
-    pub fn settle(&self) -> Duration {
+    pub(crate) fn settle(&self) -> Duration {
         self.timeout.saturating_mul(self.retries.saturating_add(1))
     }
 
-    pub fn scheme(&self) -> &'static str {
+    pub(crate) fn scheme(&self) -> &'static str {
         if self.tls { "https" } else { "http" }
     }
 
     /// `host:port`, for messages.
-    pub fn server(&self) -> String {
+    pub(crate) fn server(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
 
     /// The URL without credentials, with the options that differ from the
     /// defaults, so that the child (and a nested lockrun) can reuse it.
-    pub fn display_url(&self) -> String {
+    pub(crate) fn display_url(&self) -> String {
         let scheme = if self.tls {
             "cloudshells"
         } else {
@@ -622,7 +622,7 @@ fn nonempty(key: &str, value: &str) -> Result<String> {
 /// parsed keeps every later sum and product (the release budget, the
 /// settle time, deadlines on `Instant`) far from overflow, and no sane
 /// request timeout, poll or check interval is longer.
-pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+pub(super) const MAX_DURATION: Duration = Duration::from_secs(3600);
 
 fn duration(key: &str, value: &str) -> Result<Duration> {
     let value = value.trim();

@@ -117,13 +117,13 @@ use crate::lock::{
     Attempt, Backend, HolderInfo, Lease, LockName, LockRequest, Renewal, SlotState, WaitOutcome,
 };
 
-pub use self::config::{CloudShellConfig, Credentials};
+pub(crate) use self::config::CloudShellConfig;
 
 const ADD: &str = "AddServiceToReservation";
 const REMOVE: &str = "RemoveServicesFromReservation";
 const DETAILS: &str = "GetReservationDetails";
 
-pub struct CloudShellBackend {
+pub(crate) struct CloudShellBackend {
     config: CloudShellConfig,
     session: Session,
     /// Our owner-attribute value, fixed for this process's acquisition.
@@ -133,7 +133,7 @@ pub struct CloudShellBackend {
     uncertain: HashSet<String>,
 }
 
-pub struct CloudShellLease {
+pub(crate) struct CloudShellLease {
     alias: String,
     slot: u32,
     owner_value: Option<String>,
@@ -175,7 +175,7 @@ enum Seen {
 }
 
 impl CloudShellBackend {
-    pub async fn connect(config: CloudShellConfig) -> Result<Self> {
+    pub(crate) async fn connect(config: CloudShellConfig) -> Result<Self> {
         let mut session = Session::new(&config)?;
         // Logging on first makes bad credentials fail (77) before anything else.
         session.logon().await?;

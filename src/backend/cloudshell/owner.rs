@@ -15,7 +15,7 @@ use crate::lock::{HolderInfo, rfc3339};
 const MAX_COMMAND_CHARS: usize = 100;
 
 /// Our record for `holder`, with a fresh random id.
-pub fn encode(holder: &HolderInfo) -> String {
+pub(super) fn encode(holder: &HolderInfo) -> String {
     let id: u64 = rand::random();
     let command: String = holder
         .command
@@ -48,7 +48,7 @@ fn field(text: &str) -> String {
 
 /// Read a holder record back. A value lockrun did not write (a recipe user
 /// putting `host1:1234` there) is still shown, as the host, rather than hidden.
-pub fn decode(value: &str) -> Option<HolderInfo> {
+pub(super) fn decode(value: &str) -> Option<HolderInfo> {
     let value = value.trim();
     if value.is_empty() {
         return None;
@@ -68,10 +68,10 @@ pub fn decode(value: &str) -> Option<HolderInfo> {
             continue;
         };
         match key {
-            "host" => holder.host = val.to_owned(),
+            "host" => val.clone_into(&mut holder.host),
             "pid" => holder.pid = val.parse().unwrap_or(0),
-            "user" => holder.user = val.to_owned(),
-            "cmd" => holder.command = val.to_owned(),
+            "user" => val.clone_into(&mut holder.user),
+            "cmd" => val.clone_into(&mut holder.command),
             "since" => {
                 holder.since = humantime::parse_rfc3339(val)
                     .ok()

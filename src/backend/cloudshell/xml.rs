@@ -13,7 +13,7 @@ use quick_xml::reader::Reader;
 
 /// XML-escape text for an element body: `&`, `<` and `>`, as the official
 /// client does (`xml.sax.saxutils.escape`).
-pub fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -28,7 +28,7 @@ pub fn escape(text: &str) -> String {
 
 /// The API refuses ASCII 0–31 other than tab, LF and CR, and XML 1.0
 /// cannot carry them at all: such input is rejected before it is sent.
-pub fn has_forbidden_chars(text: &str) -> bool {
+pub(super) fn has_forbidden_chars(text: &str) -> bool {
     text.chars()
         .any(|c| (c as u32) < 32 && !matches!(c, '\t' | '\n' | '\r'))
 }
@@ -37,7 +37,7 @@ fn element(name: &str, text: &str) -> String {
     format!("<{name}>{}</{name}>", escape(text))
 }
 
-pub fn logon(username: &str, password: &str, domain: &str) -> String {
+pub(super) fn logon(username: &str, password: &str, domain: &str) -> String {
     format!(
         "<Logon>{}{}{}</Logon>",
         element("username", username),
@@ -46,7 +46,7 @@ pub fn logon(username: &str, password: &str, domain: &str) -> String {
     )
 }
 
-pub fn secure_logon(token: &str, domain: &str) -> String {
+pub(super) fn secure_logon(token: &str, domain: &str) -> String {
     format!(
         "<SecureLogon>{}{}</SecureLogon>",
         element("token", token),
@@ -56,7 +56,7 @@ pub fn secure_logon(token: &str, domain: &str) -> String {
 
 /// `AddServiceToReservation(reservationId, serviceName, alias, attributes)`.
 /// Attribute fields go out in the client's sorted order: `Name`, `Value`.
-pub fn add_service(
+pub(super) fn add_service(
     reservation: &str,
     model: &str,
     alias: &str,
@@ -85,7 +85,7 @@ pub fn add_service(
     )
 }
 
-pub fn remove_services(reservation: &str, aliases: &[&str]) -> String {
+pub(super) fn remove_services(reservation: &str, aliases: &[&str]) -> String {
     let items: String = aliases
         .iter()
         .map(|alias| element("string", alias))
@@ -99,7 +99,7 @@ pub fn remove_services(reservation: &str, aliases: &[&str]) -> String {
 /// `disableCache` is always true: the server otherwise answers from a
 /// 5-second cache, and a stale answer about who holds a lock is worse
 /// than a slower one.
-pub fn reservation_details(reservation: &str) -> String {
+pub(super) fn reservation_details(reservation: &str) -> String {
     format!(
         "<GetReservationDetails>{}<disableCache>true</disableCache></GetReservationDetails>",
         element("reservationId", reservation)
@@ -108,7 +108,7 @@ pub fn reservation_details(reservation: &str) -> String {
 
 /// One element of a parsed reply, by local names.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Element {
+pub(super) struct Element {
     pub name: String,
     pub attributes: Vec<(String, String)>,
     pub text: String,
@@ -116,15 +116,18 @@ pub struct Element {
 }
 
 impl Element {
-    pub fn child(&self, name: &str) -> Option<&Element> {
+    pub(super) fn child(&self, name: &str) -> Option<&Element> {
         self.children.iter().find(|c| c.name == name)
     }
 
-    pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
+    pub(super) fn children_named<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a Element> + 'a {
         self.children.iter().filter(move |c| c.name == name)
     }
 
-    pub fn attribute(&self, name: &str) -> Option<&str> {
+    pub(super) fn attribute(&self, name: &str) -> Option<&str> {
         self.attributes
             .iter()
             .find(|(key, _)| key == name)
@@ -132,7 +135,7 @@ impl Element {
     }
 
     /// First element with this local name at any depth (self included).
-    pub fn find(&self, name: &str) -> Option<&Element> {
+    pub(super) fn find(&self, name: &str) -> Option<&Element> {
         if self.name == name {
             return Some(self);
         }
@@ -143,7 +146,7 @@ impl Element {
 /// Parse a whole document into a tree. `&#x0;` (which servers emit and XML
 /// 1.0 forbids) is replaced first, as the official client does, so that one
 /// NUL in a description does not make a lock reply unreadable.
-pub fn parse(document: &str) -> Result<Element, String> {
+pub(super) fn parse(document: &str) -> Result<Element, String> {
     let cleaned = document
         .replace("&#x0;", "&lt;NUL&gt;")
         .replace("&#0;", "&lt;NUL&gt;");
@@ -227,7 +230,7 @@ fn close(stack: &mut [Element], root: &mut Option<Element>, done: Element) -> Re
 
 /// The `<Response>` envelope every method answers with.
 #[derive(Debug)]
-pub struct Envelope {
+pub(super) struct Envelope {
     pub success: bool,
     pub error_code: String,
     pub error: String,
@@ -235,7 +238,7 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    pub fn parse(document: &str) -> Result<Envelope, String> {
+    pub(super) fn parse(document: &str) -> Result<Envelope, String> {
         let root = parse(document)?;
         if root.name != "Response" {
             return Err(format!(
@@ -261,12 +264,12 @@ impl Envelope {
         })
     }
 
-    pub fn response_info(&self) -> Option<&Element> {
+    pub(super) fn response_info(&self) -> Option<&Element> {
         self.root.child("ResponseInfo")
     }
 
     /// `ResponseInfo/Token/@Token` of a Logon or SecureLogon reply.
-    pub fn logon_token(&self) -> Option<String> {
+    pub(super) fn logon_token(&self) -> Option<String> {
         self.response_info()?
             .child("Token")?
             .attribute("Token")
@@ -276,7 +279,7 @@ impl Envelope {
 
     /// The services of a GetReservationDetails reply:
     /// `ResponseInfo/ReservationDescription/Services/Service`.
-    pub fn services(&self) -> Result<Vec<Service>, String> {
+    pub(super) fn services(&self) -> Result<Vec<Service>, String> {
         let description = self
             .response_info()
             .and_then(|info| info.find("ReservationDescription"))
@@ -313,14 +316,14 @@ impl Envelope {
 
 /// A service in a reservation: the lock is the alias.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Service {
+pub(super) struct Service {
     pub model: String,
     pub alias: String,
     pub attributes: Vec<(String, String)>,
 }
 
 impl Service {
-    pub fn attribute(&self, name: &str) -> Option<&str> {
+    pub(super) fn attribute(&self, name: &str) -> Option<&str> {
         self.attributes
             .iter()
             .find(|(key, _)| key == name)
