@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod cli;
+pub mod duration;
 pub mod error;
 pub mod exit;
 pub mod generate;

@@ -230,10 +230,8 @@ impl RedisConfig {
                 }
                 "cacert" => return Err(bad("cacert only applies to rediss:// (TLS)")),
                 "max-ttl" => {
-                    max_ttl = crate::cli::parse_duration(&value)
-                        .ok()
-                        .filter(|d| (Duration::from_secs(1)..=crate::cli::MAX_TTL).contains(d))
-                        .ok_or_else(|| bad("max-ttl must be a duration from 1s to 24h"))?;
+                    max_ttl = crate::duration::parse(&value, crate::duration::Bounds::TTL)
+                        .map_err(|_| bad("max-ttl must be a duration from 1s to 24h"))?;
                 }
                 other => {
                     return Err(bad(&format!(

@@ -16,7 +16,7 @@
 //! | `check` | `10s` | how often a holder checks its alias is still there; `0` disables |
 //! | `insecure` | `false` | with `cloudshells://`, accept any certificate (the official client always does) |
 //!
-//! Every duration is at most [`MAX_DURATION`] (1h): a larger one is a usage
+//! Every duration is at most 1h ([`Bounds::BACKEND_INTERVAL`](crate::duration::Bounds::BACKEND_INTERVAL)): a larger one is a usage
 //! error when the URL is parsed, never an overflow later.
 //!
 //! Inside a CloudShell script (`qualiConnectivityContext` and
@@ -618,37 +618,12 @@ fn nonempty(key: &str, value: &str) -> Result<String> {
     Ok(value.to_owned())
 }
 
-/// The longest any duration option may be. Bounding them where they are
+/// Every duration option is at most 1h. Bounding them where they are
 /// parsed keeps every later sum and product (the release budget, the
-/// settle time, deadlines on `Instant`) far from overflow, and no sane
-/// request timeout, poll or check interval is longer.
-pub const MAX_DURATION: Duration = Duration::from_secs(3600);
-
+/// settle time, deadlines on `Instant`) far from overflow.
 fn duration(key: &str, value: &str) -> Result<Duration> {
-    let value = value.trim();
-    let parsed = match value.parse::<f64>() {
-        // A bare number is seconds; NaN, infinities and negatives are not
-        // durations, and huge values must not reach Duration::from_secs_f64
-        // (which panics): try_from_secs_f64 reports them instead.
-        Ok(secs) => Duration::try_from_secs_f64(secs).map_err(|_| {
-            format!(
-                "not a duration from 0 to {}",
-                humantime::format_duration(MAX_DURATION)
-            )
-        }),
-        Err(_) => {
-            humantime::parse_duration(value).map_err(|e| format!("{e} (examples: 250ms, 5s, 1m)"))
-        }
-    };
-    match parsed {
-        Ok(d) if d <= MAX_DURATION => Ok(d),
-        Ok(_) => Err(format!(
-            "at most {}",
-            humantime::format_duration(MAX_DURATION)
-        )),
-        Err(e) => Err(e),
-    }
-    .map_err(|why| Error::usage(format!("cloudshell option {key}={value:?}: {why}")))
+    crate::duration::parse(value, crate::duration::Bounds::BACKEND_INTERVAL)
+        .map_err(|why| Error::usage(format!("cloudshell option {key}={:?}: {why}", value.trim())))
 }
 
 fn boolean(key: &str, value: &str) -> Result<bool> {
