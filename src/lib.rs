@@ -3,6 +3,7 @@
 
 pub(crate) mod backend;
 pub mod cli;
+pub(crate) mod duration;
 pub(crate) mod error;
 pub mod exit;
 pub(crate) mod generate;

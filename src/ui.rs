@@ -156,8 +156,10 @@ fn terminal_width() -> Option<usize> {
     (rc == 0 && size.ws_col > 0).then_some(usize::from(size.ws_col))
 }
 
-/// Environment variables that hold secrets: never passed to the child,
-/// never printed.
+/// Environment variables that hold credentials: never passed to the child.
+/// The passwords and the token never get into a message; the CloudShell
+/// user name is no secret there (the logon error names it), but it stays
+/// out of the child's environment with the rest.
 pub const SECRET_ENV: &[&str] = &[
     "LOCKRUN_REDIS_PASSWORD",
     "LOCKRUN_CLOUDSHELL_USER",
@@ -165,19 +167,14 @@ pub const SECRET_ENV: &[&str] = &[
     "LOCKRUN_CLOUDSHELL_TOKEN",
 ];
 
-/// An error message as lockrun prints it: one line, no secrets. Passwords
-/// in URLs (`scheme://user:PASSWORD@host`) and the values of the secret
-/// environment variables are replaced by `***` wherever they appear.
+/// An error message as lockrun prints it: one line, control characters
+/// escaped. Secrets are kept out of messages where they are written (URLs
+/// are shown without their password, configs' `Debug` hides them); as a
+/// last defence, the password field of any `scheme://user:PASSWORD@host`
+/// is replaced by `***`. Nothing else is touched: a password that happens
+/// to be a plain word does not mangle that word elsewhere in the message.
 pub(crate) fn error_line(message: &str) -> String {
-    let mut text = redact_url_passwords(message);
-    for var in SECRET_ENV {
-        if let Some(value) = std::env::var_os(var).and_then(|v| v.into_string().ok()) {
-            // Very short values would mangle ordinary words; no real secret is that short.
-            if value.len() >= 4 {
-                text = text.replace(&value, "***");
-            }
-        }
-    }
+    let text = redact_passwords(message);
     let flat: Vec<&str> = text
         .split(['\n', '\r'])
         .map(str::trim)
@@ -187,28 +184,44 @@ pub(crate) fn error_line(message: &str) -> String {
 }
 
 /// Replace the password of every `scheme://user:password@host` in `text`.
-fn redact_url_passwords(text: &str) -> String {
+/// A URL ends at a blank or a quote; within it, the user info runs to the
+/// last `@`, so a malformed password (with a `/` in it) is covered too.
+fn redact_passwords(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find("://") {
         let (before, after) = rest.split_at(at + 3);
         out.push_str(before);
         let end = after
-            .find(|c: char| c == '/' || c.is_whitespace() || "\"'`()<>,;".contains(c))
+            .find(|c: char| c.is_whitespace() || "\"'`<>".contains(c))
             .unwrap_or(after.len());
-        let authority = &after[..end];
-        match authority.rsplit_once('@') {
-            // "[user:pass@]host" is a usage hint, not a URL with a password.
-            Some((userinfo, host)) if userinfo.contains(':') && !userinfo.starts_with('[') => {
-                let user = userinfo.split(':').next().unwrap_or_default();
-                out.push_str(&format!("{user}:***@{host}"));
-            }
-            _ => out.push_str(authority),
-        }
+        out.push_str(&redact_userinfo(&after[..end]));
         rest = &after[end..];
     }
     out.push_str(rest);
     out
+}
+
+/// One URL (or what was meant to be one) with its password replaced by
+/// `***`, for messages; the user name stays.
+pub(crate) fn redact_url(url: &str) -> String {
+    match url.find("://") {
+        Some(at) => format!("{}{}", &url[..at + 3], redact_userinfo(&url[at + 3..])),
+        None => url.to_owned(),
+    }
+}
+
+/// `user:password@rest` → `user:***@rest`, for what follows a `://`.
+fn redact_userinfo(after_scheme: &str) -> String {
+    match after_scheme.rsplit_once('@') {
+        // "[user:pass@]host" is a usage hint, not a URL with a password.
+        Some((userinfo, host)) if !userinfo.starts_with('[') => match userinfo.split_once(':') {
+            Some((user, _)) if !user.contains(['/', '?', '#']) => format!("{user}:***@{host}"),
+            Some(_) => format!("***@{host}"),
+            None => after_scheme.to_owned(),
+        },
+        _ => after_scheme.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -298,5 +311,32 @@ mod tests {
             error_line("use redis://[user:pass@]host[:port]"),
             "use redis://[user:pass@]host[:port]"
         );
+        assert_eq!(
+            error_line("bad URL (redis://u:se/cr@et@h:1/0); retry"),
+            "bad URL (redis://u:***@h:1/0); retry"
+        );
+        assert_eq!(
+            error_line("\"cloudshell://u:p%2Fw@h/r\" and redis://:x@y"),
+            "\"cloudshell://u:***@h/r\" and redis://:***@y"
+        );
+    }
+
+    #[test]
+    fn error_lines_leave_plain_words_alone() {
+        // Whatever the secrets are, only URL password fields are redacted.
+        let text =
+            "lock deploy is held by ci-7 pid 42; check LOCKRUN_CLOUDSHELL_USER (user \"admin\")";
+        assert_eq!(error_line(text), text);
+    }
+
+    #[test]
+    fn one_url_is_redacted_however_malformed() {
+        assert_eq!(redact_url("redis://u:secret@h:1/2"), "redis://u:***@h:1/2");
+        assert_eq!(redact_url("redis://:secret@h"), "redis://:***@h");
+        assert_eq!(redact_url("redis://:sec/ret@h"), "redis://:***@h");
+        assert_eq!(redact_url("redis://u:p w@h"), "redis://u:***@h");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact_url("cloudshell://u@h/r"), "cloudshell://u@h/r");
+        assert_eq!(redact_url("localhost"), "localhost");
     }
 }

@@ -4,6 +4,7 @@
 pub(crate) mod cloudshell;
 pub(crate) mod file;
 pub(crate) mod redis;
+pub(crate) mod url;
 
 use std::path::PathBuf;
 
@@ -35,13 +36,13 @@ impl BackendConfig {
         if let Some(cloudshell) = cloudshell::CloudShellConfig::from_script_environment(url)? {
             return Ok(BackendConfig::CloudShell(cloudshell));
         }
-        let Some((scheme, _)) = url.split_once(':') else {
+        let Some(scheme) = self::url::scheme(url) else {
             return Err(Error::usage(format!(
                 "invalid backend URL {:?}: no scheme; {SCHEMES_HINT}",
-                redact_url(url)
+                self::url::redacted(url)
             )));
         };
-        match scheme.to_ascii_lowercase().as_str() {
+        match scheme.as_str() {
             "file" => parse_file_url(url).map(BackendConfig::File),
             "redis" | "rediss" => redis::RedisConfig::parse(url).map(BackendConfig::Redis),
             "cloudshell" | "cloudshells" => {
@@ -54,13 +55,18 @@ impl BackendConfig {
     }
 }
 
+/// `file:///DIR`. The directory is taken literally, not percent-decoded:
+/// that is how the file backend has always read it and writes it back for
+/// the child (`LOCKRUN_BACKEND=file:///DIR`), and a local path needs no
+/// host, user or query, so nothing else of a URL applies.
 fn parse_file_url(url: &str) -> Result<file::FileConfig> {
     let path = url
         .strip_prefix("file://")
         .filter(|p| p.starts_with('/'))
         .ok_or_else(|| {
             Error::usage(format!(
-                "invalid file backend URL {url:?}: use file:///absolute/dir (three slashes)"
+                "invalid file backend URL {:?}: use file:///absolute/dir (three slashes)",
+                self::url::redacted(url)
             ))
         })?;
     if path.contains('\0') {
@@ -69,26 +75,6 @@ fn parse_file_url(url: &str) -> Result<file::FileConfig> {
     Ok(file::FileConfig {
         dir: Some(PathBuf::from(path)),
     })
-}
-
-/// The URL with any `user:password@` password replaced, for messages.
-pub(crate) fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{path}")
-            } else {
-                format!("{scheme}://{user}@{host}{path}")
-            }
-        }
-        None => url.to_owned(),
-    }
 }
 
 /// The backend a URL names, connected. Delegates every call to the one it
@@ -258,13 +244,6 @@ impl Backend for AnyBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(redact_url("redis://u:secret@h:1/2"), "redis://u:***@h:1/2");
-        assert_eq!(redact_url("redis://:secret@h"), "redis://:***@h");
-        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
-    }
 
     #[test]
     fn file_urls() {

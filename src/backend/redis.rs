@@ -136,63 +136,30 @@ impl RedisConfig {
     }
 
     fn parse_with(url: &str, env_password: Option<String>) -> Result<Self> {
-        // Not `redact_url`: in a malformed URL (a '/' in the password) the
-        // user info need not be where a well-formed URL would have it.
-        let shown = match (url.split_once("://"), url.rfind('@')) {
-            (Some((scheme, _)), Some(at)) => format!("{scheme}://***@{}", &url[at + 1..]),
-            _ => url.to_owned(),
-        };
+        let shown = super::url::redacted(url);
         let bad = |why: &str| {
             Error::usage(format!(
                 "invalid redis URL {shown:?}: {why}; use redis://[user:password@]host[:port][/db][?prefix=P] or rediss://… for TLS"
             ))
         };
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| bad("expected redis://"))?;
-        let tls = match scheme.to_ascii_lowercase().as_str() {
+        let parts = super::url::parse(url).map_err(|why| bad(&why))?;
+        let tls = match parts.scheme.as_str() {
             "redis" => false,
             "rediss" => true,
             _ => return Err(bad("the scheme must be redis or rediss")),
         };
-        if rest.contains('#') {
-            return Err(bad("fragments (#…) are not supported"));
+        if !parts.has_authority {
+            return Err(bad("expected redis://"));
         }
-        let (rest, query) = match rest.split_once('?') {
-            Some((rest, query)) => (rest, Some(query)),
-            None => (rest, None),
-        };
-        let (authority, path) = match rest.find('/') {
-            Some(i) => rest.split_at(i),
-            None => (rest, ""),
-        };
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((userinfo, hostport)) => (Some(userinfo), hostport),
-            None => (None, authority),
-        };
-        let (mut username, mut password) = (None, None);
-        if let Some(userinfo) = userinfo {
-            let (user, pass) = match userinfo.split_once(':') {
-                Some((user, pass)) => (user, Some(pass)),
-                None => (userinfo, None),
-            };
-            let user = percent_decode(user).ok_or_else(|| bad("bad %-escape in the user name"))?;
-            if !user.is_empty() {
-                username = Some(user);
-            }
-            if let Some(pass) = pass {
-                let pass =
-                    percent_decode(pass).ok_or_else(|| bad("bad %-escape in the password"))?;
-                if !pass.is_empty() {
-                    password = Some(pass);
-                }
-            }
-        }
-        let (host, port) = split_host_port(hostport).ok_or_else(|| bad("bad host or port"))?;
+        let host = parts.host.clone().unwrap_or_default();
         if host.is_empty() {
             return Err(bad("no host"));
         }
-        let db = match path.trim_start_matches('/') {
+        if host.contains(['/', '@', '?']) {
+            return Err(bad("bad host or port"));
+        }
+        let port = parts.port.unwrap_or(DEFAULT_PORT);
+        let db = match parts.path.trim_start_matches('/') {
             "" => 0,
             db => db
                 .parse::<i64>()
@@ -203,14 +170,11 @@ impl RedisConfig {
         let mut prefix = DEFAULT_PREFIX.to_owned();
         let mut ca_file = None;
         let mut max_ttl = DEFAULT_MAX_TTL;
-        for pair in query
-            .unwrap_or_default()
-            .split('&')
-            .filter(|p| !p.is_empty())
-        {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value).ok_or_else(|| bad("bad %-escape in the query"))?;
-            match key {
+        let query = parts
+            .query_pairs(super::url::Plus::Literal)
+            .map_err(|why| bad(&format!("{why} in the query")))?;
+        for (key, value) in query {
+            match key.as_str() {
                 "prefix" => {
                     if value
                         .chars()
@@ -230,10 +194,8 @@ impl RedisConfig {
                 }
                 "cacert" => return Err(bad("cacert only applies to rediss:// (TLS)")),
                 "max-ttl" => {
-                    max_ttl = crate::cli::parse_duration(&value)
-                        .ok()
-                        .filter(|d| (Duration::from_secs(1)..=crate::cli::MAX_TTL).contains(d))
-                        .ok_or_else(|| bad("max-ttl must be a duration from 1s to 24h"))?;
+                    max_ttl = crate::duration::parse(&value, crate::duration::Bounds::TTL)
+                        .map_err(|_| bad("max-ttl must be a duration from 1s to 24h"))?;
                 }
                 other => {
                     return Err(bad(&format!(
@@ -247,8 +209,8 @@ impl RedisConfig {
             host,
             port,
             db,
-            username,
-            password: password.or(env_password),
+            username: parts.user,
+            password: parts.password.or(env_password),
             prefix,
             ca_file,
             max_ttl,
@@ -261,15 +223,21 @@ impl RedisConfig {
         let user = self
             .username
             .as_ref()
-            .map(|u| format!("{}@", percent_encode(u)))
+            .map(|u| format!("{}@", super::url::encode(u)))
             .unwrap_or_default();
         let mut url = format!("{scheme}://{user}{}/{}", self.address(), self.db);
         let mut options = Vec::new();
         if self.prefix != DEFAULT_PREFIX {
-            options.push(format!("prefix={}", percent_encode(&self.prefix)));
+            options.push(format!(
+                "prefix={}",
+                super::url::encode_query_value(&self.prefix)
+            ));
         }
         if let Some(ca) = &self.ca_file {
-            options.push(format!("cacert={}", percent_encode(&ca.to_string_lossy())));
+            options.push(format!(
+                "cacert={}",
+                super::url::encode_query_value(&ca.to_string_lossy())
+            ));
         }
         if self.max_ttl != DEFAULT_MAX_TTL {
             options.push(format!(
@@ -339,60 +307,6 @@ impl RedisConfig {
             ))
         })
     }
-}
-
-/// `host`, `host:port`, `[v6]`, `[v6]:port`.
-fn split_host_port(text: &str) -> Option<(String, u16)> {
-    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        match after {
-            "" => (host, None),
-            after => (host, Some(after.strip_prefix(':')?)),
-        }
-    } else {
-        match text.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (text, None),
-        }
-    };
-    let port = match port {
-        None | Some("") => DEFAULT_PORT,
-        Some(port) => port.parse().ok().filter(|p| *p != 0)?,
-    };
-    let host = percent_decode(host)?;
-    if host.contains(['/', '@', '?']) {
-        return None;
-    }
-    Some((host, port))
-}
-
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~:/".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// Take the lock if free. Replies (all strings):
@@ -1496,6 +1410,30 @@ mod tests {
                 "{url}: {text}"
             );
         }
+    }
+
+    #[test]
+    fn passwords_with_slashes_and_at_signs_and_ipv6_hosts() {
+        let c = parse("redis://bob:a%2Fb@c@[2001:db8::7]:7001/2").unwrap();
+        assert_eq!(c.password.as_deref(), Some("a/b@c"));
+        assert_eq!((c.host.as_str(), c.port, c.db), ("2001:db8::7", 7001, 2));
+        assert_eq!(c.display_url(), "redis://bob@[2001:db8::7]:7001/2");
+        let c = parse("redis://:p%20w@h?prefix=a+b:").unwrap();
+        assert_eq!(c.password.as_deref(), Some("p w"));
+        assert_eq!(c.prefix, "a+b:");
+        for url in [
+            "redis://[::1",
+            "redis://[::1]:x",
+            "redis://u:%zz@h",
+            "redis://u:x%2@h",
+        ] {
+            let err = parse(url).unwrap_err();
+            assert!(matches!(err, Error::Usage(_)), "{url}: {err}");
+        }
+        let err = parse("redis://u:a%2Fb%40c@h:99999")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("a%2Fb") && err.contains("u:***@"), "{err}");
     }
 
     #[test]

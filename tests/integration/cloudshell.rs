@@ -440,6 +440,9 @@ fn failures_are_reported_as_what_they_are_and_never_run_the_command() {
         err.contains("refused the logon") && err.contains("error 118"),
         "{err}"
     );
+    // The message asks to check the user name, so it names it: the user is
+    // no secret (it only stays out of the child's environment).
+    assert!(err.contains(&format!("user {USER:?}")), "{err}");
 
     let mut cmd = emu.lockrun("", &[]);
     cmd.env("LOCKRUN_CLOUDSHELL_TOKEN", "forged-token");

@@ -426,3 +426,34 @@ fn huge_durations_are_usage_errors_not_panics() {
         );
     }
 }
+
+/// Secrets are kept out of messages where they are written, not by
+/// replacing their values anywhere in the text: a password that is also a
+/// plain word ("held") leaves that word alone.
+#[test]
+fn a_password_that_is_a_plain_word_does_not_mangle_messages() {
+    let sandbox = Sandbox::new();
+    let ready = sandbox.path("ready");
+    let mut holder = sandbox.lockrun(&[
+        "plain",
+        "--",
+        "sh",
+        "-c",
+        &format!("touch {}; sleep 30", ready.display()),
+    ]);
+    holder.stdin(std::process::Stdio::null());
+    let _holder = crate::util::Proc::spawn(holder, "holder");
+    crate::util::wait_for_file(&ready);
+
+    let mut cmd = sandbox.lockrun(&["release", "--force", "plain"]);
+    cmd.env("LOCKRUN_REDIS_PASSWORD", "held")
+        .env("LOCKRUN_CLOUDSHELL_PASSWORD", "lock")
+        .env("LOCKRUN_CLOUDSHELL_TOKEN", "process");
+    let out = run_timeout(cmd, SOON);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("plain is held by pid") && stderr.contains("stop that process"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("***"), "{stderr}");
+}

@@ -16,7 +16,7 @@
 //! | `check` | `10s` | how often a holder checks its alias is still there; `0` disables |
 //! | `insecure` | `false` | with `cloudshells://`, accept any certificate (the official client always does) |
 //!
-//! Every duration is at most [`MAX_DURATION`] (1h): a larger one is a usage
+//! Every duration is at most 1h ([`Bounds::BACKEND_INTERVAL`](crate::duration::Bounds::BACKEND_INTERVAL)): a larger one is a usage
 //! error when the URL is parsed, never an overflow later.
 //!
 //! Inside a CloudShell script (`qualiConnectivityContext` and
@@ -118,7 +118,6 @@ impl fmt::Debug for CloudShellConfig {
 }
 
 /// The pieces of a `cloudshell:` URL, before the environment fills the gaps.
-#[derive(Debug, Default)]
 struct UrlParts {
     tls: bool,
     user: Option<String>,
@@ -367,7 +366,7 @@ impl CloudShellConfig {
             "{scheme}://{}:{}/{}",
             self.host,
             self.port,
-            percent_encode(&self.reservation)
+            crate::backend::url::encode(&self.reservation)
         );
         let mut query = Vec::new();
         if self.model != DEFAULT_MODEL {
@@ -411,7 +410,7 @@ impl CloudShellConfig {
             url.push(if i == 0 { '?' } else { '&' });
             url.push_str(key);
             url.push('=');
-            url.push_str(&percent_encode(value));
+            url.push_str(&crate::backend::url::encode(value));
         }
         url
     }
@@ -490,123 +489,34 @@ fn json_object(name: &str, text: &str) -> Result<Value> {
 
 /// Split a `cloudshell[s]:` URL; `None` for other schemes.
 fn split_url(url: &str) -> Result<Option<UrlParts>> {
-    let Some((scheme, rest)) = url.split_once(':') else {
-        return Ok(None);
-    };
-    let tls = match scheme.to_ascii_lowercase().as_str() {
-        "cloudshell" => false,
-        "cloudshells" => true,
+    let tls = match crate::backend::url::scheme(url).as_deref() {
+        Some("cloudshell") => false,
+        Some("cloudshells") => true,
         _ => return Ok(None),
     };
-    let shown = crate::backend::redact_url(url);
+    let shown = crate::backend::url::redacted(url);
     let bad = |why: &str| Error::usage(format!("invalid cloudshell URL {shown:?}: {why}; {HINT}"));
-    if rest.contains('#') {
-        return Err(bad("fragments (#) are not allowed"));
-    }
-    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let mut parts = UrlParts {
-        tls,
-        ..UrlParts::default()
-    };
-    let path = if let Some(after) = rest.strip_prefix("//") {
-        let (authority, path) = after.split_at(after.find('/').unwrap_or(after.len()));
-        let hostport = match authority.rsplit_once('@') {
-            Some((userinfo, hostport)) => {
-                let (user, password) = match userinfo.split_once(':') {
-                    Some((user, password)) => (user, Some(password)),
-                    None => (userinfo, None),
-                };
-                parts.user =
-                    Some(percent_decode(user).map_err(|e| bad(&e))?).filter(|u| !u.is_empty());
-                parts.password = password
-                    .map(percent_decode)
-                    .transpose()
-                    .map_err(|e| bad(&e))?;
-                hostport
-            }
-            None => authority,
-        };
-        let (host, port) = split_host_port(hostport).map_err(|e| bad(&e))?;
-        parts.host = Some(host).filter(|h| !h.is_empty());
-        parts.port = port;
-        path
-    } else if rest.is_empty() {
-        ""
-    } else {
+    let url = crate::backend::url::parse(url).map_err(|why| bad(&why))?;
+    if !url.has_authority && !url.path.is_empty() {
         return Err(bad("expected // after the scheme"));
-    };
-    let path = path.trim_start_matches('/').trim_end_matches('/');
+    }
+    let path = url.path.trim_start_matches('/').trim_end_matches('/');
     if path.contains('/') {
         return Err(bad("the path must be just the reservation id"));
     }
-    parts.reservation = Some(percent_decode(path).map_err(|e| bad(&e))?).filter(|r| !r.is_empty());
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let decode = |s: &str| percent_decode(&s.replace('+', " "));
-        parts.query.push((
-            decode(key).map_err(|e| bad(&e))?,
-            decode(value).map_err(|e| bad(&e))?,
-        ));
-    }
-    Ok(Some(parts))
-}
-
-fn split_host_port(hostport: &str) -> Result<(String, Option<u16>), String> {
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (inside, after) = v6.split_once(']').ok_or("unclosed [ in host")?;
-        let port = match after {
-            "" => None,
-            _ => Some(after.strip_prefix(':').ok_or("junk after ]")?),
-        };
-        (format!("[{inside}]"), port)
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((host, port)) => (host.to_owned(), Some(port)),
-            None => (hostport.to_owned(), None),
-        }
-    };
-    let port = match port {
-        None | Some("") => None,
-        Some(port) => Some(
-            port.parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| format!("bad port {port:?}"))?,
-        ),
-    };
-    Ok((host, port))
-}
-
-fn percent_decode(text: &str) -> Result<String, String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or("bad % escape")?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "% escapes are not UTF-8".to_owned())
-}
-
-fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    let reservation = crate::backend::url::decode(path).map_err(|why| bad(&why))?;
+    let query = url
+        .query_pairs(crate::backend::url::Plus::Space)
+        .map_err(|why| bad(&why))?;
+    Ok(Some(UrlParts {
+        tls,
+        host: url.host_bracketed(),
+        user: url.user,
+        password: url.password,
+        port: url.port,
+        reservation: Some(reservation).filter(|r| !r.is_empty()),
+        query,
+    }))
 }
 
 fn nonempty(key: &str, value: &str) -> Result<String> {
@@ -618,37 +528,12 @@ fn nonempty(key: &str, value: &str) -> Result<String> {
     Ok(value.to_owned())
 }
 
-/// The longest any duration option may be. Bounding them where they are
+/// Every duration option is at most 1h. Bounding them where they are
 /// parsed keeps every later sum and product (the release budget, the
-/// settle time, deadlines on `Instant`) far from overflow, and no sane
-/// request timeout, poll or check interval is longer.
-pub(super) const MAX_DURATION: Duration = Duration::from_secs(3600);
-
+/// settle time, deadlines on `Instant`) far from overflow.
 fn duration(key: &str, value: &str) -> Result<Duration> {
-    let value = value.trim();
-    let parsed = match value.parse::<f64>() {
-        // A bare number is seconds; NaN, infinities and negatives are not
-        // durations, and huge values must not reach Duration::from_secs_f64
-        // (which panics): try_from_secs_f64 reports them instead.
-        Ok(secs) => Duration::try_from_secs_f64(secs).map_err(|_| {
-            format!(
-                "not a duration from 0 to {}",
-                humantime::format_duration(MAX_DURATION)
-            )
-        }),
-        Err(_) => {
-            humantime::parse_duration(value).map_err(|e| format!("{e} (examples: 250ms, 5s, 1m)"))
-        }
-    };
-    match parsed {
-        Ok(d) if d <= MAX_DURATION => Ok(d),
-        Ok(_) => Err(format!(
-            "at most {}",
-            humantime::format_duration(MAX_DURATION)
-        )),
-        Err(e) => Err(e),
-    }
-    .map_err(|why| Error::usage(format!("cloudshell option {key}={value:?}: {why}")))
+    crate::duration::parse(value, crate::duration::Bounds::BACKEND_INTERVAL)
+        .map_err(|why| Error::usage(format!("cloudshell option {key}={:?}: {why}", value.trim())))
 }
 
 fn boolean(key: &str, value: &str) -> Result<bool> {
@@ -777,6 +662,27 @@ mod tests {
         let config =
             CloudShellConfig::parse_with("cloudshell://u:hunter2@h/r", &env_of(&[])).unwrap();
         assert!(!config.display_url().contains("hunter2"));
+    }
+
+    #[test]
+    fn credentials_and_hosts_in_the_url() {
+        let config = CloudShellConfig::parse_with(
+            "cloudshell://ops%40lab:p%2Fw@rd@[fe80::2]:8030/res%201",
+            &env_of(&[]),
+        )
+        .unwrap();
+        assert!(matches!(
+            &config.credentials,
+            Credentials::Password { user, password, .. } if user == "ops@lab" && password == "p/w@rd"
+        ));
+        assert_eq!(config.server(), "[fe80::2]:8030");
+        assert_eq!(config.reservation, "res 1");
+        assert_eq!(config.display_url(), "cloudshell://[fe80::2]:8030/res%201");
+        assert!(!format!("{config:?}").contains("p/w@rd"));
+        let err = CloudShellConfig::parse_with("cloudshell://u:p%2Fw@h:0/r", &env_of(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("p%2Fw") && err.contains("u:***@h"), "{err}");
     }
 
     #[test]

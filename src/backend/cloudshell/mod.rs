@@ -221,7 +221,7 @@ impl CloudShellBackend {
     /// carried out, by lockrun's assumption (the module docs).
     fn settle_deadline(&self) -> Instant {
         let now = Instant::now();
-        // settle() is at most 21 × MAX_DURATION, so this cannot overflow;
+        // settle() is at most 21 × the 1h bound on every duration option, so this cannot overflow;
         // if it did, waiting a day instead is still a bounded wait.
         now.checked_add(self.config.settle())
             .or_else(|| now.checked_add(Duration::from_secs(86_400)))
