@@ -460,20 +460,24 @@ fn holding_lockrun_stopped_past_the_ttl_never_overlaps_the_next_holder() {
 /// gets the lock after B.
 #[test]
 fn a_lease_gone_stale_before_the_spawn_is_never_used() {
-    let server = redis();
+    // A longer lease than the other tests: its acquire timeout (ttl/3,
+    // 1.33 s) then outlasts the 600 ms pause with room to spare on a
+    // loaded machine, so A's acquire is answered, not abandoned.
+    const STALE_TTL: &str = "4s";
+    let server = RedisServer::start_for_ttl(4000);
     let dir = tempfile::tempdir().unwrap();
     let mut hist = History::new(dir.path());
-    let url = redis_url(server.port);
+    let url = format!("redis://127.0.0.1:{}/0?max-ttl={STALE_TTL}", server.port);
     // Scripts loaded already: A's acquire is one EVALSHA.
     let warm = run_timeout(
-        lockrun_at(&url, &["--ttl", TTL, "warm", "--", "true"]),
+        lockrun_at(&url, &["--ttl", STALE_TTL, "warm", "--", "true"]),
         SOON,
     );
     assert!(warm.status.success(), "{}", stderr_of(&warm));
     server.cli(&["CLIENT", "PAUSE", "600", "WRITE"]);
     let mut a = Run::spawn(
         &mut hist,
-        lockrun_at(&url, &["--ttl", TTL, "-w", "20s"]),
+        lockrun_at(&url, &["--ttl", STALE_TTL, "-w", "20s"]),
         "stale",
         "true",
     );
@@ -502,7 +506,7 @@ fn a_lease_gone_stale_before_the_spawn_is_never_used() {
     });
     let mut b = Run::spawn(
         &mut hist,
-        lockrun_at(&url, &["--ttl", TTL, "-w", "20s"]),
+        lockrun_at(&url, &["--ttl", STALE_TTL, "-w", "20s"]),
         "stale",
         "read line",
     );
