@@ -379,8 +379,8 @@ fn environment_section(roff: &mut Roff, cmd: &clap::Command) {
     );
     roff.item(
         "`LOCKRUN_LOG`",
-        "Diagnostics filter in tracing's `EnvFilter` syntax, e.g. `lockrun=debug`; it takes \
-         precedence over `-v` and `-q`.",
+        "Diagnostics filter: comma-separated `target=level` pairs or a bare level, e.g. \
+         `lockrun=debug`; it takes precedence over `-v` and `-q`.",
     );
 }
 
