@@ -12,6 +12,7 @@ pub mod lock;
 pub mod os;
 pub mod run;
 pub mod signals;
+pub(crate) mod spawn;
 pub mod supervise;
 pub mod terminal;
 pub mod ui;
