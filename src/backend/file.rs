@@ -57,6 +57,22 @@ struct LockedFile {
     slot: u32,
 }
 
+impl FileLease {
+    /// Let the lock's descriptor survive an exec (`--exec`): the command
+    /// then holds the lock itself.
+    pub(crate) fn keep_across_exec(&self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let fd = self.locked.file.as_raw_fd();
+        // SAFETY: fcntl on a descriptor we own, with integer arguments.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        // SAFETY: as above.
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
 impl Lease for FileLease {
     fn slot(&self) -> u32 {
         self.slot
@@ -123,7 +139,8 @@ impl FileBackend {
     /// and across the slot files of a name as long as the clock does not step
     /// back.
     fn finish_acquire(&self, req: &LockRequest, locked: LockedFile) -> Result<FileLease> {
-        let previous = read_record(&locked.file).and_then(|r| r.fence).unwrap_or(0);
+        let (previous, previous_len) = read_record_len(&locked.file);
+        let previous = previous.and_then(|r| r.fence).unwrap_or(0);
         let fence = previous.saturating_add(1).max(unix_micros());
         let mut record = req.holder.clone();
         record.fence = Some(fence);
@@ -136,7 +153,7 @@ impl FileBackend {
                 locked.path.display()
             )));
         }
-        write_record(&locked.file, &record)?;
+        write_record(&locked.file, &record, previous_len)?;
         let watch = watch_lock_file(&locked.path);
         Ok(FileLease {
             slot: locked.slot,
@@ -461,18 +478,42 @@ fn unix_micros() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-fn write_record(file: &File, record: &HolderInfo) -> Result<()> {
-    let mut line = serde_json::to_string(record).map_err(|e| Error::internal(e.to_string()))?;
-    line.push('\n');
-    file.set_len(0)
-        .and_then(|()| file.write_all_at(line.as_bytes(), 0))
+/// The holder record, in one `pwrite`: the JSON line, padded with spaces
+/// over whatever an earlier (longer) record left, so no `ftruncate` is
+/// needed and a reader never sees an empty file. Readers trim the padding.
+/// Only a file longer than one read buffer (not written by lockrun) is
+/// truncated as well.
+fn write_record(file: &File, record: &HolderInfo, previous_len: usize) -> Result<()> {
+    let mut line = serde_json::to_vec(record).map_err(|e| Error::internal(e.to_string()))?;
+    line.push(b'\n');
+    if line.len() < previous_len {
+        line.resize(previous_len, b' ');
+    }
+    file.write_all_at(&line, 0)
+        .and_then(|()| {
+            if previous_len >= RECORD_BUF {
+                file.set_len(line.len() as u64)
+            } else {
+                Ok(())
+            }
+        })
         .map_err(|e| Error::unavailable(format!("cannot write holder record: {e}")))
 }
 
+/// How much of a lock file is read as its holder record.
+const RECORD_BUF: usize = 4096;
+
 fn read_record(file: &File) -> Option<HolderInfo> {
-    let mut buf = vec![0; 4096];
-    let n = file.read_at(&mut buf, 0).ok()?;
-    serde_json::from_slice(buf[..n].trim_ascii()).ok()
+    read_record_len(file).0
+}
+
+/// The record and how many bytes the file had (up to `RECORD_BUF`).
+fn read_record_len(file: &File) -> (Option<HolderInfo>, usize) {
+    let mut buf = [0u8; RECORD_BUF];
+    let Ok(n) = file.read_at(&mut buf, 0) else {
+        return (None, 0);
+    };
+    (serde_json::from_slice(buf[..n].trim_ascii()).ok(), n)
 }
 
 /// Who holds a lock, from the lock file's record and the pid the kernel
