@@ -93,6 +93,7 @@ pub fn man_page() -> String {
     environment_section(&mut roff, &cmd);
     command_section(&mut roff);
     signals_section(&mut roff);
+    exec_mode_section(&mut roff);
     waiting_section(&mut roff);
     json_section(&mut roff);
     files_section(&mut roff);
@@ -479,6 +480,35 @@ fn signals_section(roff: &mut Roff) {
     );
 }
 
+fn exec_mode_section(roff: &mut Roff) {
+    roff.sh("EXEC MODE");
+    roff.p(
+        "With `--exec` (file backend only) lockrun takes the lock, writes the holder record and \
+         then execs *COMMAND* in its own place, with the lock's descriptor inherited (not \
+         close-on-exec), as `flock -F` and setlock(8) do. There is no supervisor process, \
+         which makes it the cheapest way to run a command under a lock. What it gives up:",
+    );
+    roff.bullet(
+        "Daemons and other processes the command starts inherit the descriptor and keep the \
+         lock until the last of them exits or closes it; nothing is stopped when the command \
+         exits.",
+    );
+    roff.bullet(
+        "The holder pid in the record and in `status` is the command's own (lockrun's pid, \
+         which the command takes over); it does not change hands.",
+    );
+    roff.bullet(
+        "No lease, guardian, deadline or signal forwarding: signals go to the command \
+         directly, it stays in lockrun's process group, and nobody notices a lock file that \
+         is removed or replaced while it runs. `--max-time`, `--slots`, `--kill-escaped` and \
+         the Redis and CloudShell backends need a supervisor and are refused (exit 64).",
+    );
+    roff.p(
+        "`LOCKRUN_NAME`, `LOCKRUN_FENCE` and `LOCKRUN_BACKEND` are set and secrets removed as \
+         usual. A command that cannot be executed exits 127 or 126 and frees the lock.",
+    );
+}
+
 fn waiting_section(roff: &mut Roff) {
     roff.sh("WAITING");
     roff.p(
@@ -793,6 +823,7 @@ mod tests {
             "ENVIRONMENT",
             "THE COMMAND",
             "SIGNALS",
+            "EXEC MODE",
             "WAITING",
             "JSON OUTPUT",
             "FILES",
