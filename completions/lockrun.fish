@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_lockrun_global_optspecs
-    string join \n b/backend= v/verbose q/quiet c/command= w/wait= n/no-wait E/conflict-exit-code= ttl= slots= kill-after= kill-escaped max-time= h/help V/version
+    string join \n b/backend= v/verbose q/quiet c/command= w/wait= n/no-wait E/conflict-exit-code= ttl= slots= kill-after= kill-escaped max-time= exec h/help V/version
 end
 
 function __fish_lockrun_needs_command
@@ -36,6 +36,7 @@ complete -c lockrun -n "__fish_lockrun_needs_command" -s v -l verbose -d 'More d
 complete -c lockrun -n "__fish_lockrun_needs_command" -s q -l quiet -d 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
 complete -c lockrun -n "__fish_lockrun_needs_command" -s n -l no-wait -d 'Fail at once if the lock is held (wins over --wait and LOCKRUN_WAIT)'
 complete -c lockrun -n "__fish_lockrun_needs_command" -l kill-escaped -d 'Also stop processes that left the command\'s process group'
+complete -c lockrun -n "__fish_lockrun_needs_command" -l exec -d 'Exec mode (file backend only): take the lock, then become the command'
 complete -c lockrun -n "__fish_lockrun_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lockrun -n "__fish_lockrun_needs_command" -s V -l version -d 'Print version'
 complete -c lockrun -n "__fish_lockrun_needs_command" -a "run" -d 'Run a command under the lock (the default; needed when the lock is called status, list, release or run)'
@@ -52,6 +53,7 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l max-time -d 'Sto
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s b -l backend -d 'Where locks live [default: lock files in a private per-user directory]' -r -f
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s n -l no-wait -d 'Fail at once if the lock is held (wins over --wait and LOCKRUN_WAIT)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l kill-escaped -d 'Also stop processes that left the command\'s process group'
+complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l exec -d 'Exec mode (file backend only): take the lock, then become the command'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s v -l verbose -d 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s q -l quiet -d 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -205,6 +205,17 @@ pub struct RunArgs {
         value_parser = crate::duration::option
     )]
     pub max_time: Option<Duration>,
+
+    /// Exec mode (file backend only): take the lock, then become the command
+    ///
+    /// Like `flock -F` or setlock: lockrun execs the command itself, which
+    /// inherits the lock's descriptor, so no supervisor process stays
+    /// behind. The lock is held until the command and everything that
+    /// inherited the descriptor (a daemon it starts) have exited. No lease,
+    /// guardian or signal forwarding; refused with --max-time, --slots,
+    /// --kill-escaped and the Redis and CloudShell backends.
+    #[arg(long = "exec", env = "LOCKRUN_EXEC", hide_env_values = true)]
+    pub exec: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -377,6 +377,7 @@ mod tests {
             "ENVIRONMENT",
             "THE COMMAND",
             "SIGNALS",
+            "EXEC MODE",
             "WAITING",
             "JSON OUTPUT",
             "FILES",

@@ -13,6 +13,7 @@ pub mod lock;
 pub(crate) mod os;
 pub(crate) mod run;
 pub(crate) mod signals;
+pub(crate) mod spawn;
 pub mod supervise;
 pub(crate) mod terminal;
 pub(crate) mod ui;
@@ -173,19 +174,29 @@ fn parse_error_line(rendered: &str) -> String {
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
     let level = match (quiet, verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        (false, _) => "debug",
+        (true, _) => LevelFilter::ERROR,
+        (false, 0) => LevelFilter::WARN,
+        (false, 1) => LevelFilter::INFO,
+        (false, _) => LevelFilter::DEBUG,
     };
-    let filter = EnvFilter::try_from_env("LOCKRUN_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(format!("lockrun={level}")));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .without_time()
-        .with_target(false)
+    // `LOCKRUN_LOG`: `target=level` pairs separated by commas, or a bare
+    // level (`lockrun=debug`, `debug,redis=trace`). A plain target list
+    // instead of a full filter language: no regex engine to start up.
+    let filter = std::env::var("LOCKRUN_LOG")
+        .ok()
+        .and_then(|spec| spec.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_target("lockrun", level));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .without_time()
+                .with_target(false),
+        )
+        .with(filter)
         .try_init();
 }

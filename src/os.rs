@@ -147,6 +147,22 @@ pub(crate) fn descendants(ancestor: i32, exclude: &[i32]) -> Vec<i32> {
         .collect()
 }
 
+/// The children of this process, from `/proc/self/task/*/children`;
+/// `None` if the kernel does not say (no /proc, or built without
+/// CONFIG_PROC_CHILDREN): then the caller must look at every process.
+pub(crate) fn children_of_self() -> Option<Vec<i32>> {
+    let mut kids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path().join("children");
+        let text = std::fs::read_to_string(path).ok()?;
+        kids.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    Some(kids)
+}
+
 /// Make orphaned descendants ours (instead of init's), so that leftovers
 /// can be reaped and seen after the command exits.
 pub(crate) fn become_subreaper() {

@@ -54,6 +54,25 @@ pub(crate) fn plan(args: &RunArgs, global: &GlobalArgs) -> Result<RunPlan> {
             humantime::format_duration(args.ttl),
         )));
     }
+    if args.exec {
+        let refuse = |what: &str| {
+            Err(Error::usage(format!(
+                "--exec cannot be combined with {what}: exec mode leaves no lockrun process to supervise the command"
+            )))
+        };
+        if !matches!(backend, BackendConfig::File(_)) {
+            return refuse("a lease backend (Redis, CloudShell); it needs the file backend");
+        }
+        if args.max_time.is_some() {
+            return refuse("--max-time");
+        }
+        if args.slots.is_some() {
+            return refuse("--slots");
+        }
+        if args.kill_escaped {
+            return refuse("--kill-escaped");
+        }
+    }
     Ok(RunPlan {
         name,
         program,
@@ -66,6 +85,9 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
     // Installed before the wait starts: a signal while waiting must abort
     // the wait cleanly, not kill us half-way through a backend request.
     let mut signals = Signals::install()?;
+    if args.exec {
+        return run_exec(plan, args, global, &mut signals).await;
+    }
     crate::os::become_subreaper();
     let RunPlan {
         name,
@@ -73,11 +95,7 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
         args: child_args,
         backend,
     } = plan;
-    let command_line = std::iter::once(&program)
-        .chain(&child_args)
-        .map(|word| word.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let command_line = command_line(&program, &child_args);
     let req = LockRequest {
         name,
         slots: args.slots.unwrap_or(1),
@@ -155,4 +173,69 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
     .await;
     guardian.dismiss();
     result
+}
+
+fn command_line(program: &OsString, args: &[OsString]) -> String {
+    std::iter::once(program)
+        .chain(args)
+        .map(|word| word.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `--exec`: take the file lock, then become the command, which inherits
+/// the lock's descriptor. Returns only if the command could not be
+/// executed (or a signal came first); the lock is freed as lockrun exits.
+async fn run_exec(
+    plan: RunPlan,
+    args: &RunArgs,
+    global: &GlobalArgs,
+    signals: &mut Signals,
+) -> Result<Exit> {
+    let RunPlan {
+        name,
+        program,
+        args: child_args,
+        backend,
+    } = plan;
+    let BackendConfig::File(config) = backend else {
+        return Err(Error::internal("exec mode without the file backend"));
+    };
+    let mut backend = crate::backend::file::FileBackend::open(&config)?;
+    let req = LockRequest {
+        name,
+        slots: 1,
+        ttl: args.ttl,
+        // The pid in the record is ours, and after the exec the command's.
+        holder: HolderInfo::for_this_process(&command_line(&program, &child_args)),
+    };
+    let policy = if args.no_wait {
+        WaitPolicy::NoWait
+    } else {
+        args.wait.map_or(WaitPolicy::Forever, |wait| {
+            WaitPolicy::Until(Instant::now() + wait)
+        })
+    };
+    let mut indicator = WaitIndicator::new(global.quiet);
+    let lease = lock::acquire(&mut backend, &req, policy, signals, &mut indicator).await?;
+    tracing::info!(name = %req.name, fence = ?lease.fence(), "acquired; exec");
+    let mut env = vec![
+        ("LOCKRUN_NAME".to_owned(), req.name.to_string()),
+        ("LOCKRUN_BACKEND".to_owned(), backend.display_url()),
+    ];
+    if let Some(fence) = lease.fence() {
+        env.push(("LOCKRUN_FENCE".to_owned(), fence.to_string()));
+    }
+    let prepared = crate::spawn::Prepared::new(&program, &child_args, &env)
+        .map_err(|e| supervise::spawn_error(&program, &e))?;
+    lease
+        .keep_across_exec()
+        .map_err(|e| Error::internal(format!("cannot pass the lock to the command: {e}")))?;
+    let failed = crate::spawn::exec_in_place(&prepared, || signals.pending());
+    // Still here: the descriptor closes as lockrun exits, freeing the lock.
+    drop(lease);
+    match failed {
+        crate::spawn::InPlace::Interrupted(signal) => Err(Error::interrupted(signal)),
+        crate::spawn::InPlace::Failed(e) => Err(supervise::spawn_error(&program, &e)),
+    }
 }

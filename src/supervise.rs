@@ -149,12 +149,7 @@ async fn supervise<B: Backend>(
             };
         }
     };
-    let pgid = Pid::from_raw(
-        child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .ok_or_else(|| Error::internal("child has no pid"))?,
-    );
+    let pgid = Pid::from_raw(child.id());
     tracing::info!(pid = pgid.as_raw(), "child started");
 
     let max_deadline = policy.max_time.and_then(|d| Instant::now().checked_add(d));
@@ -325,6 +320,13 @@ async fn escaped(policy: StopPolicy, guardian: &Guardian, current: &Cell<Option<
     let me = i32::try_from(std::process::id()).unwrap_or(0);
     let exclude = [guardian.pid().as_raw()];
     reap_orphans();
+    // Every live descendant is one of lockrun's children or below one (an
+    // orphan is reparented to lockrun, its subreaper): with no child but
+    // the guardian there is nothing to look for, and no need to read
+    // every process's /proc entry inside the critical section.
+    if crate::os::children_of_self().is_some_and(|kids| kids.iter().all(|k| exclude.contains(k))) {
+        return;
+    }
     let found = crate::os::descendants(me, &exclude);
     if found.is_empty() {
         return;
@@ -479,50 +481,21 @@ fn spawn(
     claim_terminal: bool,
     guardian_fd: std::os::fd::RawFd,
     term_at_nanos: u64,
-) -> Result<tokio::process::Child, SpawnFailure> {
-    let mut command = tokio::process::Command::new(&spec.program);
-    command
-        .args(&spec.args)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)));
-    for secret in crate::ui::SECRET_ENV {
-        command.env_remove(secret);
-    }
-    // Its own process group, so a lost lock or --max-time can stop the whole
-    // tree, and so a terminal's Ctrl-C reaches it once (through us), not twice.
-    command.process_group(0);
-    let parent = nix::unistd::getpid();
-    // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe system calls (prctl, getppid, raise, getpid, write,
-    // clock_gettime, setpgid, sigprocmask, tcsetpgrp); it allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            // If lockrun is SIGKILLed the child must not run on unprotected.
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-            // lockrun may have died before prctl took effect.
-            if nix::unistd::getppid() != parent {
-                nix::sys::signal::raise(Signal::SIGKILL)?;
-            }
-            // From here on the guardian enforces the deadline; a deadline
-            // that passed while lockrun was stopped means: do not start.
-            if !crate::guardian::register(guardian_fd, term_at_nanos) {
-                return Err(std::io::Error::from_raw_os_error(libc::ETIME));
-            }
-            if claim_terminal {
-                crate::terminal::claim_in_child()?;
-            }
-            Ok(())
-        });
-    }
-    command.spawn().map_err(|e| {
-        if e.raw_os_error() == Some(libc::ETIME) {
-            SpawnFailure::Stale
-        } else {
-            SpawnFailure::Error(spawn_error(&spec.program, &e))
-        }
+) -> Result<crate::spawn::Child, SpawnFailure> {
+    let io = |e: std::io::Error| SpawnFailure::Error(spawn_error(&spec.program, &e));
+    let prepared = crate::spawn::Prepared::new(&spec.program, &spec.args, &spec.env).map_err(io)?;
+    let setup = crate::spawn::Setup {
+        claim_terminal,
+        guardian_fd,
+        term_at_nanos,
+    };
+    crate::spawn::spawn(&prepared, &setup).map_err(|e| match e {
+        crate::spawn::Failure::Stale => SpawnFailure::Stale,
+        crate::spawn::Failure::Io(e) => io(e),
     })
 }
 
-fn spawn_error(program: &OsString, e: &std::io::Error) -> Error {
+pub(crate) fn spawn_error(program: &OsString, e: &std::io::Error) -> Error {
     let program = crate::ui::sanitize(&program.to_string_lossy());
     match e.kind() {
         std::io::ErrorKind::NotFound => Error::Spawn {

@@ -93,8 +93,8 @@ fn alone_in_group(group: Pid) -> bool {
 }
 
 /// tcsetpgrp with SIGTTOU blocked: a background process may then change the
-/// foreground group instead of being stopped for trying. Async-signal-safe
-/// (it also runs between fork and exec), so it logs nothing.
+/// foreground group instead of being stopped for trying. (The command's own
+/// claim, between clone and exec, is in `spawn::child_main`.)
 fn set_foreground(group: Pid) {
     let mut ttou = SigSet::empty();
     ttou.add(Signal::SIGTTOU);
@@ -104,14 +104,4 @@ fn set_foreground(group: Pid) {
     }
     let _ = nix::unistd::tcsetpgrp(stdin_fd(), group);
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
-}
-
-/// In the forked child, before exec: take the terminal's foreground for the
-/// child's new process group, so that it never reads the terminal from the
-/// background, not even before lockrun's own call could have run.
-/// Only async-signal-safe calls (setpgid, sigprocmask, tcsetpgrp).
-pub(crate) fn claim_in_child() -> std::io::Result<()> {
-    nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0))?;
-    set_foreground(nix::unistd::getpid());
-    Ok(())
 }

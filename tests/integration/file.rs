@@ -1068,3 +1068,126 @@ fn a_closed_stdout_is_a_quiet_exit() {
     assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
     assert!(!stderr_of(&out).contains("panicked"), "{}", stderr_of(&out));
 }
+
+/// `--exec`: the command itself holds the lock (no lockrun process stays),
+/// for as long as it lives; flock(1) sees it held; the holder pid is the
+/// command's own; the fence and name are set.
+#[test]
+fn exec_mode_holds_the_lock_for_the_commands_lifetime() {
+    let sb = Sandbox::new();
+    let ready = sb.path("exec-ready");
+    let script = format!(
+        "echo \"$$ $LOCKRUN_NAME $LOCKRUN_FENCE ${{LOCKRUN_REDIS_PASSWORD-unset}}\" > {}; read line",
+        ready.display()
+    );
+    let mut cmd = sb.lockrun(&["--exec", "xjob", "--", "sh", "-c", &script]);
+    cmd.env("LOCKRUN_REDIS_PASSWORD", "hunter2")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut holder = Proc::spawn(cmd, "exec-mode holder");
+    let line = wait_for_content(&ready);
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words.len(), 4, "{line}");
+    // The shell is lockrun's own process, exec'd: the same pid.
+    assert_eq!(words[0].parse::<i32>().unwrap(), holder.pid(), "{line}");
+    assert_eq!(words[1], "xjob");
+    assert!(words[2].parse::<u64>().unwrap() > 0, "fence: {line}");
+    assert_eq!(words[3], "unset", "a secret reached the command");
+
+    // Held: by lockrun's rules and by flock(1)'s.
+    assert_eq!(no_wait_code(&sb, "xjob"), 75);
+    let flock = run_timeout(
+        {
+            let mut c = Command::new("flock");
+            c.arg("-n").arg(sb.lock_file("xjob")).arg("true");
+            c
+        },
+        SOON,
+    );
+    assert_eq!(code(flock.status), 1, "flock(1) got a lock exec mode holds");
+    // status names the command's pid, the one the kernel says holds it.
+    let status = run_timeout(sb.lockrun(&["status", "--json", "xjob"]), SOON);
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(doc["held"], true, "{doc}");
+    assert_eq!(
+        doc["slots"][0]["holder"]["pid"].as_i64(),
+        Some(i64::from(holder.pid())),
+        "{doc}"
+    );
+
+    holder.child.stdin.take().unwrap().write_all(b"\n").unwrap();
+    assert_eq!(code(holder.wait_timeout(SOON)), 0);
+    assert!(sb.lock_is_free("xjob"));
+    assert_eq!(no_wait_code(&sb, "xjob"), 0);
+}
+
+#[test]
+fn exec_mode_waits_and_reports_exec_failures() {
+    let sb = Sandbox::new();
+    // Busy with --no-wait: 75, nothing run.
+    let holder = hold(&sb, "xbusy", &[]);
+    let out = run_timeout(
+        sb.lockrun(&[
+            "--exec",
+            "-n",
+            "xbusy",
+            "--",
+            "touch",
+            sb.path("ran").to_str().unwrap(),
+        ]),
+        SOON,
+    );
+    assert_eq!(code(out.status), 75, "{}", stderr_of(&out));
+    assert!(!sb.path("ran").exists());
+    assert_eq!(holder.release(), 0);
+    // Not found: 127; not executable: 126; the lock is free afterwards.
+    let out = run_timeout(
+        sb.lockrun(&["--exec", "xbusy", "--", "no-such-command-xyz"]),
+        SOON,
+    );
+    assert_eq!(code(out.status), 127, "{}", stderr_of(&out));
+    let file = sb.path("not-executable");
+    std::fs::write(&file, "#!/bin/sh\n").unwrap();
+    let out = run_timeout(
+        sb.lockrun(&["--exec", "xbusy", "--", file.to_str().unwrap()]),
+        SOON,
+    );
+    assert_eq!(code(out.status), 126, "{}", stderr_of(&out));
+    assert_eq!(no_wait_code(&sb, "xbusy"), 0);
+    // The exit status is the command's.
+    let out = run_timeout(
+        sb.lockrun(&["--exec", "xbusy", "--", "sh", "-c", "exit 7"]),
+        SOON,
+    );
+    assert_eq!(code(out.status), 7);
+}
+
+#[test]
+fn exec_mode_refuses_what_needs_a_supervisor() {
+    let sb = Sandbox::new();
+    for extra in [
+        &["--max-time", "1m"][..],
+        &["--slots", "2"][..],
+        &["--kill-escaped"][..],
+        &["--backend", "redis://127.0.0.1:1"][..],
+        &["--backend", "cloudshell://127.0.0.1:1/r1"][..],
+    ] {
+        let url = sb.backend_url();
+        let ran = sb.path("ran");
+        let mut args = vec!["--exec"];
+        if !extra.contains(&"--backend") {
+            args.extend(["--backend", &url]);
+        }
+        args.extend(extra);
+        args.extend(["xref", "--", "touch", ran.to_str().unwrap()]);
+        let mut cmd = lockrun_cmd();
+        // Credentials, so that only exec mode is what gets refused.
+        cmd.env("LOCKRUN_CLOUDSHELL_TOKEN", "t").args(&args);
+        let out = run_timeout(cmd, SOON);
+        let err = stderr_of(&out);
+        assert_eq!(code(out.status), 64, "{extra:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{extra:?}: {err}");
+        assert!(err.contains("--exec"), "{extra:?}: {err}");
+        assert!(!sb.path("ran").exists(), "{extra:?} ran the command");
+    }
+}
