@@ -6,7 +6,7 @@ use crate::backend::{AnyBackend, BackendConfig};
 use crate::cli::{GlobalArgs, ListArgs, ReleaseArgs, StatusArgs};
 use crate::error::{Error, Result};
 use crate::exit::Exit;
-use crate::lock::{Backend, LockName, SlotState, compact_duration, rfc3339, unix_now};
+use crate::lock::{Inspect, LockName, SlotState, compact_duration, rfc3339, unix_now};
 
 pub(crate) const STATUS_SCHEMA: &str = "lockrun.status/1";
 pub(crate) const LIST_SCHEMA: &str = "lockrun.list/1";

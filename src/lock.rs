@@ -244,8 +244,10 @@ pub(crate) trait Lease {
     fn expires_at(&self) -> Option<BootTime>;
 }
 
-/// What every backend answers. Contention ("held") and failure (`Err`) are
-/// different answers and must never be confused.
+/// The hot path every backend provides: take the lock, hold it, give it
+/// back. Contention ("held") and failure (`Err`) are different answers and
+/// must never be confused. See docs/DESIGN.md, "The backend contract", for
+/// how each engine maps onto it.
 ///
 /// `async fn` in a trait is fine here: lockrun runs on a current-thread
 /// runtime and only ever uses backends generically, so no `Send` bound is needed.
@@ -253,23 +255,29 @@ pub(crate) trait Lease {
 pub(crate) trait Backend {
     type Lease: Lease;
 
-    /// Try once to take slot `slot` (1-based) of the lock.
-    async fn try_acquire(&mut self, req: &LockRequest, slot: u32) -> Result<Attempt<Self::Lease>>;
+    /// Take one of `req.slots` slots, as one operation that `wait` can
+    /// cancel: the backend waits only through `wait` ([`Wait::until`]),
+    /// which ends the wait with an error on a signal, at the `--wait`
+    /// deadline or at once for `--no-wait`; the backend then removes whatever
+    /// it registered (a queue key) before it returns the error, so nothing
+    /// is left behind. Requests themselves are never cut off half-way.
+    async fn acquire<I: Interrupts, D: WaitDisplay>(
+        &mut self,
+        req: &LockRequest,
+        wait: &mut Wait<'_, I, D>,
+    ) -> Result<Self::Lease>;
 
-    /// Wait until the lock may be free, efficiently (kernel wait, pub/sub,
-    /// backoff with jitter). `round` counts the waits so far, for backoff.
-    async fn wait(&mut self, req: &LockRequest, round: u32) -> Result<WaitOutcome<Self::Lease>>;
-
-    /// How often the supervisor must call [`renew`](Self::renew) while the child runs.
+    /// How often the supervisor renews the lease (or checks the lock is
+    /// still ours) while the command runs; `None`: never.
     fn renew_interval(&self, req: &LockRequest) -> Option<Duration>;
 
     /// Extend the lease / check the lock is still ours.
     async fn renew(&mut self, lease: &mut Self::Lease) -> Result<Renewal>;
 
-    /// Resolves when something happened that may mean the lock is lost (a
-    /// lock file removed or replaced), so that the supervisor renews at once
-    /// instead of at the next interval. Backends without such events never
-    /// resolve.
+    /// The lease's loss as an event: resolves when something happened that
+    /// may mean the lock is lost (a connection dropped, a watch fired), so
+    /// that the supervisor renews at once instead of at the next interval.
+    /// Backends without such events never resolve.
     async fn loss_hint(&mut self, _lease: &mut Self::Lease) {
         std::future::pending::<()>().await;
     }
@@ -282,7 +290,12 @@ pub(crate) trait Backend {
     fn release_timeout(&self) -> Duration {
         Duration::from_secs(10)
     }
+}
 
+/// The read-only and administrative side, off the hot path: `status`,
+/// `list`, `release --force`.
+#[allow(async_fn_in_trait)]
+pub(crate) trait Inspect {
     /// The state of every slot of `name` (`slots` when known, else discovered).
     async fn status(&mut self, name: &LockName, slots: Option<u32>) -> Result<Vec<SlotState>>;
 
@@ -298,6 +311,150 @@ pub(crate) trait Backend {
 
     /// The backend URL with secrets removed, for the child and for output.
     fn display_url(&self) -> String;
+}
+
+/// For backends whose engine can only be asked "take slot k now?" and
+/// "tell me when it may be free": the generic [`poll_acquire`] turns these
+/// into [`Backend::acquire`]. Slots are then keys of their own (`NAME@k`),
+/// the fallback for engines without a semaphore of their own.
+#[allow(async_fn_in_trait)]
+pub(crate) trait Polling: Backend {
+    /// Try once to take slot `slot` (1-based) of the lock.
+    async fn try_acquire(&mut self, req: &LockRequest, slot: u32) -> Result<Attempt<Self::Lease>>;
+
+    /// Wait until the lock may be free, efficiently. `round` counts the
+    /// waits so far, for backoff. A backend that takes the lock while it
+    /// waits (the file backend blocks in flock) returns it.
+    async fn wait(&mut self, req: &LockRequest, round: u32) -> Result<WaitOutcome<Self::Lease>>;
+}
+
+/// [`Backend::acquire`] for a [`Polling`] backend: try every slot; if all
+/// are busy and waiting is allowed, wait and try again.
+pub(crate) async fn poll_acquire<B: Polling, I: Interrupts, D: WaitDisplay>(
+    backend: &mut B,
+    req: &LockRequest,
+    wait: &mut Wait<'_, I, D>,
+) -> Result<B::Lease> {
+    let mut round = 0;
+    loop {
+        for slot in 1..=req.slots {
+            match backend.try_acquire(req, slot).await? {
+                Attempt::Acquired(lease) => return Ok(lease),
+                Attempt::Held(holder) => wait.saw(holder),
+            }
+            // A signal that arrived between tries still aborts promptly.
+            wait.check_signals()?;
+        }
+        wait.give_up_if_over()?;
+        match wait.until(backend.wait(req, round)).await? {
+            Some(WaitOutcome::Acquired(lease)) => return Ok(lease),
+            // Retry, or the deadline just passed: one last try, for a lock
+            // that came free right at the deadline.
+            Some(WaitOutcome::Retry) | None => round += 1,
+        }
+    }
+}
+
+/// A waiter's side of [`Backend::acquire`]: how long it may wait, what
+/// interrupts it, where the waiting line goes, and who it saw holding the
+/// lock (for that line and for the busy message).
+pub(crate) struct Wait<'a, I, D> {
+    req: &'a LockRequest,
+    policy: WaitPolicy,
+    started: Instant,
+    holder: Option<HolderInfo>,
+    signals: &'a mut I,
+    display: &'a mut D,
+    logged: bool,
+}
+
+impl<'a, I: Interrupts, D: WaitDisplay> Wait<'a, I, D> {
+    pub(crate) fn new(
+        req: &'a LockRequest,
+        policy: WaitPolicy,
+        signals: &'a mut I,
+        display: &'a mut D,
+    ) -> Self {
+        Wait {
+            req,
+            policy,
+            started: Instant::now(),
+            holder: None,
+            signals,
+            display,
+            logged: false,
+        }
+    }
+
+    /// Who holds the lock, as the backend learnt it.
+    pub(crate) fn saw(&mut self, holder: Option<HolderInfo>) {
+        if holder.is_some() {
+            self.holder = holder;
+        }
+    }
+
+    /// A signal that already arrived ends the acquisition.
+    pub(crate) fn check_signals(&mut self) -> Result<()> {
+        match self.signals.pending() {
+            Some(signal) => {
+                self.display.clear();
+                Err(Error::interrupted(signal))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The lock is busy: give up now if we may not wait (`--no-wait`) or
+    /// may not wait any longer (`--wait` ran out), as busy.
+    pub(crate) fn give_up_if_over(&mut self) -> Result<()> {
+        match self.policy {
+            WaitPolicy::NoWait => Err(busy(self.req, self.holder.as_ref(), None)),
+            WaitPolicy::Until(deadline) if Instant::now() >= deadline => {
+                self.display.clear();
+                Err(busy(
+                    self.req,
+                    self.holder.as_ref(),
+                    Some(self.started.elapsed()),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Wait for `waiting` (the backend's efficient wait), showing the
+    /// waiting line: its output, or `None` when the `--wait` deadline came
+    /// first (the caller tries once more, then gives up). A signal ends it
+    /// with `Error::Interrupted`; `waiting` is then dropped, so it must not
+    /// hold anything a drop would leave behind.
+    pub(crate) async fn until<T>(
+        &mut self,
+        waiting: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<Option<T>> {
+        if !self.logged {
+            self.logged = true;
+            tracing::info!(name = %self.req.name, holder = ?self.holder, "lock busy, waiting");
+        }
+        self.display
+            .show(&self.req.name, self.holder.as_ref(), self.started);
+        let deadline = match self.policy {
+            WaitPolicy::Until(deadline) => Some(deadline),
+            _ => None,
+        };
+        tokio::pin!(waiting);
+        loop {
+            tokio::select! {
+                outcome = &mut waiting => return outcome.map(Some),
+                () = sleep_until_opt(deadline) => return Ok(None),
+                signal = self.signals.recv() => {
+                    self.display.clear();
+                    return Err(Error::interrupted(signal));
+                }
+                () = sleep_opt(self.display.tick()) => {
+                    self.display.show(&self.req.name, self.holder.as_ref(), self.started);
+                }
+            }
+        }
+    }
 }
 
 /// What may interrupt a wait: lockrun's signal handlers, or a test's script.
@@ -326,8 +483,8 @@ pub(crate) enum WaitPolicy {
 }
 
 /// Take one of the request's slots, waiting per `policy`. A signal while
-/// waiting aborts the wait (the wait futures are dropped; nothing stays
-/// registered in the backend) and is reported as `Error::Interrupted`.
+/// waiting aborts the wait (nothing stays registered in the backend) and is
+/// reported as `Error::Interrupted`.
 pub(crate) async fn acquire<B: Backend>(
     backend: &mut B,
     req: &LockRequest,
@@ -335,66 +492,10 @@ pub(crate) async fn acquire<B: Backend>(
     signals: &mut impl Interrupts,
     indicator: &mut impl WaitDisplay,
 ) -> Result<B::Lease> {
-    let started = Instant::now();
-    let mut round = 0;
-    loop {
-        let mut holder = None;
-        for slot in 1..=req.slots {
-            match backend.try_acquire(req, slot).await? {
-                Attempt::Acquired(lease) => {
-                    indicator.clear();
-                    return Ok(lease);
-                }
-                Attempt::Held(info) => holder = holder.or(info),
-            }
-            // A signal that arrived between tries still aborts promptly.
-            if let Some(signal) = signals.pending() {
-                indicator.clear();
-                return Err(Error::interrupted(signal));
-            }
-        }
-        let deadline = match policy {
-            WaitPolicy::NoWait => return Err(busy(req, holder.as_ref(), None)),
-            WaitPolicy::Until(deadline) if Instant::now() >= deadline => {
-                indicator.clear();
-                return Err(busy(req, holder.as_ref(), Some(started.elapsed())));
-            }
-            WaitPolicy::Until(deadline) => Some(deadline),
-            WaitPolicy::Forever => None,
-        };
-        if round == 0 {
-            tracing::info!(name = %req.name, holder = ?holder, "lock busy, waiting");
-        }
-        indicator.show(&req.name, holder.as_ref(), started);
-        let outcome = {
-            let wait = backend.wait(req, round);
-            tokio::pin!(wait);
-            loop {
-                tokio::select! {
-                    outcome = &mut wait => break Some(outcome?),
-                    () = sleep_until_opt(deadline) => break None,
-                    signal = signals.recv() => {
-                        indicator.clear();
-                        return Err(Error::interrupted(signal));
-                    }
-                    () = sleep_opt(indicator.tick()) => {
-                        indicator.show(&req.name, holder.as_ref(), started);
-                    }
-                }
-            }
-        };
-        match outcome {
-            Some(WaitOutcome::Acquired(lease)) => {
-                indicator.clear();
-                return Ok(lease);
-            }
-            Some(WaitOutcome::Retry) => round += 1,
-            None => {
-                // One last try: the lock may have come free just at the deadline.
-                round += 1;
-            }
-        }
-    }
+    let mut wait = Wait::new(req, policy, signals, indicator);
+    let lease = backend.acquire(req, &mut wait).await;
+    indicator.clear();
+    lease
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
@@ -479,6 +580,27 @@ mod tests {
     impl Backend for Mem {
         type Lease = MemLease;
 
+        async fn acquire<I: Interrupts, D: WaitDisplay>(
+            &mut self,
+            req: &LockRequest,
+            wait: &mut Wait<'_, I, D>,
+        ) -> Result<MemLease> {
+            poll_acquire(self, req, wait).await
+        }
+
+        fn renew_interval(&self, _req: &LockRequest) -> Option<Duration> {
+            None
+        }
+        async fn renew(&mut self, _lease: &mut MemLease) -> Result<Renewal> {
+            Ok(Renewal::Held)
+        }
+        async fn release(&mut self, lease: MemLease) -> Result<()> {
+            self.held[lease.0 as usize - 1] = false;
+            Ok(())
+        }
+    }
+
+    impl Polling for Mem {
         async fn try_acquire(
             &mut self,
             _req: &LockRequest,
@@ -512,29 +634,6 @@ mod tests {
                 }
                 _ => std::future::pending().await,
             }
-        }
-
-        fn renew_interval(&self, _req: &LockRequest) -> Option<Duration> {
-            None
-        }
-        async fn renew(&mut self, _lease: &mut MemLease) -> Result<Renewal> {
-            Ok(Renewal::Held)
-        }
-        async fn release(&mut self, lease: MemLease) -> Result<()> {
-            self.held[lease.0 as usize - 1] = false;
-            Ok(())
-        }
-        async fn status(&mut self, _: &LockName, _: Option<u32>) -> Result<Vec<SlotState>> {
-            Ok(Vec::new())
-        }
-        async fn list(&mut self) -> Result<Vec<SlotState>> {
-            Ok(Vec::new())
-        }
-        async fn force_release(&mut self, _: &LockName, _: Option<u32>) -> Result<Vec<SlotState>> {
-            Ok(Vec::new())
-        }
-        fn display_url(&self) -> String {
-            "mem:".into()
         }
     }
 

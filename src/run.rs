@@ -8,7 +8,7 @@ use crate::cli::{GlobalArgs, RunArgs};
 use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::guardian::Guardian;
-use crate::lock::{self, Backend, HolderInfo, Lease, LockName, LockRequest, WaitPolicy};
+use crate::lock::{self, Backend, HolderInfo, Inspect, Lease, LockName, LockRequest, WaitPolicy};
 use crate::signals::Signals;
 use crate::supervise::{self, ChildSpec, StopPolicy, Supervised};
 use crate::ui::WaitIndicator;

@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::guardian::{Deadline, Enforced, Guardian};
-use crate::lock::{Backend, Lease, LockRequest, Renewal};
+use crate::lock::{Backend, Inspect, Lease, LockRequest, Renewal};
 use crate::os::BootTime;
 use crate::signals::Signals;
 use crate::terminal::Terminal;
@@ -55,7 +55,7 @@ pub(crate) enum Supervised {
 
 /// Run the child while holding `lease`, then release it. Every path,
 /// including a failed spawn, releases the lock before returning.
-pub(crate) async fn run_locked<B: Backend>(
+pub(crate) async fn run_locked<B: Backend + Inspect>(
     backend: &mut B,
     mut lease: B::Lease,
     req: &LockRequest,

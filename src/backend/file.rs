@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::lock::{
-    Attempt, Backend, HolderInfo, Lease, LockName, LockRequest, Renewal, SlotState, WaitOutcome,
+    Attempt, Backend, HolderInfo, Inspect, Interrupts, Lease, LockName, LockRequest, Polling,
+    Renewal, SlotState, Wait, WaitDisplay, WaitOutcome, poll_acquire,
 };
 use crate::os::BootTime;
 
@@ -217,6 +218,40 @@ impl FileBackend {
 impl Backend for FileBackend {
     type Lease = FileLease;
 
+    async fn acquire<I: Interrupts, D: WaitDisplay>(
+        &mut self,
+        req: &LockRequest,
+        wait: &mut Wait<'_, I, D>,
+    ) -> Result<FileLease> {
+        poll_acquire(self, req, wait).await
+    }
+
+    fn renew_interval(&self, _req: &LockRequest) -> Option<Duration> {
+        Some(INODE_CHECK_INTERVAL)
+    }
+
+    async fn renew(&mut self, lease: &mut FileLease) -> Result<Renewal> {
+        let locked = &lease.locked;
+        Ok(match std::fs::symlink_metadata(&locked.path) {
+            Ok(meta) if meta.dev() == locked.dev && meta.ino() == locked.ino => Renewal::Held,
+            Ok(_) => Renewal::Lost(format!("lock file {} was replaced", locked.path.display())),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                Renewal::Lost(format!("lock file {} was removed", locked.path.display()))
+            }
+            // Not a verdict on the lock: try again next time.
+            Err(e) => return Err(io_error("cannot check lock file", &locked.path, &e)),
+        })
+    }
+
+    async fn release(&mut self, lease: FileLease) -> Result<()> {
+        // Closing the descriptor releases the flock. The file stays, so a
+        // waiter blocked on this inode gets the lock and not a dead inode.
+        drop(lease);
+        Ok(())
+    }
+}
+
+impl Polling for FileBackend {
     async fn try_acquire(&mut self, req: &LockRequest, slot: u32) -> Result<Attempt<FileLease>> {
         // A waiting thread may have taken a lock just as the wait ended
         // (at the --wait deadline): that lock is ours, not a busy answer.
@@ -284,31 +319,9 @@ impl Backend for FileBackend {
             None => Err(Error::internal("lock wait threads ended")),
         }
     }
+}
 
-    fn renew_interval(&self, _req: &LockRequest) -> Option<Duration> {
-        Some(INODE_CHECK_INTERVAL)
-    }
-
-    async fn renew(&mut self, lease: &mut FileLease) -> Result<Renewal> {
-        let locked = &lease.locked;
-        Ok(match std::fs::symlink_metadata(&locked.path) {
-            Ok(meta) if meta.dev() == locked.dev && meta.ino() == locked.ino => Renewal::Held,
-            Ok(_) => Renewal::Lost(format!("lock file {} was replaced", locked.path.display())),
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                Renewal::Lost(format!("lock file {} was removed", locked.path.display()))
-            }
-            // Not a verdict on the lock: try again next time.
-            Err(e) => return Err(io_error("cannot check lock file", &locked.path, &e)),
-        })
-    }
-
-    async fn release(&mut self, lease: FileLease) -> Result<()> {
-        // Closing the descriptor releases the flock. The file stays, so a
-        // waiter blocked on this inode gets the lock and not a dead inode.
-        drop(lease);
-        Ok(())
-    }
-
+impl Inspect for FileBackend {
     async fn status(&mut self, name: &LockName, slots: Option<u32>) -> Result<Vec<SlotState>> {
         self.keys_of(name, slots)?
             .iter()

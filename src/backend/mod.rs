@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::lock::{
-    Attempt, Backend, Lease, LockName, LockRequest, Renewal, SlotState, WaitOutcome,
+    Backend, Inspect, Interrupts, Lease, LockName, LockRequest, Renewal, SlotState, Wait,
+    WaitDisplay,
 };
 use crate::os::BootTime;
 
@@ -150,38 +151,18 @@ impl Lease for AnyLease {
     }
 }
 
-fn wrap<L>(attempt: Attempt<L>, f: fn(L) -> AnyLease) -> Attempt<AnyLease> {
-    match attempt {
-        Attempt::Acquired(lease) => Attempt::Acquired(f(lease)),
-        Attempt::Held(holder) => Attempt::Held(holder),
-    }
-}
-
-fn wrap_wait<L>(outcome: WaitOutcome<L>, f: fn(L) -> AnyLease) -> WaitOutcome<AnyLease> {
-    match outcome {
-        WaitOutcome::Acquired(lease) => WaitOutcome::Acquired(f(lease)),
-        WaitOutcome::Retry => WaitOutcome::Retry,
-    }
-}
-
 impl Backend for AnyBackend {
     type Lease = AnyLease;
 
-    async fn try_acquire(&mut self, req: &LockRequest, slot: u32) -> Result<Attempt<AnyLease>> {
+    async fn acquire<I: Interrupts, D: WaitDisplay>(
+        &mut self,
+        req: &LockRequest,
+        wait: &mut Wait<'_, I, D>,
+    ) -> Result<AnyLease> {
         Ok(match self {
-            AnyBackend::File(b) => wrap(b.try_acquire(req, slot).await?, AnyLease::File),
-            AnyBackend::Redis(b) => wrap(b.try_acquire(req, slot).await?, AnyLease::Redis),
-            AnyBackend::CloudShell(b) => {
-                wrap(b.try_acquire(req, slot).await?, AnyLease::CloudShell)
-            }
-        })
-    }
-
-    async fn wait(&mut self, req: &LockRequest, round: u32) -> Result<WaitOutcome<AnyLease>> {
-        Ok(match self {
-            AnyBackend::File(b) => wrap_wait(b.wait(req, round).await?, AnyLease::File),
-            AnyBackend::Redis(b) => wrap_wait(b.wait(req, round).await?, AnyLease::Redis),
-            AnyBackend::CloudShell(b) => wrap_wait(b.wait(req, round).await?, AnyLease::CloudShell),
+            AnyBackend::File(b) => AnyLease::File(b.acquire(req, wait).await?),
+            AnyBackend::Redis(b) => AnyLease::Redis(b.acquire(req, wait).await?),
+            AnyBackend::CloudShell(b) => AnyLease::CloudShell(b.acquire(req, wait).await?),
         })
     }
 
@@ -219,7 +200,9 @@ impl Backend for AnyBackend {
     fn release_timeout(&self) -> Duration {
         delegate!(self, |b| b.release_timeout())
     }
+}
 
+impl Inspect for AnyBackend {
     async fn status(&mut self, name: &LockName, slots: Option<u32>) -> Result<Vec<SlotState>> {
         delegate!(self, |b| b.status(name, slots).await)
     }

@@ -68,8 +68,8 @@ use redis::{
 
 use crate::error::{Error, Result};
 use crate::lock::{
-    Attempt, Backend, HolderInfo, Lease, LockName, LockRequest, Renewal, SlotState, WaitOutcome,
-    backoff_delay,
+    Attempt, Backend, HolderInfo, Inspect, Interrupts, Lease, LockName, LockRequest, Polling,
+    Renewal, SlotState, Wait, WaitDisplay, WaitOutcome, backoff_delay, poll_acquire,
 };
 use crate::os::BootTime;
 
@@ -1057,6 +1057,78 @@ fn acquire_timeout(ttl: Duration) -> Duration {
 impl Backend for RedisBackend {
     type Lease = RedisLease;
 
+    async fn acquire<I: Interrupts, D: WaitDisplay>(
+        &mut self,
+        req: &LockRequest,
+        wait: &mut Wait<'_, I, D>,
+    ) -> Result<RedisLease> {
+        poll_acquire(self, req, wait).await
+    }
+
+    fn renew_interval(&self, req: &LockRequest) -> Option<Duration> {
+        Some(req.ttl / 3)
+    }
+
+    async fn renew(&mut self, lease: &mut RedisLease) -> Result<Renewal> {
+        let ttl_ms = u64::try_from(lease.ttl.as_millis()).unwrap_or(u64::MAX);
+        let mut invocation = RENEW_SCRIPT.key(&lease.key);
+        invocation
+            .arg(&lease.token)
+            .arg(ttl_ms)
+            .arg(duration_ms(self.config.max_ttl));
+        let sent = BootTime::now();
+        let verdict: i64 = self
+            .call(
+                "renewing the lease",
+                renew_timeout(lease.ttl),
+                async |conn| invocation.invoke_async(conn).await,
+            )
+            .await?;
+        Ok(match verdict {
+            1 => {
+                lease.expires_at = sent.saturating_add(lease.ttl);
+                Renewal::Held
+            }
+            guarded if guarded <= -2 => Renewal::LostUntil {
+                reason: format!(
+                    "the lock key {} is gone: the redis server restarted and lost it",
+                    lease.key
+                ),
+                others_from: sent.saturating_add(Duration::from_millis(
+                    u64::try_from(-2 - guarded).unwrap_or(0),
+                )),
+            },
+            0 => Renewal::Lost(format!(
+                "the lock key {} is gone from redis (it expired, was deleted, or the server lost its data)",
+                lease.key
+            )),
+            _ => Renewal::Lost(format!(
+                "the lock key {} now belongs to someone else (overwritten or taken over)",
+                lease.key
+            )),
+        })
+    }
+
+    async fn release(&mut self, lease: RedisLease) -> Result<()> {
+        let mut invocation = RELEASE_SCRIPT.key(&lease.key);
+        invocation
+            .key(&lease.wake_key)
+            .arg(&lease.token)
+            .arg(lease.slots.max(1))
+            .arg(wake_life_ms());
+        let released: i64 = self
+            .call("releasing the lock", RELEASE_TIMEOUT, async |conn| {
+                invocation.invoke_async(conn).await
+            })
+            .await?;
+        if released == 0 {
+            tracing::info!(key = %lease.key, "the lock was no longer ours; left it alone");
+        }
+        Ok(())
+    }
+}
+
+impl Polling for RedisBackend {
     async fn try_acquire(&mut self, req: &LockRequest, slot: u32) -> Result<Attempt<RedisLease>> {
         // After an abandoned wait (`--wait` ran out): see `unblock`.
         self.unblock(acquire_timeout(req.ttl)).await;
@@ -1187,69 +1259,9 @@ impl Backend for RedisBackend {
         }
         Ok(WaitOutcome::Retry)
     }
+}
 
-    fn renew_interval(&self, req: &LockRequest) -> Option<Duration> {
-        Some(req.ttl / 3)
-    }
-
-    async fn renew(&mut self, lease: &mut RedisLease) -> Result<Renewal> {
-        let ttl_ms = u64::try_from(lease.ttl.as_millis()).unwrap_or(u64::MAX);
-        let mut invocation = RENEW_SCRIPT.key(&lease.key);
-        invocation
-            .arg(&lease.token)
-            .arg(ttl_ms)
-            .arg(duration_ms(self.config.max_ttl));
-        let sent = BootTime::now();
-        let verdict: i64 = self
-            .call(
-                "renewing the lease",
-                renew_timeout(lease.ttl),
-                async |conn| invocation.invoke_async(conn).await,
-            )
-            .await?;
-        Ok(match verdict {
-            1 => {
-                lease.expires_at = sent.saturating_add(lease.ttl);
-                Renewal::Held
-            }
-            guarded if guarded <= -2 => Renewal::LostUntil {
-                reason: format!(
-                    "the lock key {} is gone: the redis server restarted and lost it",
-                    lease.key
-                ),
-                others_from: sent.saturating_add(Duration::from_millis(
-                    u64::try_from(-2 - guarded).unwrap_or(0),
-                )),
-            },
-            0 => Renewal::Lost(format!(
-                "the lock key {} is gone from redis (it expired, was deleted, or the server lost its data)",
-                lease.key
-            )),
-            _ => Renewal::Lost(format!(
-                "the lock key {} now belongs to someone else (overwritten or taken over)",
-                lease.key
-            )),
-        })
-    }
-
-    async fn release(&mut self, lease: RedisLease) -> Result<()> {
-        let mut invocation = RELEASE_SCRIPT.key(&lease.key);
-        invocation
-            .key(&lease.wake_key)
-            .arg(&lease.token)
-            .arg(lease.slots.max(1))
-            .arg(wake_life_ms());
-        let released: i64 = self
-            .call("releasing the lock", RELEASE_TIMEOUT, async |conn| {
-                invocation.invoke_async(conn).await
-            })
-            .await?;
-        if released == 0 {
-            tracing::info!(key = %lease.key, "the lock was no longer ours; left it alone");
-        }
-        Ok(())
-    }
-
+impl Inspect for RedisBackend {
     async fn status(&mut self, name: &LockName, slots: Option<u32>) -> Result<Vec<SlotState>> {
         let keys = self.keys_of(name, slots).await?;
         self.slot_states(name, &keys).await

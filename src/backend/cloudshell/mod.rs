@@ -114,7 +114,8 @@ use self::api::{Failure, Session, clean};
 use self::xml::Service;
 use crate::error::{Error, Result};
 use crate::lock::{
-    Attempt, Backend, HolderInfo, Lease, LockName, LockRequest, Renewal, SlotState, WaitOutcome,
+    Attempt, Backend, HolderInfo, Inspect, Interrupts, Lease, LockName, LockRequest, Polling,
+    Renewal, SlotState, Wait, WaitDisplay, WaitOutcome, poll_acquire,
 };
 
 pub(crate) use self::config::CloudShellConfig;
@@ -613,6 +614,69 @@ fn alias_exists(message: &str) -> bool {
 impl Backend for CloudShellBackend {
     type Lease = CloudShellLease;
 
+    async fn acquire<I: Interrupts, D: WaitDisplay>(
+        &mut self,
+        req: &LockRequest,
+        wait: &mut Wait<'_, I, D>,
+    ) -> Result<CloudShellLease> {
+        poll_acquire(self, req, wait).await
+    }
+
+    fn renew_interval(&self, _req: &LockRequest) -> Option<Duration> {
+        self.config.check_interval
+    }
+
+    fn release_timeout(&self) -> Duration {
+        // An alias never expires: cutting the release short would leave a
+        // stale lock behind, so this only backs up release's own bounds. A
+        // look, then every attempt of the remove with a look each (all with
+        // re-logons), or the settle time of an unanswered one.
+        let attempts = self.config.retries.saturating_add(2);
+        self.config
+            .timeout
+            .saturating_mul(attempts.saturating_mul(attempts).saturating_mul(4))
+            .saturating_add(self.config.settle())
+    }
+
+    async fn renew(&mut self, lease: &mut CloudShellLease) -> Result<Renewal> {
+        let reservation = self.config.reservation.clone();
+        let Some(service) = self.lookup(&lease.alias).await? else {
+            lease.lost = true;
+            return Ok(Renewal::Lost(format!(
+                "its service alias {} was removed from reservation {reservation}",
+                lease.alias
+            )));
+        };
+        if let (Some(attribute), Some(ours)) = (&self.config.owner_attribute, &lease.owner_value)
+            && service.attribute(attribute) != Some(ours.as_str())
+        {
+            lease.lost = true;
+            let who = self
+                .holder_of(&service)
+                .map_or_else(|| "another holder".to_owned(), |h| h.describe());
+            return Ok(Renewal::Lost(format!(
+                "its service alias {} in reservation {reservation} now belongs to {who}",
+                lease.alias
+            )));
+        }
+        Ok(Renewal::Held)
+    }
+
+    async fn release(&mut self, lease: CloudShellLease) -> Result<()> {
+        if lease.lost {
+            tracing::info!(
+                alias = lease.alias,
+                "not removing the alias: it is no longer ours"
+            );
+            return Ok(());
+        }
+        self.remove_ours(&lease)
+            .await
+            .map_err(|e| self.left_behind(&lease.alias, &e))
+    }
+}
+
+impl Polling for CloudShellBackend {
     async fn try_acquire(
         &mut self,
         req: &LockRequest,
@@ -718,60 +782,9 @@ impl Backend for CloudShellBackend {
         tokio::time::sleep(delay).await;
         Ok(WaitOutcome::Retry)
     }
+}
 
-    fn renew_interval(&self, _req: &LockRequest) -> Option<Duration> {
-        self.config.check_interval
-    }
-
-    fn release_timeout(&self) -> Duration {
-        // An alias never expires: cutting the release short would leave a
-        // stale lock behind, so this only backs up release's own bounds. A
-        // look, then every attempt of the remove with a look each (all with
-        // re-logons), or the settle time of an unanswered one.
-        let attempts = self.config.retries.saturating_add(2);
-        self.config
-            .timeout
-            .saturating_mul(attempts.saturating_mul(attempts).saturating_mul(4))
-            .saturating_add(self.config.settle())
-    }
-
-    async fn renew(&mut self, lease: &mut CloudShellLease) -> Result<Renewal> {
-        let reservation = self.config.reservation.clone();
-        let Some(service) = self.lookup(&lease.alias).await? else {
-            lease.lost = true;
-            return Ok(Renewal::Lost(format!(
-                "its service alias {} was removed from reservation {reservation}",
-                lease.alias
-            )));
-        };
-        if let (Some(attribute), Some(ours)) = (&self.config.owner_attribute, &lease.owner_value)
-            && service.attribute(attribute) != Some(ours.as_str())
-        {
-            lease.lost = true;
-            let who = self
-                .holder_of(&service)
-                .map_or_else(|| "another holder".to_owned(), |h| h.describe());
-            return Ok(Renewal::Lost(format!(
-                "its service alias {} in reservation {reservation} now belongs to {who}",
-                lease.alias
-            )));
-        }
-        Ok(Renewal::Held)
-    }
-
-    async fn release(&mut self, lease: CloudShellLease) -> Result<()> {
-        if lease.lost {
-            tracing::info!(
-                alias = lease.alias,
-                "not removing the alias: it is no longer ours"
-            );
-            return Ok(());
-        }
-        self.remove_ours(&lease)
-            .await
-            .map_err(|e| self.left_behind(&lease.alias, &e))
-    }
-
+impl Inspect for CloudShellBackend {
     async fn status(&mut self, name: &LockName, slots: Option<u32>) -> Result<Vec<SlotState>> {
         let services = self.services().await?;
         Ok(self
