@@ -1,6 +1,7 @@
 //! lockrun: run a command under a named lock, and always release it.
 //! `main.rs` only calls [`main`]; everything else lives in these modules.
 
+pub(crate) mod acquire;
 pub(crate) mod backend;
 pub mod cli;
 pub(crate) mod duration;

@@ -117,14 +117,23 @@ pub(crate) fn process_command(pid: u32) -> Option<String> {
     (!words.is_empty()).then(|| words.join(" "))
 }
 
+/// The pids of every process, from `/proc`.
+pub(crate) fn pids() -> Vec<i32> {
+    std::fs::read_dir("/proc").map_or_else(
+        |_| Vec::new(),
+        |entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .collect()
+        },
+    )
+}
+
 /// Every live process whose parent chain leads to `ancestor`, except
 /// `exclude`. Zombies are left out: they run nothing.
 pub(crate) fn descendants(ancestor: i32, exclude: &[i32]) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let table: Vec<(i32, ProcStat)> = entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+    let table: Vec<(i32, ProcStat)> = pids()
+        .into_iter()
         .filter_map(|pid| Some((pid, proc_stat(pid)?)))
         .collect();
     let parent_of = |pid: i32| table.iter().find(|(p, _)| *p == pid).map(|(_, s)| s.ppid);

@@ -8,7 +8,7 @@ use crate::cli::{GlobalArgs, RunArgs};
 use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::guardian::Guardian;
-use crate::lock::{self, Backend, HolderInfo, Inspect, Lease, LockName, LockRequest, WaitPolicy};
+use crate::lock::{Backend, HolderInfo, Inspect, Lease, LockName, LockRequest, WaitPolicy};
 use crate::signals::Signals;
 use crate::supervise::{self, ChildSpec, StopPolicy, Supervised};
 use crate::ui::WaitIndicator;
@@ -139,7 +139,7 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
         let mut indicator = WaitIndicator::new(global.quiet);
         loop {
             let lease =
-                lock::acquire(&mut backend, &req, policy, &mut signals, &mut indicator).await?;
+                crate::acquire::acquire(&mut backend, &req, policy, &mut signals, &mut indicator).await?;
             // A signal that came while a backend request was in flight must
             // still abort: the command never starts after one.
             if let Some(signal) = signals.pending() {
@@ -217,7 +217,8 @@ async fn run_exec(
         })
     };
     let mut indicator = WaitIndicator::new(global.quiet);
-    let lease = lock::acquire(&mut backend, &req, policy, signals, &mut indicator).await?;
+    let lease =
+        crate::acquire::acquire(&mut backend, &req, policy, signals, &mut indicator).await?;
     tracing::info!(name = %req.name, fence = ?lease.fence(), "acquired; exec");
     let mut env = vec![
         ("LOCKRUN_NAME".to_owned(), req.name.to_string()),

@@ -33,7 +33,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::atomic::{AtomicI32, Ordering};
 
-use crate::supervise::SECRET_ENV;
+use crate::ui::SECRET_ENV;
 
 /// argv, envp and the paths to try, as C strings, built before any fork.
 pub(crate) struct Prepared {

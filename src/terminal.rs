@@ -67,29 +67,13 @@ fn stdin_fd() -> BorrowedFd<'static> {
 /// Is this process the only member of `group`? (A scan of /proc; only done
 /// when stdin is a terminal, i.e. interactively.)
 fn alone_in_group(group: Pid) -> bool {
-    let me = std::process::id().to_string();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    !entries.filter_map(Result::ok).any(|entry| {
-        let name = entry.file_name();
-        let Some(pid) = name
-            .to_str()
-            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        else {
-            return false;
-        };
-        if pid == me {
-            return false;
-        }
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-            // Field 5, counted after the parenthesised command name.
-            stat.rsplit(')')
-                .next()
-                .and_then(|rest| rest.split_whitespace().nth(2))
-                == Some(group.as_raw().to_string().as_str())
+    let me = i32::try_from(std::process::id()).unwrap_or(0);
+    let pids = crate::os::pids();
+    // Without /proc nobody can tell: do not hand the terminal over.
+    !pids.is_empty()
+        && !pids.into_iter().any(|pid| {
+            pid != me && crate::os::proc_stat(pid).is_some_and(|stat| stat.pgrp == group.as_raw())
         })
-    })
 }
 
 /// tcsetpgrp with SIGTTOU blocked: a background process may then change the

@@ -16,10 +16,11 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::acquire::poll_acquire;
 use crate::error::{Error, Result};
 use crate::lock::{
     Attempt, Backend, HolderInfo, Inspect, Interrupts, Lease, LockName, LockRequest, Polling,
-    Renewal, SlotState, Wait, WaitDisplay, WaitOutcome, poll_acquire,
+    Renewal, SlotState, Wait, WaitDisplay, WaitOutcome,
 };
 use crate::os::BootTime;
 

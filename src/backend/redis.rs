@@ -66,10 +66,11 @@ use redis::{
     RedisError, Script,
 };
 
+use crate::acquire::{backoff_delay, poll_acquire};
 use crate::error::{Error, Result};
 use crate::lock::{
     Attempt, Backend, HolderInfo, Inspect, Interrupts, Lease, LockName, LockRequest, Polling,
-    Renewal, SlotState, Wait, WaitDisplay, WaitOutcome, backoff_delay, poll_acquire,
+    Renewal, SlotState, Wait, WaitDisplay, WaitOutcome,
 };
 use crate::os::BootTime;
 

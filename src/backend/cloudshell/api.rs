@@ -326,7 +326,7 @@ impl Session {
 
 /// Short jittered pause between attempts of one request.
 pub(super) fn retry_delay(attempt: u32) -> Duration {
-    crate::lock::backoff_delay(attempt, Duration::from_millis(100), Duration::from_secs(1))
+    crate::acquire::backoff_delay(attempt, Duration::from_millis(100), Duration::from_secs(1))
 }
 
 /// Replies are UTF-8 unless they start with a UTF-16 byte-order mark

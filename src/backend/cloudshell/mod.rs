@@ -112,10 +112,11 @@ use std::time::{Duration, Instant};
 
 use self::api::{Failure, Session, clean};
 use self::xml::Service;
+use crate::acquire::poll_acquire;
 use crate::error::{Error, Result};
 use crate::lock::{
     Attempt, Backend, HolderInfo, Inspect, Interrupts, Lease, LockName, LockRequest, Polling,
-    Renewal, SlotState, Wait, WaitDisplay, WaitOutcome, poll_acquire,
+    Renewal, SlotState, Wait, WaitDisplay, WaitOutcome,
 };
 
 pub(crate) use self::config::CloudShellConfig;
@@ -233,7 +234,8 @@ impl CloudShellBackend {
     /// `deadline`.
     async fn pause_until(&self, round: u32, deadline: Instant) {
         let left = deadline.saturating_duration_since(Instant::now());
-        let pause = crate::lock::backoff_delay(round, self.config.first_poll, self.config.max_poll);
+        let pause =
+            crate::acquire::backoff_delay(round, self.config.first_poll, self.config.max_poll);
         tokio::time::sleep(pause.min(left)).await;
     }
 
@@ -778,7 +780,8 @@ impl Polling for CloudShellBackend {
     ) -> Result<WaitOutcome<CloudShellLease>> {
         // The API has no notification: poll, spread out by full jitter so
         // that waiters do not stampede the server together.
-        let delay = crate::lock::backoff_delay(round, self.config.first_poll, self.config.max_poll);
+        let delay =
+            crate::acquire::backoff_delay(round, self.config.first_poll, self.config.max_poll);
         tokio::time::sleep(delay).await;
         Ok(WaitOutcome::Retry)
     }
