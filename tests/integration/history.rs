@@ -226,7 +226,15 @@ impl History {
         body: &str,
     ) -> (Command, String) {
         self.next += 1;
-        let id = format!("i{}", self.next);
+        // Unique across every history of every test run on the machine:
+        // tests look for leftover processes by this id in their environment.
+        static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let id = format!(
+            "i{}p{}h{}",
+            self.next,
+            std::process::id(),
+            RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let fifo = self.dir.join(format!("{id}.fifo"));
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let state = Arc::new(Mutex::new(Watch::Waiting));
