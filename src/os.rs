@@ -89,6 +89,8 @@ pub(crate) struct ProcStat {
     pub(crate) state: char,
     pub(crate) ppid: i32,
     pub(crate) pgrp: i32,
+    /// When it started, in clock ticks since boot.
+    pub(crate) start: u64,
 }
 
 /// Parse `/proc/PID/stat`; `None` if the process is gone.
@@ -103,7 +105,14 @@ fn parse_stat(stat: &str) -> Option<ProcStat> {
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
-    Some(ProcStat { state, ppid, pgrp })
+    // Fields 6 to 21 (session … itrealvalue), then 22, starttime.
+    let start = fields.nth(16)?.parse().ok()?;
+    Some(ProcStat {
+        state,
+        ppid,
+        pgrp,
+        start,
+    })
 }
 
 /// A process's command line, words joined by spaces.
@@ -117,9 +126,29 @@ pub(crate) fn process_command(pid: u32) -> Option<String> {
     (!words.is_empty()).then(|| words.join(" "))
 }
 
-/// Every live process whose parent chain leads to `ancestor`, except
-/// `exclude`. Zombies are left out: they run nothing.
-pub(crate) fn descendants(ancestor: i32, exclude: &[i32]) -> Vec<i32> {
+/// This process's children, cheaply (no scan of /proc): the ones it
+/// already has at start-up were not started by its command (a shell's
+/// background job, then `exec lockrun`). Empty where the kernel lacks
+/// `/proc/PID/task/TID/children`.
+pub(crate) fn children_of_self() -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
+/// Every live process whose parent chain leads to `ancestor` and that
+/// started no earlier than `started_from` (clock ticks since boot), except
+/// `exclude` and whatever descends from them. Zombies are left out: they
+/// run nothing.
+pub(crate) fn descendants(ancestor: i32, exclude: &[i32], started_from: u64) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -130,12 +159,15 @@ pub(crate) fn descendants(ancestor: i32, exclude: &[i32]) -> Vec<i32> {
     let parent_of = |pid: i32| table.iter().find(|(p, _)| *p == pid).map(|(_, s)| s.ppid);
     table
         .iter()
-        .filter(|(pid, stat)| stat.state != 'Z' && !exclude.contains(pid))
+        .filter(|(pid, stat)| {
+            stat.state != 'Z' && stat.start >= started_from && !exclude.contains(pid)
+        })
         .filter(|(pid, _)| {
             let mut at = *pid;
             // Bounded: a pid table can change under us while we walk it.
             for _ in 0..table.len() {
                 match parent_of(at) {
+                    Some(parent) if exclude.contains(&parent) => return false,
                     Some(parent) if parent == ancestor => return true,
                     Some(parent) if parent > 1 => at = parent,
                     _ => return false,
@@ -266,13 +298,14 @@ mod tests {
 
     #[test]
     fn stat_with_parentheses_in_the_name() {
-        let stat = "42 (a) b) c) S 7 42 42 0 -1";
+        let stat = "42 (a) b) c) S 7 42 42 0 -1 4194304 1 0 0 0 0 0 0 0 20 0 1 0 12345 2297856";
         assert_eq!(
             parse_stat(stat),
             Some(ProcStat {
                 state: 'S',
                 ppid: 7,
-                pgrp: 42
+                pgrp: 42,
+                start: 12345
             })
         );
         assert_eq!(parse_stat("garbage"), None);

@@ -35,12 +35,15 @@ pub const SECRET_ENV: &[&str] = &[
 ];
 
 #[derive(Debug, Clone, Copy)]
-pub struct StopPolicy {
+pub struct StopPolicy<'a> {
     /// Grace between SIGTERM and SIGKILL.
     pub kill_after: Duration,
     pub max_time: Option<Duration>,
     /// Also stop processes that left the command's process group.
     pub kill_escaped: bool,
+    /// Children lockrun had before it started anything (it was exec'ed by
+    /// a process that had them): never the command's, never stopped.
+    pub inherited: &'a [i32],
 }
 
 /// Why lockrun stopped the child itself.
@@ -65,7 +68,7 @@ pub(crate) async fn run_locked<B: Backend>(
     mut lease: B::Lease,
     req: &LockRequest,
     spec: &ChildSpec,
-    policy: StopPolicy,
+    policy: StopPolicy<'_>,
     signals: &mut Signals,
     guardian: &Guardian,
 ) -> Result<Supervised> {
@@ -117,7 +120,7 @@ async fn supervise<B: Backend>(
     lease: &mut B::Lease,
     req: &LockRequest,
     spec: &ChildSpec,
-    policy: StopPolicy,
+    policy: StopPolicy<'_>,
     signals: &mut Signals,
     guardian: &Guardian,
 ) -> Result<Supervised> {
@@ -161,6 +164,8 @@ async fn supervise<B: Backend>(
             .ok_or_else(|| Error::internal("child has no pid"))?,
     );
     tracing::info!(pid = pgid.as_raw(), "child started");
+    // Nothing that started before the command can be one of its processes.
+    let command_start = crate::os::proc_stat(pgid.as_raw()).map_or(0, |s| s.start);
 
     let max_deadline = policy.max_time.and_then(|d| Instant::now().checked_add(d));
     let mut stop: Option<StopReason> = None;
@@ -294,7 +299,7 @@ async fn supervise<B: Backend>(
     if guardian.already_enforced().is_some() {
         lost(&mut stop, MISSED_DEADLINE);
     }
-    escaped(policy, guardian, &current).await;
+    escaped(policy, guardian, &current, command_start).await;
     if let Some(terminal) = &terminal {
         terminal.take_back(pgid);
     }
@@ -326,11 +331,17 @@ fn past_term(current: &Cell<Option<Deadline>>) -> bool {
 /// but as lockrun is their subreaper they are still its descendants. By
 /// default they are named in one warning; with `--kill-escaped` they are
 /// stopped like leftovers in the group (SIGTERM, SIGKILL after the grace).
-async fn escaped(policy: StopPolicy, guardian: &Guardian, current: &Cell<Option<Deadline>>) {
+async fn escaped(
+    policy: StopPolicy<'_>,
+    guardian: &Guardian,
+    current: &Cell<Option<Deadline>>,
+    command_start: u64,
+) {
     let me = i32::try_from(std::process::id()).unwrap_or(0);
-    let exclude = [guardian.pid().as_raw()];
+    let mut exclude = vec![guardian.pid().as_raw()];
+    exclude.extend_from_slice(policy.inherited);
     reap_orphans();
-    let found = crate::os::descendants(me, &exclude);
+    let found = crate::os::descendants(me, &exclude, command_start);
     if found.is_empty() {
         return;
     }
@@ -369,7 +380,7 @@ async fn escaped(policy: StopPolicy, guardian: &Guardian, current: &Cell<Option<
     let kill_at = Instant::now().checked_add(grace);
     loop {
         reap_orphans();
-        let alive: Vec<i32> = crate::os::descendants(me, &exclude);
+        let alive: Vec<i32> = crate::os::descendants(me, &exclude, command_start);
         if alive.is_empty() {
             return;
         }

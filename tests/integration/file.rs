@@ -1068,3 +1068,40 @@ fn a_closed_stdout_is_a_quiet_exit() {
     assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
     assert!(!stderr_of(&out).contains("panicked"), "{}", stderr_of(&out));
 }
+
+/// Processes lockrun's pid already had before lockrun ran (a shell's
+/// background job, then `exec lockrun`) did not come from the command: they
+/// are neither named as escaped nor stopped by --kill-escaped.
+#[test]
+fn children_from_before_an_exec_are_not_taken_for_escaped_ones() {
+    let sb = Sandbox::new();
+    let bg = sb.path("bg.pid");
+    for extra in [&[][..], &["--kill-escaped"][..]] {
+        let mut words = vec![BIN.to_owned(), "--backend".into(), sb.backend_url()];
+        words.extend(extra.iter().map(|w| (*w).to_owned()));
+        words.extend(["inherited", "--", "true"].map(str::to_owned));
+        let exec = words.iter().map(|w| sh_quote(w)).collect::<Vec<_>>();
+        let script = format!(
+            "sleep 60 </dev/null >/dev/null 2>&1 & echo $! > {}; exec {}",
+            bg.display(),
+            exec.join(" ")
+        );
+        let mut sh = Command::new("sh");
+        sh.args(["-c", &script]);
+        let out = run_timeout(sh, SOON);
+        let pid: i32 = wait_for_content(&bg).parse().unwrap();
+        let survived = alive(pid);
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        let err = stderr_of(&out);
+        assert_eq!(code(out.status), 0, "{extra:?}: {err}");
+        assert!(
+            !err.contains("left the command's process group"),
+            "{extra:?}: {err}"
+        );
+        assert!(
+            survived,
+            "{extra:?}: lockrun stopped a process it inherited"
+        );
+        std::fs::remove_file(&bg).unwrap();
+    }
+}
