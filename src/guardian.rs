@@ -41,6 +41,20 @@ pub(crate) struct Deadline {
 pub(crate) enum Enforced {
     Terminated,
     Killed,
+    /// The guardian died (SIGKILLed, the OOM killer): nothing enforces the
+    /// deadline or stops the group if lockrun is stopped or killed now.
+    Gone,
+}
+
+/// What the command learnt when it registered, between fork and exec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Registered {
+    /// The guardian knows the group; the deadline has not passed.
+    Guarded,
+    /// The lease's TERM instant has passed: do not start.
+    Stale,
+    /// The guardian is gone: nobody would enforce anything; do not start.
+    NoGuardian,
 }
 
 const MSG_GROUP: u64 = 1;
@@ -123,8 +137,8 @@ impl Guardian {
             }
             match self.read_report() {
                 Ok(Some(enforced)) => return enforced,
-                // EOF: the guardian is gone; nothing more will come.
-                Ok(None) => return std::future::pending().await,
+                // EOF: the guardian died; it never exits before its dismissal.
+                Ok(None) => return Enforced::Gone,
                 Err(_) => {}
             }
         }
@@ -182,16 +196,25 @@ fn encode(kind: u64, a: u64, b: u64) -> [u8; MSG_LEN] {
 /// `CLOCK_BOOTTIME`, 0 for none). Registration comes first, so that from
 /// the check on, the guardian enforces the deadline.
 ///
-/// Returns false if the deadline has passed: the command must not start.
-/// Async-signal-safe: getpid, write and clock_gettime, no allocation.
-pub(crate) fn register(fd: RawFd, term_at_nanos: u64) -> bool {
-    // SAFETY: getpid, and write from a stack buffer we own.
-    unsafe {
+/// The command must not start unless this returns `Guarded`.
+/// Async-signal-safe: getpid, send and clock_gettime, no allocation.
+pub(crate) fn register(fd: RawFd, term_at_nanos: u64) -> Registered {
+    // SAFETY: getpid, and send from a stack buffer we own.
+    let sent = unsafe {
         // The child leads its own process group: its pid is the group's id.
         let msg = encode(MSG_GROUP, libc::getpid() as u64, 0);
-        libc::write(fd, msg.as_ptr().cast(), MSG_LEN);
+        // MSG_NOSIGNAL: a dead guardian is an answer (EPIPE), not a SIGPIPE
+        // that kills the child and passes for the command's own death.
+        libc::send(fd, msg.as_ptr().cast(), MSG_LEN, libc::MSG_NOSIGNAL)
+    };
+    if usize::try_from(sent) != Ok(MSG_LEN) {
+        return Registered::NoGuardian;
     }
-    term_at_nanos == 0 || crate::os::boottime_nanos_signal_safe() < term_at_nanos
+    if term_at_nanos == 0 || crate::os::boottime_nanos_signal_safe() < term_at_nanos {
+        Registered::Guarded
+    } else {
+        Registered::Stale
+    }
 }
 
 /// The guardian's whole life, in the forked process.

@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 use crate::exit::Exit;
-use crate::guardian::{Deadline, Enforced, Guardian};
+use crate::guardian::{Deadline, Enforced, Guardian, Registered};
 use crate::lock::{Backend, Lease, LockRequest, Renewal};
 use crate::os::BootTime;
 use crate::signals::Signals;
@@ -241,6 +241,22 @@ async fn supervise<B: Backend>(
                 }
             }
             enforced = guardian.enforced(), if !guardian_done => {
+                if enforced == Enforced::Gone {
+                    // Nothing would stop the group now if lockrun were
+                    // stopped past the deadline or killed: stop it while
+                    // lockrun still can, within the lease.
+                    guardian_done = true;
+                    if !matches!(stop, Some(StopReason::LockLost)) {
+                        signal_group(pgid, Some(Signal::SIGTERM));
+                    }
+                    lost(&mut stop, GUARDIAN_GONE);
+                    let grace = match current.get() {
+                        Some(d) => policy.kill_after.min(d.kill_at.remaining()),
+                        None => policy.kill_after,
+                    };
+                    kill_at = earliest(kill_at, Instant::now().checked_add(grace));
+                    continue;
+                }
                 // The guardian acted on the deadline: lockrun was stopped,
                 // starved, or could not renew in time.
                 guardian_done = enforced == Enforced::Killed;
@@ -315,6 +331,9 @@ async fn supervise<B: Backend>(
 /// Why the lock counts as lost when its deadline passed without a renewal
 /// (lockrun was stopped or starved, or the backend did not answer in time).
 const MISSED_DEADLINE: &str = "could not renew the lease before its deadline";
+
+/// Why the lock counts as lost when the guardian died under the command.
+const GUARDIAN_GONE: &str = "its guardian process died, so nothing would enforce the lease if lockrun were stopped or killed";
 
 /// How long processes get to die after SIGKILL before lockrun gives up on
 /// them (a process in uninterruptible sleep cannot be killed).
@@ -520,8 +539,12 @@ fn spawn(
             }
             // From here on the guardian enforces the deadline; a deadline
             // that passed while lockrun was stopped means: do not start.
-            if !crate::guardian::register(guardian_fd, term_at_nanos) {
-                return Err(std::io::Error::from_raw_os_error(libc::ETIME));
+            match crate::guardian::register(guardian_fd, term_at_nanos) {
+                Registered::Guarded => {}
+                Registered::Stale => return Err(std::io::Error::from_raw_os_error(libc::ETIME)),
+                Registered::NoGuardian => {
+                    return Err(std::io::Error::from_raw_os_error(libc::EPIPE));
+                }
             }
             if claim_terminal {
                 crate::terminal::claim_in_child()?;
@@ -529,12 +552,13 @@ fn spawn(
             Ok(())
         });
     }
-    command.spawn().map_err(|e| {
-        if e.raw_os_error() == Some(libc::ETIME) {
-            SpawnFailure::Stale
-        } else {
-            SpawnFailure::Error(spawn_error(&spec.program, &e))
-        }
+    command.spawn().map_err(|e| match e.raw_os_error() {
+        Some(libc::ETIME) => SpawnFailure::Stale,
+        // exec never fails with EPIPE: it is the registration's answer.
+        Some(libc::EPIPE) => SpawnFailure::Error(Error::internal(
+            "the guardian process died, so the command was not started (the lock was released)",
+        )),
+        _ => SpawnFailure::Error(spawn_error(&spec.program, &e)),
     })
 }
 

@@ -1105,3 +1105,74 @@ fn children_from_before_an_exec_are_not_taken_for_escaped_ones() {
         std::fs::remove_file(&bg).unwrap();
     }
 }
+
+/// lockrun's children other than the command and the guardian: `pid` of the
+/// first one, waiting until it exists.
+fn guardian_of(lockrun: i32, command: i32) -> i32 {
+    let mut found = None;
+    wait_until("the guardian to run", SOON, || {
+        found = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|&pid| {
+                pid != command
+                    && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                        stat.rsplit(')')
+                            .next()
+                            .and_then(|r| r.split_whitespace().nth(1))
+                            == Some(lockrun.to_string().as_str())
+                    })
+            });
+        found.is_some()
+    });
+    found.unwrap()
+}
+
+/// A guardian that died before the command could start (SIGKILLed, the OOM
+/// killer) leaves nobody to enforce anything: the command is not started,
+/// and the exit status says so instead of passing for a command that died
+/// of SIGPIPE (141).
+#[test]
+fn a_command_is_never_started_without_its_guardian() {
+    let sb = Sandbox::new();
+    let ready = sb.path("ready");
+    let ran = sb.path("ran");
+    let holder = Holder::spawn(sb.lockrun(&[]), &ready, "noguard");
+    let mut cmd = sb.lockrun(&[
+        "noguard",
+        "--",
+        "sh",
+        "-c",
+        &format!("touch {}", ran.display()),
+    ]);
+    cmd.stderr(Stdio::piped());
+    let mut waiter = Proc::spawn(cmd, "waiter");
+    let guardian = guardian_of(waiter.pid(), 0);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(guardian), Signal::SIGKILL);
+    wait_until("the guardian to be gone", SOON, || !alive(guardian));
+    assert_eq!(holder.release(), 0);
+    let (status, err) = waiter.finish(SOON);
+    assert_eq!(code(status), 70, "{err}");
+    assert!(err.contains("guardian"), "{err}");
+    assert!(!ran.exists(), "the command ran without its guardian");
+}
+
+/// A guardian that dies while the command runs: nothing would enforce the
+/// deadline or stop the command's group if lockrun were stopped or killed
+/// now, so lockrun stops the command itself and says the lock is lost (76).
+#[test]
+fn a_command_whose_guardian_died_is_stopped() {
+    let sb = Sandbox::new();
+    let ready = sb.path("ready");
+    let script = format!("echo $$ > {}; sleep 60 & wait", ready.display());
+    let mut cmd = sb.lockrun(&["--kill-after", "1s", "orphaned", "--", "sh", "-c", &script]);
+    cmd.stderr(Stdio::piped());
+    let mut run = Proc::spawn(cmd, "holder");
+    let command: i32 = wait_for_content(&ready).parse().unwrap();
+    let guardian = guardian_of(run.pid(), command);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(guardian), Signal::SIGKILL);
+    let (status, err) = run.finish(Duration::from_secs(10));
+    assert_eq!(code(status), 76, "{err}");
+    assert!(err.contains("guardian"), "{err}");
+    assert!(!alive(command));
+}
