@@ -269,14 +269,17 @@ unsafe fn guardian_main(socket: RawFd, close: CloseMethod) -> ! {
         loop {
             let now = crate::os::boottime_nanos_signal_safe();
             if group > 0 && kill_at > 0 && !killed {
+                // Reported before the signal goes out: lockrun, seeing the
+                // command die of it, must find the report already there, or
+                // it would pass the death off as the command's own (143).
                 if now >= kill_at {
+                    report(sock, REPORT_KILL);
                     libc::kill(-group, libc::SIGKILL);
                     killed = true;
-                    report(sock, REPORT_KILL);
                 } else if !termed && now >= term_at {
+                    report(sock, REPORT_TERM);
                     libc::kill(-group, libc::SIGTERM);
                     termed = true;
-                    report(sock, REPORT_TERM);
                 }
             }
             let next = match (group > 0 && kill_at > 0 && !killed, termed) {

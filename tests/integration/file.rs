@@ -1106,28 +1106,6 @@ fn children_from_before_an_exec_are_not_taken_for_escaped_ones() {
     }
 }
 
-/// lockrun's children other than the command and the guardian: `pid` of the
-/// first one, waiting until it exists.
-fn guardian_of(lockrun: i32, command: i32) -> i32 {
-    let mut found = None;
-    wait_until("the guardian to run", SOON, || {
-        found = std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-            .find(|&pid| {
-                pid != command
-                    && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                        stat.rsplit(')')
-                            .next()
-                            .and_then(|r| r.split_whitespace().nth(1))
-                            == Some(lockrun.to_string().as_str())
-                    })
-            });
-        found.is_some()
-    });
-    found.unwrap()
-}
-
 /// A guardian that died before the command could start (SIGKILLed, the OOM
 /// killer) leaves nobody to enforce anything: the command is not started,
 /// and the exit status says so instead of passing for a command that died
