@@ -147,8 +147,31 @@ impl Guardian {
     /// What the guardian did and lockrun has not heard yet, without waiting:
     /// when lockrun was stopped, the command's death (caused by the
     /// guardian) and the report may be noticed in either order.
+    ///
+    /// Read with a raw recv(2), not through tokio, which reports "nothing
+    /// there" until its event loop has seen the socket readable: after a
+    /// SIGCONT, the command's exit can be handled first, and the report
+    /// already in the socket would be missed (exit 143 instead of 76).
     pub(crate) fn already_enforced(&self) -> Option<Enforced> {
-        self.read_report().ok().flatten()
+        let mut byte = [0u8; 1];
+        loop {
+            // SAFETY: recv of at most one byte into a buffer we own, on the
+            // socket this Guardian owns.
+            let n = unsafe {
+                libc::recv(
+                    self.socket.as_raw_fd(),
+                    byte.as_mut_ptr().cast(),
+                    1,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            match (n, byte[0]) {
+                (1, REPORT_KILL) => return Some(Enforced::Killed),
+                (1, REPORT_TERM) => return Some(Enforced::Terminated),
+                (1, _) => {}
+                _ => return None,
+            }
+        }
     }
 
     /// `Ok(None)` at EOF, `Err` when nothing is there yet.
@@ -175,10 +198,22 @@ impl Guardian {
 
     fn send(&self, kind: u64, a: u64, b: u64) {
         let msg = encode(kind, a, b);
+        // A raw send(2), not tokio's try_write, which does not even try
+        // until its event loop has seen the socket writable, and so dropped
+        // a message sent before that (the first one, on the file backend).
         // 24 bytes into an almost empty socket buffer: never short. A
         // failure means the guardian is gone, which `enforced` notices.
-        if let Err(e) = self.socket.try_write(&msg) {
-            tracing::debug!(%e, "guardian message not sent");
+        // SAFETY: send from a stack buffer we own, on our own socket.
+        let sent = unsafe {
+            libc::send(
+                self.socket.as_raw_fd(),
+                msg.as_ptr().cast(),
+                MSG_LEN,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if usize::try_from(sent) != Ok(MSG_LEN) {
+            tracing::debug!(e = %std::io::Error::last_os_error(), "guardian message not sent");
         }
     }
 }
