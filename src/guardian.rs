@@ -41,6 +41,20 @@ pub(crate) struct Deadline {
 pub(crate) enum Enforced {
     Terminated,
     Killed,
+    /// The guardian died (SIGKILLed, the OOM killer): nothing enforces the
+    /// deadline or stops the group if lockrun is stopped or killed now.
+    Gone,
+}
+
+/// What the command learnt when it registered, between fork and exec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Registered {
+    /// The guardian knows the group; the deadline has not passed.
+    Guarded,
+    /// The lease's TERM instant has passed: do not start.
+    Stale,
+    /// The guardian is gone: nobody would enforce anything; do not start.
+    NoGuardian,
 }
 
 const MSG_GROUP: u64 = 1;
@@ -123,8 +137,8 @@ impl Guardian {
             }
             match self.read_report() {
                 Ok(Some(enforced)) => return enforced,
-                // EOF: the guardian is gone; nothing more will come.
-                Ok(None) => return std::future::pending().await,
+                // EOF: the guardian died; it never exits before its dismissal.
+                Ok(None) => return Enforced::Gone,
                 Err(_) => {}
             }
         }
@@ -133,8 +147,31 @@ impl Guardian {
     /// What the guardian did and lockrun has not heard yet, without waiting:
     /// when lockrun was stopped, the command's death (caused by the
     /// guardian) and the report may be noticed in either order.
+    ///
+    /// Read with a raw recv(2), not through tokio, which reports "nothing
+    /// there" until its event loop has seen the socket readable: after a
+    /// SIGCONT, the command's exit can be handled first, and the report
+    /// already in the socket would be missed (exit 143 instead of 76).
     pub(crate) fn already_enforced(&self) -> Option<Enforced> {
-        self.read_report().ok().flatten()
+        let mut byte = [0u8; 1];
+        loop {
+            // SAFETY: recv of at most one byte into a buffer we own, on the
+            // socket this Guardian owns.
+            let n = unsafe {
+                libc::recv(
+                    self.socket.as_raw_fd(),
+                    byte.as_mut_ptr().cast(),
+                    1,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            match (n, byte[0]) {
+                (1, REPORT_KILL) => return Some(Enforced::Killed),
+                (1, REPORT_TERM) => return Some(Enforced::Terminated),
+                (1, _) => {}
+                _ => return None,
+            }
+        }
     }
 
     /// `Ok(None)` at EOF, `Err` when nothing is there yet.
@@ -161,10 +198,22 @@ impl Guardian {
 
     fn send(&self, kind: u64, a: u64, b: u64) {
         let msg = encode(kind, a, b);
+        // A raw send(2), not tokio's try_write, which does not even try
+        // until its event loop has seen the socket writable, and so dropped
+        // a message sent before that (the first one, on the file backend).
         // 24 bytes into an almost empty socket buffer: never short. A
         // failure means the guardian is gone, which `enforced` notices.
-        if let Err(e) = self.socket.try_write(&msg) {
-            tracing::debug!(%e, "guardian message not sent");
+        // SAFETY: send from a stack buffer we own, on our own socket.
+        let sent = unsafe {
+            libc::send(
+                self.socket.as_raw_fd(),
+                msg.as_ptr().cast(),
+                MSG_LEN,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if usize::try_from(sent) != Ok(MSG_LEN) {
+            tracing::debug!(e = %std::io::Error::last_os_error(), "guardian message not sent");
         }
     }
 }
@@ -182,16 +231,25 @@ fn encode(kind: u64, a: u64, b: u64) -> [u8; MSG_LEN] {
 /// `CLOCK_BOOTTIME`, 0 for none). Registration comes first, so that from
 /// the check on, the guardian enforces the deadline.
 ///
-/// Returns false if the deadline has passed: the command must not start.
-/// Async-signal-safe: getpid, write and clock_gettime, no allocation.
-pub(crate) fn register(fd: RawFd, term_at_nanos: u64) -> bool {
-    // SAFETY: getpid, and write from a stack buffer we own.
-    unsafe {
+/// The command must not start unless this returns `Guarded`.
+/// Async-signal-safe: getpid, send and clock_gettime, no allocation.
+pub(crate) fn register(fd: RawFd, term_at_nanos: u64) -> Registered {
+    // SAFETY: getpid, and send from a stack buffer we own.
+    let sent = unsafe {
         // The child leads its own process group: its pid is the group's id.
         let msg = encode(MSG_GROUP, libc::getpid() as u64, 0);
-        libc::write(fd, msg.as_ptr().cast(), MSG_LEN);
+        // MSG_NOSIGNAL: a dead guardian is an answer (EPIPE), not a SIGPIPE
+        // that kills the child and passes for the command's own death.
+        libc::send(fd, msg.as_ptr().cast(), MSG_LEN, libc::MSG_NOSIGNAL)
+    };
+    if usize::try_from(sent) != Ok(MSG_LEN) {
+        return Registered::NoGuardian;
     }
-    term_at_nanos == 0 || crate::os::boottime_nanos_signal_safe() < term_at_nanos
+    if term_at_nanos == 0 || crate::os::boottime_nanos_signal_safe() < term_at_nanos {
+        Registered::Guarded
+    } else {
+        Registered::Stale
+    }
 }
 
 /// The guardian's whole life, in the forked process.
@@ -246,8 +304,9 @@ unsafe fn guardian_main(socket: RawFd, close: CloseMethod) -> ! {
         loop {
             let now = crate::os::boottime_nanos_signal_safe();
             if group > 0 && kill_at > 0 && !killed {
-                // Reported before the signal goes out: lockrun may see the
-                // command die of it at once, and must know why by then.
+                // Reported before the signal goes out: lockrun, seeing the
+                // command die of it, must find the report already there, or
+                // it would pass the death off as the command's own (143).
                 if now >= kill_at {
                     report(sock, REPORT_KILL);
                     libc::kill(-group, libc::SIGKILL);

@@ -89,6 +89,8 @@ pub(crate) struct ProcStat {
     pub(crate) state: char,
     pub(crate) ppid: i32,
     pub(crate) pgrp: i32,
+    /// When it started, in clock ticks since boot.
+    pub(crate) start: u64,
 }
 
 /// Parse `/proc/PID/stat`; `None` if the process is gone.
@@ -103,7 +105,14 @@ fn parse_stat(stat: &str) -> Option<ProcStat> {
     let state = fields.next()?.chars().next()?;
     let ppid = fields.next()?.parse().ok()?;
     let pgrp = fields.next()?.parse().ok()?;
-    Some(ProcStat { state, ppid, pgrp })
+    // Fields 6 to 21 (session … itrealvalue), then 22, starttime.
+    let start = fields.nth(16)?.parse().ok()?;
+    Some(ProcStat {
+        state,
+        ppid,
+        pgrp,
+        start,
+    })
 }
 
 /// A process's command line, words joined by spaces.
@@ -129,9 +138,11 @@ pub(crate) fn pids() -> Vec<i32> {
     )
 }
 
-/// Every live process whose parent chain leads to `ancestor`, except
-/// `exclude`. Zombies are left out: they run nothing.
-pub(crate) fn descendants(ancestor: i32, exclude: &[i32]) -> Vec<i32> {
+/// Every live process whose parent chain leads to `ancestor` and that
+/// started no earlier than `started_from` (clock ticks since boot), except
+/// `exclude` and whatever descends from them. Zombies are left out: they
+/// run nothing.
+pub(crate) fn descendants(ancestor: i32, exclude: &[i32], started_from: u64) -> Vec<i32> {
     let table: Vec<(i32, ProcStat)> = pids()
         .into_iter()
         .filter_map(|pid| Some((pid, proc_stat(pid)?)))
@@ -139,12 +150,15 @@ pub(crate) fn descendants(ancestor: i32, exclude: &[i32]) -> Vec<i32> {
     let parent_of = |pid: i32| table.iter().find(|(p, _)| *p == pid).map(|(_, s)| s.ppid);
     table
         .iter()
-        .filter(|(pid, stat)| stat.state != 'Z' && !exclude.contains(pid))
+        .filter(|(pid, stat)| {
+            stat.state != 'Z' && stat.start >= started_from && !exclude.contains(pid)
+        })
         .filter(|(pid, _)| {
             let mut at = *pid;
             // Bounded: a pid table can change under us while we walk it.
             for _ in 0..table.len() {
                 match parent_of(at) {
+                    Some(parent) if exclude.contains(&parent) => return false,
                     Some(parent) if parent == ancestor => return true,
                     Some(parent) if parent > 1 => at = parent,
                     _ => return false,
@@ -291,13 +305,14 @@ mod tests {
 
     #[test]
     fn stat_with_parentheses_in_the_name() {
-        let stat = "42 (a) b) c) S 7 42 42 0 -1";
+        let stat = "42 (a) b) c) S 7 42 42 0 -1 4194304 1 0 0 0 0 0 0 0 20 0 1 0 12345 2297856";
         assert_eq!(
             parse_stat(stat),
             Some(ProcStat {
                 state: 'S',
                 ppid: 7,
-                pgrp: 42
+                pgrp: 42,
+                start: 12345
             })
         );
         assert_eq!(parse_stat("garbage"), None);

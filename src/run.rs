@@ -126,10 +126,14 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
             env,
         }
     };
+    // Before the guardian and the command exist: any child now is one this
+    // pid had before `exec lockrun`, not the command's.
+    let inherited = crate::os::children_of_self().unwrap_or_default();
     let stop = StopPolicy {
         kill_after: args.kill_after,
         max_time: args.max_time,
         kill_escaped: args.kill_escaped,
+        inherited: &inherited,
     };
     // Started while nothing is held yet: it costs nothing inside the
     // critical section, and it is there before the command can exist.

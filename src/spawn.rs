@@ -190,6 +190,9 @@ pub(crate) struct Setup {
 pub(crate) enum Failure {
     /// The lease's TERM instant passed before the exec.
     Stale,
+    /// The guardian is gone: nobody would enforce the deadline or lockrun's
+    /// death, so the command was not started.
+    NoGuardian,
     /// exec (or the set-up before it) failed.
     Io(std::io::Error),
 }
@@ -197,6 +200,7 @@ pub(crate) enum Failure {
 const STAGE_EXEC: i32 = 0;
 const STAGE_STALE: i32 = 1;
 const STAGE_SETUP: i32 = 2;
+const STAGE_NO_GUARDIAN: i32 = 3;
 
 /// What the child reads (and its one word of answer), on the parent's stack.
 struct Shared<'a> {
@@ -278,6 +282,9 @@ pub(crate) fn spawn(prepared: &Prepared, setup: &Setup) -> Result<Child, Failure
         if stage == STAGE_STALE {
             return Err(Failure::Stale);
         }
+        if stage == STAGE_NO_GUARDIAN {
+            return Err(Failure::NoGuardian);
+        }
         let errno = shared.errno.load(Ordering::SeqCst);
         return Err(Failure::Io(std::io::Error::from_raw_os_error(errno)));
     }
@@ -319,8 +326,12 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         }
         // From here on the guardian enforces the deadline; a deadline that
         // passed while lockrun was stopped means: do not start.
-        if !crate::guardian::register(shared.setup.guardian_fd, shared.setup.term_at_nanos) {
-            return fail(STAGE_STALE, libc::ETIME);
+        match crate::guardian::register(shared.setup.guardian_fd, shared.setup.term_at_nanos) {
+            crate::guardian::Registered::Guarded => {}
+            crate::guardian::Registered::Stale => return fail(STAGE_STALE, libc::ETIME),
+            crate::guardian::Registered::NoGuardian => {
+                return fail(STAGE_NO_GUARDIAN, libc::EPIPE);
+            }
         }
         if shared.setup.claim_terminal {
             // SIGTTOU is blocked (all signals are), so a background

@@ -30,12 +30,15 @@ pub(crate) struct ChildSpec {
 }
 
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct StopPolicy {
+pub(crate) struct StopPolicy<'a> {
     /// Grace between SIGTERM and SIGKILL.
     pub(crate) kill_after: Duration,
     pub(crate) max_time: Option<Duration>,
     /// Also stop processes that left the command's process group.
     pub(crate) kill_escaped: bool,
+    /// Children lockrun had before it started anything (it was exec'ed by
+    /// a process that had them): never the command's, never stopped.
+    pub(crate) inherited: &'a [i32],
 }
 
 /// Why lockrun stopped the child itself.
@@ -60,7 +63,7 @@ pub(crate) async fn run_locked<B: Backend + Inspect>(
     mut lease: B::Lease,
     req: &LockRequest,
     spec: &ChildSpec,
-    policy: StopPolicy,
+    policy: StopPolicy<'_>,
     signals: &mut Signals,
     guardian: &Guardian,
 ) -> Result<Supervised> {
@@ -112,7 +115,7 @@ async fn supervise<B: Backend>(
     lease: &mut B::Lease,
     req: &LockRequest,
     spec: &ChildSpec,
-    policy: StopPolicy,
+    policy: StopPolicy<'_>,
     signals: &mut Signals,
     guardian: &Guardian,
 ) -> Result<Supervised> {
@@ -151,6 +154,8 @@ async fn supervise<B: Backend>(
     };
     let pgid = Pid::from_raw(child.id());
     tracing::info!(pid = pgid.as_raw(), "child started");
+    // Nothing that started before the command can be one of its processes.
+    let command_start = crate::os::proc_stat(pgid.as_raw()).map_or(0, |s| s.start);
 
     let max_deadline = policy.max_time.and_then(|d| Instant::now().checked_add(d));
     let mut stop: Option<StopReason> = None;
@@ -226,6 +231,22 @@ async fn supervise<B: Backend>(
                 }
             }
             enforced = guardian.enforced(), if !guardian_done => {
+                if enforced == Enforced::Gone {
+                    // Nothing would stop the group now if lockrun were
+                    // stopped past the deadline or killed: stop it while
+                    // lockrun still can, within the lease.
+                    guardian_done = true;
+                    if !matches!(stop, Some(StopReason::LockLost)) {
+                        signal_group(pgid, Some(Signal::SIGTERM));
+                    }
+                    lost(&mut stop, GUARDIAN_GONE);
+                    let grace = match current.get() {
+                        Some(d) => policy.kill_after.min(d.kill_at.remaining()),
+                        None => policy.kill_after,
+                    };
+                    kill_at = earliest(kill_at, Instant::now().checked_add(grace));
+                    continue;
+                }
                 // The guardian acted on the deadline: lockrun was stopped,
                 // starved, or could not renew in time.
                 guardian_done = enforced == Enforced::Killed;
@@ -284,7 +305,7 @@ async fn supervise<B: Backend>(
     if guardian.already_enforced().is_some() {
         lost(&mut stop, MISSED_DEADLINE);
     }
-    escaped(policy, guardian, &current).await;
+    escaped(policy, guardian, &current, command_start).await;
     if let Some(terminal) = &terminal {
         terminal.take_back(pgid);
     }
@@ -301,6 +322,9 @@ async fn supervise<B: Backend>(
 /// (lockrun was stopped or starved, or the backend did not answer in time).
 const MISSED_DEADLINE: &str = "could not renew the lease before its deadline";
 
+/// Why the lock counts as lost when the guardian died under the command.
+const GUARDIAN_GONE: &str = "its guardian process died, so nothing would enforce the lease if lockrun were stopped or killed";
+
 /// How long processes get to die after SIGKILL before lockrun gives up on
 /// them (a process in uninterruptible sleep cannot be killed).
 const GIVE_UP_AFTER_KILL: Duration = Duration::from_secs(5);
@@ -316,9 +340,15 @@ fn past_term(current: &Cell<Option<Deadline>>) -> bool {
 /// but as lockrun is their subreaper they are still its descendants. By
 /// default they are named in one warning; with `--kill-escaped` they are
 /// stopped like leftovers in the group (SIGTERM, SIGKILL after the grace).
-async fn escaped(policy: StopPolicy, guardian: &Guardian, current: &Cell<Option<Deadline>>) {
+async fn escaped(
+    policy: StopPolicy<'_>,
+    guardian: &Guardian,
+    current: &Cell<Option<Deadline>>,
+    command_start: u64,
+) {
     let me = i32::try_from(std::process::id()).unwrap_or(0);
-    let exclude = [guardian.pid().as_raw()];
+    let mut exclude = vec![guardian.pid().as_raw()];
+    exclude.extend_from_slice(policy.inherited);
     reap_orphans();
     // Every live descendant is one of lockrun's children or below one (an
     // orphan is reparented to lockrun, its subreaper): with no child but
@@ -327,7 +357,7 @@ async fn escaped(policy: StopPolicy, guardian: &Guardian, current: &Cell<Option<
     if crate::os::children_of_self().is_some_and(|kids| kids.iter().all(|k| exclude.contains(k))) {
         return;
     }
-    let found = crate::os::descendants(me, &exclude);
+    let found = crate::os::descendants(me, &exclude, command_start);
     if found.is_empty() {
         return;
     }
@@ -366,7 +396,7 @@ async fn escaped(policy: StopPolicy, guardian: &Guardian, current: &Cell<Option<
     let kill_at = Instant::now().checked_add(grace);
     loop {
         reap_orphans();
-        let alive: Vec<i32> = crate::os::descendants(me, &exclude);
+        let alive: Vec<i32> = crate::os::descendants(me, &exclude, command_start);
         if alive.is_empty() {
             return;
         }
@@ -491,6 +521,9 @@ fn spawn(
     };
     crate::spawn::spawn(&prepared, &setup).map_err(|e| match e {
         crate::spawn::Failure::Stale => SpawnFailure::Stale,
+        crate::spawn::Failure::NoGuardian => SpawnFailure::Error(Error::internal(
+            "the guardian process died, so the command was not started (the lock was released)",
+        )),
         crate::spawn::Failure::Io(e) => io(e),
     })
 }

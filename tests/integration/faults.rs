@@ -452,6 +452,56 @@ fn holding_lockrun_stopped_past_the_ttl_never_overlaps_the_next_holder() {
     hist.assert_clean();
 }
 
+/// The guardian's SIGTERM at the deadline of a stopped lockrun, with its
+/// report to lockrun held up (its write delayed under strace): after
+/// SIGCONT lockrun may see the command dead of SIGTERM before its event loop
+/// sees the report, and must still say the lock was lost (76), not pass on
+/// the command's 143.
+#[test]
+fn a_deadline_kill_is_reported_as_lost_whatever_is_noticed_first() {
+    require("strace", "strace");
+    let server = redis();
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready");
+    let url = redis_url(server.port);
+    let script = format!("echo $$ > {}; exec sleep 1000", ready.display());
+    let mut a = lockrun_at(&url, &["--ttl", TTL, "late", "--", "sh", "-c", &script]);
+    a.stderr(Stdio::piped());
+    let mut a = Proc::spawn(a, "holder");
+    let command: i32 = wait_for_content(&ready).parse().unwrap();
+    let guardian = guardian_of(a.pid(), command);
+    let mut tracer = Command::new("strace");
+    tracer
+        .args(["-qq", "-o", "/dev/null", "-e", "trace=write"])
+        .args(["-e", "inject=write:delay_enter=1500000", "-p"])
+        .arg(guardian.to_string())
+        .stderr(Stdio::null());
+    let mut tracer = Proc::spawn(tracer, "strace");
+    let traced = || {
+        std::fs::read_to_string(format!("/proc/{guardian}/status")).is_ok_and(|status| {
+            status
+                .lines()
+                .any(|l| l.starts_with("TracerPid:") && l.split_whitespace().nth(1) != Some("0"))
+        })
+    };
+    wait_until("strace to attach or give up", SOON, || {
+        traced() || !alive(tracer.pid())
+    });
+    if !traced() {
+        eprintln!("skipped: strace cannot attach to the guardian here (ptrace not allowed)");
+        return;
+    }
+    a.signal(Signal::SIGSTOP);
+    wait_until("the command to be stopped by the guardian", SOON, || {
+        !alive(command)
+    });
+    a.signal(Signal::SIGCONT);
+    let (status, err) = a.finish(SOON);
+    assert_eq!(code(status), 76, "{err}");
+    tracer.signal(Signal::SIGTERM);
+    let _ = tracer.wait_timeout(SOON);
+}
+
 /// lockrun stopped between the acquire reply and the spawn for longer than
 /// the ttl: the acquire is held in the server (`CLIENT PAUSE … WRITE`, less
 /// than ttl/3), SIGTSTP reaches lockrun meanwhile, and lockrun stops itself

@@ -1191,3 +1191,89 @@ fn exec_mode_refuses_what_needs_a_supervisor() {
         assert!(!sb.path("ran").exists(), "{extra:?} ran the command");
     }
 }
+
+/// Processes lockrun's pid already had before lockrun ran (a shell's
+/// background job, then `exec lockrun`) did not come from the command: they
+/// are neither named as escaped nor stopped by --kill-escaped.
+#[test]
+fn children_from_before_an_exec_are_not_taken_for_escaped_ones() {
+    let sb = Sandbox::new();
+    let bg = sb.path("bg.pid");
+    for extra in [&[][..], &["--kill-escaped"][..]] {
+        let mut words = vec![BIN.to_owned(), "--backend".into(), sb.backend_url()];
+        words.extend(extra.iter().map(|w| (*w).to_owned()));
+        words.extend(["inherited", "--", "true"].map(str::to_owned));
+        let exec = words.iter().map(|w| sh_quote(w)).collect::<Vec<_>>();
+        let script = format!(
+            "sleep 60 </dev/null >/dev/null 2>&1 & echo $! > {}; exec {}",
+            bg.display(),
+            exec.join(" ")
+        );
+        let mut sh = Command::new("sh");
+        sh.args(["-c", &script]);
+        let out = run_timeout(sh, SOON);
+        let pid: i32 = wait_for_content(&bg).parse().unwrap();
+        let survived = alive(pid);
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        let err = stderr_of(&out);
+        assert_eq!(code(out.status), 0, "{extra:?}: {err}");
+        assert!(
+            !err.contains("left the command's process group"),
+            "{extra:?}: {err}"
+        );
+        assert!(
+            survived,
+            "{extra:?}: lockrun stopped a process it inherited"
+        );
+        std::fs::remove_file(&bg).unwrap();
+    }
+}
+
+/// A guardian that died before the command could start (SIGKILLed, the OOM
+/// killer) leaves nobody to enforce anything: the command is not started,
+/// and the exit status says so instead of passing for a command that died
+/// of SIGPIPE (141).
+#[test]
+fn a_command_is_never_started_without_its_guardian() {
+    let sb = Sandbox::new();
+    let ready = sb.path("ready");
+    let ran = sb.path("ran");
+    let holder = Holder::spawn(sb.lockrun(&[]), &ready, "noguard");
+    let mut cmd = sb.lockrun(&[
+        "noguard",
+        "--",
+        "sh",
+        "-c",
+        &format!("touch {}", ran.display()),
+    ]);
+    cmd.stderr(Stdio::piped());
+    let mut waiter = Proc::spawn(cmd, "waiter");
+    let guardian = guardian_of(waiter.pid(), 0);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(guardian), Signal::SIGKILL);
+    wait_until("the guardian to be gone", SOON, || !alive(guardian));
+    assert_eq!(holder.release(), 0);
+    let (status, err) = waiter.finish(SOON);
+    assert_eq!(code(status), 70, "{err}");
+    assert!(err.contains("guardian"), "{err}");
+    assert!(!ran.exists(), "the command ran without its guardian");
+}
+
+/// A guardian that dies while the command runs: nothing would enforce the
+/// deadline or stop the command's group if lockrun were stopped or killed
+/// now, so lockrun stops the command itself and says the lock is lost (76).
+#[test]
+fn a_command_whose_guardian_died_is_stopped() {
+    let sb = Sandbox::new();
+    let ready = sb.path("ready");
+    let script = format!("echo $$ > {}; sleep 60 & wait", ready.display());
+    let mut cmd = sb.lockrun(&["--kill-after", "1s", "orphaned", "--", "sh", "-c", &script]);
+    cmd.stderr(Stdio::piped());
+    let mut run = Proc::spawn(cmd, "holder");
+    let command: i32 = wait_for_content(&ready).parse().unwrap();
+    let guardian = guardian_of(run.pid(), command);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(guardian), Signal::SIGKILL);
+    let (status, err) = run.finish(Duration::from_secs(10));
+    assert_eq!(code(status), 76, "{err}");
+    assert!(err.contains("guardian"), "{err}");
+    assert!(!alive(command));
+}

@@ -252,6 +252,28 @@ pub fn require(program: &str, package: &str) {
     );
 }
 
+/// The guardian of the lockrun `lockrun`: its child that is not `command`
+/// (the command's pid, 0 before it started), waiting until it exists.
+pub fn guardian_of(lockrun: i32, command: i32) -> i32 {
+    let mut found = None;
+    wait_until("the guardian to run", SOON, || {
+        found = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .find(|&pid| {
+                pid != command
+                    && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                        stat.rsplit(')')
+                            .next()
+                            .and_then(|r| r.split_whitespace().nth(1))
+                            == Some(lockrun.to_string().as_str())
+                    })
+            });
+        found.is_some()
+    });
+    found.unwrap()
+}
+
 /// A tmux server of our own (its socket lives in the sandbox), with one
 /// session running one command in a pane of a fixed size.
 pub struct Tmux {
