@@ -1,8 +1,9 @@
-//! Backends are URLs: `file:///DIR`, `redis://…`, `cloudshell://…`.
+//! Backends are URLs: `file:///DIR`, `redis://…`, `cloudshell://…`, `postgres://…`.
 //! One module per backend; this module only parses the URL and dispatches.
 
 pub(crate) mod cloudshell;
 pub(crate) mod file;
+pub(crate) mod postgres;
 pub(crate) mod redis;
 pub(crate) mod url;
 
@@ -21,9 +22,10 @@ pub(crate) enum BackendConfig {
     File(file::FileConfig),
     Redis(redis::RedisConfig),
     CloudShell(cloudshell::CloudShellConfig),
+    Postgres(postgres::PgConfig),
 }
 
-const SCHEMES_HINT: &str = "use file:///DIR, redis://HOST[:PORT][/DB], rediss://…, or cloudshell://HOST[:PORT]/RESERVATION";
+const SCHEMES_HINT: &str = "use file:///DIR, redis://HOST[:PORT][/DB], rediss://…, cloudshell://HOST[:PORT]/RESERVATION, or postgres://[USER@]HOST[:PORT]/DB";
 
 impl BackendConfig {
     /// Parse `--backend` / `LOCKRUN_BACKEND`. No URL means the file backend
@@ -47,6 +49,9 @@ impl BackendConfig {
             "redis" | "rediss" => redis::RedisConfig::parse(url).map(BackendConfig::Redis),
             "cloudshell" | "cloudshells" => {
                 cloudshell::CloudShellConfig::parse(url).map(BackendConfig::CloudShell)
+            }
+            "postgres" | "postgresql" => {
+                postgres::PgConfig::parse(url).map(BackendConfig::Postgres)
             }
             other => Err(Error::usage(format!(
                 "unknown backend scheme {other:?}; {SCHEMES_HINT}"
@@ -84,6 +89,7 @@ pub(crate) enum AnyBackend {
     File(file::FileBackend),
     Redis(redis::RedisBackend),
     CloudShell(cloudshell::CloudShellBackend),
+    Postgres(postgres::PgBackend),
 }
 
 /// A lease of one of [`AnyBackend`]'s backends.
@@ -91,6 +97,7 @@ pub(crate) enum AnyLease {
     File(file::FileLease),
     Redis(redis::RedisLease),
     CloudShell(cloudshell::CloudShellLease),
+    Postgres(postgres::PgLease),
 }
 
 impl AnyBackend {
@@ -106,6 +113,9 @@ impl AnyBackend {
             BackendConfig::CloudShell(config) => {
                 AnyBackend::CloudShell(cloudshell::CloudShellBackend::connect(config).await?)
             }
+            BackendConfig::Postgres(config) => {
+                AnyBackend::Postgres(postgres::PgBackend::connect(config).await?)
+            }
         })
     }
 }
@@ -117,6 +127,7 @@ macro_rules! delegate {
             AnyBackend::File($b) => $call,
             AnyBackend::Redis($b) => $call,
             AnyBackend::CloudShell($b) => $call,
+            AnyBackend::Postgres($b) => $call,
         }
     };
 }
@@ -132,6 +143,7 @@ impl Lease for AnyLease {
             AnyLease::File(l) => l.slot(),
             AnyLease::Redis(l) => l.slot(),
             AnyLease::CloudShell(l) => l.slot(),
+            AnyLease::Postgres(l) => l.slot(),
         }
     }
     fn fence(&self) -> Option<u64> {
@@ -139,6 +151,7 @@ impl Lease for AnyLease {
             AnyLease::File(l) => l.fence(),
             AnyLease::Redis(l) => l.fence(),
             AnyLease::CloudShell(l) => l.fence(),
+            AnyLease::Postgres(l) => l.fence(),
         }
     }
     fn expires_at(&self) -> Option<BootTime> {
@@ -146,6 +159,7 @@ impl Lease for AnyLease {
             AnyLease::File(l) => l.expires_at(),
             AnyLease::Redis(l) => l.expires_at(),
             AnyLease::CloudShell(l) => l.expires_at(),
+            AnyLease::Postgres(l) => l.expires_at(),
         }
     }
 }
@@ -174,6 +188,7 @@ impl Backend for AnyBackend {
             AnyBackend::CloudShell(b) => {
                 wrap(b.try_acquire(req, slot).await?, AnyLease::CloudShell)
             }
+            AnyBackend::Postgres(b) => wrap(b.try_acquire(req, slot).await?, AnyLease::Postgres),
         })
     }
 
@@ -182,6 +197,7 @@ impl Backend for AnyBackend {
             AnyBackend::File(b) => wrap_wait(b.wait(req, round).await?, AnyLease::File),
             AnyBackend::Redis(b) => wrap_wait(b.wait(req, round).await?, AnyLease::Redis),
             AnyBackend::CloudShell(b) => wrap_wait(b.wait(req, round).await?, AnyLease::CloudShell),
+            AnyBackend::Postgres(b) => wrap_wait(b.wait(req, round).await?, AnyLease::Postgres),
         })
     }
 
@@ -194,6 +210,7 @@ impl Backend for AnyBackend {
             (AnyBackend::File(b), AnyLease::File(l)) => b.renew(l).await,
             (AnyBackend::Redis(b), AnyLease::Redis(l)) => b.renew(l).await,
             (AnyBackend::CloudShell(b), AnyLease::CloudShell(l)) => b.renew(l).await,
+            (AnyBackend::Postgres(b), AnyLease::Postgres(l)) => b.renew(l).await,
             _ => Err(foreign_lease()),
         }
     }
@@ -203,6 +220,7 @@ impl Backend for AnyBackend {
             (AnyBackend::File(b), AnyLease::File(l)) => b.loss_hint(l).await,
             (AnyBackend::Redis(b), AnyLease::Redis(l)) => b.loss_hint(l).await,
             (AnyBackend::CloudShell(b), AnyLease::CloudShell(l)) => b.loss_hint(l).await,
+            (AnyBackend::Postgres(b), AnyLease::Postgres(l)) => b.loss_hint(l).await,
             _ => std::future::pending().await,
         }
     }
@@ -212,6 +230,7 @@ impl Backend for AnyBackend {
             (AnyBackend::File(b), AnyLease::File(l)) => b.release(l).await,
             (AnyBackend::Redis(b), AnyLease::Redis(l)) => b.release(l).await,
             (AnyBackend::CloudShell(b), AnyLease::CloudShell(l)) => b.release(l).await,
+            (AnyBackend::Postgres(b), AnyLease::Postgres(l)) => b.release(l).await,
             _ => Err(foreign_lease()),
         }
     }
