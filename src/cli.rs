@@ -8,7 +8,7 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum, ValueHint};
 
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
-    " (backends: file, redis, rediss, cloudshell, cloudshells)"
+    " (backends: file, redis, rediss, cloudshell, cloudshells, postgres, postgresql)"
 );
 
 /// The usage forms, as in DESIGN.md; also the man page's SYNOPSIS.
@@ -67,9 +67,11 @@ pub struct GlobalArgs {
     ///
     /// file:///DIR (lock files in DIR, e.g. shared by several users),
     /// redis://[USER@]HOST[:PORT][/DB] or rediss://… (TLS),
-    /// cloudshell://HOST[:PORT]/RESERVATION or cloudshells://… (TLS).
-    /// Passwords and tokens belong in LOCKRUN_REDIS_PASSWORD and
-    /// LOCKRUN_CLOUDSHELL_*, not in the URL, where ps(1) shows them.
+    /// cloudshell://HOST[:PORT]/RESERVATION or cloudshells://… (TLS),
+    /// postgres://[USER@]HOST[:PORT][/DB] (advisory locks).
+    /// Passwords and tokens belong in LOCKRUN_REDIS_PASSWORD,
+    /// LOCKRUN_PG_PASSWORD and LOCKRUN_CLOUDSHELL_*, not in the URL, where
+    /// ps(1) shows them.
     #[arg(
         short = 'b',
         long,
@@ -146,7 +148,8 @@ pub struct RunArgs {
     /// Lease length for remote backends, renewed every ttl/3 while the command runs
     ///
     /// If lockrun dies without releasing, a Redis lock frees itself after at
-    /// most this long. The file backend needs no lease: the kernel frees a
+    /// most this long; a PostgreSQL lock of a dead or cut-off host is freed
+    /// by the server about this long after its last packet. The file backend needs no lease: the kernel frees a
     /// lock file the moment its holder exits.
     #[arg(
         long,

@@ -165,6 +165,8 @@ pub const SECRET_ENV: &[&str] = &[
     "LOCKRUN_CLOUDSHELL_USER",
     "LOCKRUN_CLOUDSHELL_PASSWORD",
     "LOCKRUN_CLOUDSHELL_TOKEN",
+    "LOCKRUN_PG_PASSWORD",
+    "PGPASSWORD",
 ];
 
 /// An error message as lockrun prints it: one line, control characters

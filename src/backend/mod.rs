@@ -1,8 +1,9 @@
-//! Backends are URLs: `file:///DIR`, `redis://…`, `cloudshell://…`.
+//! Backends are URLs: `file:///DIR`, `redis://…`, `cloudshell://…`, `postgres://…`.
 //! One module per backend; this module only parses the URL and dispatches.
 
 pub(crate) mod cloudshell;
 pub(crate) mod file;
+pub(crate) mod postgres;
 pub(crate) mod redis;
 pub(crate) mod url;
 
@@ -22,9 +23,10 @@ pub(crate) enum BackendConfig {
     File(file::FileConfig),
     Redis(redis::RedisConfig),
     CloudShell(cloudshell::CloudShellConfig),
+    Postgres(postgres::PgConfig),
 }
 
-const SCHEMES_HINT: &str = "use file:///DIR, redis://HOST[:PORT][/DB], rediss://…, or cloudshell://HOST[:PORT]/RESERVATION";
+const SCHEMES_HINT: &str = "use file:///DIR, redis://HOST[:PORT][/DB], rediss://…, cloudshell://HOST[:PORT]/RESERVATION, or postgres://[USER@]HOST[:PORT]/DB";
 
 impl BackendConfig {
     /// Parse `--backend` / `LOCKRUN_BACKEND`. No URL means the file backend
@@ -48,6 +50,9 @@ impl BackendConfig {
             "redis" | "rediss" => redis::RedisConfig::parse(url).map(BackendConfig::Redis),
             "cloudshell" | "cloudshells" => {
                 cloudshell::CloudShellConfig::parse(url).map(BackendConfig::CloudShell)
+            }
+            "postgres" | "postgresql" => {
+                postgres::PgConfig::parse(url).map(BackendConfig::Postgres)
             }
             other => Err(Error::usage(format!(
                 "unknown backend scheme {other:?}; {SCHEMES_HINT}"
@@ -85,6 +90,7 @@ pub(crate) enum AnyBackend {
     File(file::FileBackend),
     Redis(redis::RedisBackend),
     CloudShell(cloudshell::CloudShellBackend),
+    Postgres(postgres::PgBackend),
 }
 
 /// A lease of one of [`AnyBackend`]'s backends.
@@ -92,6 +98,7 @@ pub(crate) enum AnyLease {
     File(file::FileLease),
     Redis(redis::RedisLease),
     CloudShell(cloudshell::CloudShellLease),
+    Postgres(postgres::PgLease),
 }
 
 impl AnyBackend {
@@ -107,6 +114,9 @@ impl AnyBackend {
             BackendConfig::CloudShell(config) => {
                 AnyBackend::CloudShell(cloudshell::CloudShellBackend::connect(config).await?)
             }
+            BackendConfig::Postgres(config) => {
+                AnyBackend::Postgres(postgres::PgBackend::connect(config).await?)
+            }
         })
     }
 }
@@ -118,6 +128,7 @@ macro_rules! delegate {
             AnyBackend::File($b) => $call,
             AnyBackend::Redis($b) => $call,
             AnyBackend::CloudShell($b) => $call,
+            AnyBackend::Postgres($b) => $call,
         }
     };
 }
@@ -133,6 +144,7 @@ impl Lease for AnyLease {
             AnyLease::File(l) => l.slot(),
             AnyLease::Redis(l) => l.slot(),
             AnyLease::CloudShell(l) => l.slot(),
+            AnyLease::Postgres(l) => l.slot(),
         }
     }
     fn fence(&self) -> Option<u64> {
@@ -140,6 +152,7 @@ impl Lease for AnyLease {
             AnyLease::File(l) => l.fence(),
             AnyLease::Redis(l) => l.fence(),
             AnyLease::CloudShell(l) => l.fence(),
+            AnyLease::Postgres(l) => l.fence(),
         }
     }
     fn expires_at(&self) -> Option<BootTime> {
@@ -147,6 +160,7 @@ impl Lease for AnyLease {
             AnyLease::File(l) => l.expires_at(),
             AnyLease::Redis(l) => l.expires_at(),
             AnyLease::CloudShell(l) => l.expires_at(),
+            AnyLease::Postgres(l) => l.expires_at(),
         }
     }
 }
@@ -163,6 +177,7 @@ impl Backend for AnyBackend {
             AnyBackend::File(b) => AnyLease::File(b.acquire(req, wait).await?),
             AnyBackend::Redis(b) => AnyLease::Redis(b.acquire(req, wait).await?),
             AnyBackend::CloudShell(b) => AnyLease::CloudShell(b.acquire(req, wait).await?),
+            AnyBackend::Postgres(b) => AnyLease::Postgres(b.acquire(req, wait).await?),
         })
     }
 
@@ -175,6 +190,7 @@ impl Backend for AnyBackend {
             (AnyBackend::File(b), AnyLease::File(l)) => b.renew(l).await,
             (AnyBackend::Redis(b), AnyLease::Redis(l)) => b.renew(l).await,
             (AnyBackend::CloudShell(b), AnyLease::CloudShell(l)) => b.renew(l).await,
+            (AnyBackend::Postgres(b), AnyLease::Postgres(l)) => b.renew(l).await,
             _ => Err(foreign_lease()),
         }
     }
@@ -184,6 +200,7 @@ impl Backend for AnyBackend {
             (AnyBackend::File(b), AnyLease::File(l)) => b.loss_hint(l).await,
             (AnyBackend::Redis(b), AnyLease::Redis(l)) => b.loss_hint(l).await,
             (AnyBackend::CloudShell(b), AnyLease::CloudShell(l)) => b.loss_hint(l).await,
+            (AnyBackend::Postgres(b), AnyLease::Postgres(l)) => b.loss_hint(l).await,
             _ => std::future::pending().await,
         }
     }
@@ -193,6 +210,7 @@ impl Backend for AnyBackend {
             (AnyBackend::File(b), AnyLease::File(l)) => b.release(l).await,
             (AnyBackend::Redis(b), AnyLease::Redis(l)) => b.release(l).await,
             (AnyBackend::CloudShell(b), AnyLease::CloudShell(l)) => b.release(l).await,
+            (AnyBackend::Postgres(b), AnyLease::Postgres(l)) => b.release(l).await,
             _ => Err(foreign_lease()),
         }
     }

@@ -11,6 +11,7 @@ mod util;
 
 mod cloudshell;
 mod file;
+mod postgres;
 mod redis;
 
 mod completions;

@@ -1,0 +1,1211 @@
+//! PostgreSQL backend: session advisory locks on one dedicated connection.
+//!
+//! * The lock is `pg_try_advisory_lock(KEY)` in a session of our own that
+//!   lives as long as the command. The server frees it when the session
+//!   ends, so there is no lease to renew: a renewal is one statement that
+//!   checks the session is still the one that took the lock and still holds
+//!   it (`pg_locks`). The connection ending (dropped, `pg_terminate_backend`,
+//!   a server restart) is a loss *event* ([`Backend::loss_hint`]).
+//! * Keys: a NAME that is a canonical decimal `bigint` (`424242`, `-7`) is
+//!   the key itself; any other NAME, and slot K of any NAME, is
+//!   [`KEY_SQL`] of `lockrun:NAME` (or `lockrun:NAME@K`), computed by the
+//!   server so that other tools can take the same lock with the same SQL.
+//! * Waiting polls `pg_try_advisory_lock` with backoff and jitter (50 ms to
+//!   1 s): a waiter blocked in `pg_advisory_lock` holds a lock-queue entry
+//!   that deadlocks `CREATE INDEX CONCURRENTLY` and friends; a poller never
+//!   blocks in the server.
+//! * The dead-host bound: the session sets the server side of its TCP
+//!   connection (`tcp_user_timeout`, `tcp_keepalives_*`) so that the server
+//!   drops a silent client — and so frees its lock — about `--ttl` after the
+//!   last packet from it, and never sooner. Our kill deadline is therefore
+//!   the send time of the last successful check + ttl, like a lease.
+//! * A pooler in transaction mode (PgBouncer) is refused: the backend pid
+//!   is read with every statement and must never change.
+//! * Fence: a row per NAME in `lockrun_fence`, bumped in the lock's session
+//!   right after acquiring; the table is created on first use where the
+//!   role may, otherwise there is no fence.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::acquire::poll_acquire;
+use crate::error::{Error, Result};
+use crate::lock::{
+    Attempt, Backend, HolderInfo, Inspect, Interrupts, Lease, LockName, LockRequest, Polling,
+    Renewal, SlotState, Wait, WaitDisplay, WaitOutcome,
+};
+use crate::os::BootTime;
+
+pub(crate) const DEFAULT_PORT: u16 = 5432;
+pub(crate) const PASSWORD_ENV: &str = "LOCKRUN_PG_PASSWORD";
+pub(crate) const LIBPQ_PASSWORD_ENV: &str = "PGPASSWORD";
+
+/// The key of a non-numeric NAME (and of every slot), as SQL of the text
+/// `lockrun:NAME` (`lockrun:NAME@K` for slot K): the first 64 bits of its
+/// MD5, big-endian, as a signed bigint.
+pub(crate) const KEY_SQL: &str = "('x' || substr(md5($1::text), 1, 16))::bit(64)::bigint";
+/// What [`KEY_SQL`] hashes, before the name.
+pub(crate) const KEY_PREFIX: &str = "lockrun:";
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+const RENEW_TIMEOUT_CAP: Duration = Duration::from_secs(2);
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+const POLL_FIRST: Duration = Duration::from_millis(50);
+const POLL_CAP: Duration = Duration::from_secs(1);
+
+/// `sslmode` as far as lockrun supports it: no TLS is built in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ssl {
+    Disable,
+    Prefer,
+}
+
+/// A parsed `postgres://` / `postgresql://` URL. The password stays out of
+/// `Debug` and [`display_url`](Self::display_url).
+#[derive(Clone)]
+pub(crate) struct PgConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub dbname: String,
+    password: Option<String>,
+    /// Where the password came from, for the authentication error.
+    password_from: &'static str,
+    pub ssl: Ssl,
+    /// Keep a fence counter in `lockrun_fence` (created when missing).
+    pub fence: bool,
+}
+
+impl fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("url", &self.display_url())
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a password may come from, besides the URL: read once at parse time.
+struct PasswordSources {
+    lockrun: Option<String>,
+    libpq: Option<String>,
+    pgpass: Option<PathBuf>,
+}
+
+impl PasswordSources {
+    fn from_env() -> Self {
+        let var = |name: &str| std::env::var(name).ok().filter(|p| !p.is_empty());
+        let pgpass = std::env::var_os("PGPASSFILE")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".pgpass")));
+        PasswordSources {
+            lockrun: var(PASSWORD_ENV),
+            libpq: var(LIBPQ_PASSWORD_ENV),
+            pgpass,
+        }
+    }
+}
+
+impl PgConfig {
+    /// `postgres://[user[:password]@]host[:port][/db][?sslmode=disable|prefer&fence=on|off]`.
+    pub(crate) fn parse(url: &str) -> Result<Self> {
+        Self::parse_with(url, &PasswordSources::from_env())
+    }
+
+    fn parse_with(url: &str, sources: &PasswordSources) -> Result<Self> {
+        let shown = super::url::redacted(url);
+        let bad = |why: &str| {
+            Error::usage(format!(
+                "invalid postgres URL {shown:?}: {why}; use postgres://[user@]host[:port]/db[?sslmode=disable|prefer]"
+            ))
+        };
+        let parts = super::url::parse(url).map_err(|why| bad(&why))?;
+        if !matches!(parts.scheme.as_str(), "postgres" | "postgresql") {
+            return Err(bad("the scheme must be postgres or postgresql"));
+        }
+        if !parts.has_authority {
+            return Err(bad("expected postgres://"));
+        }
+        let host = parts.host.clone().unwrap_or_default();
+        if host.is_empty() {
+            return Err(bad("no host"));
+        }
+        let port = parts.port.unwrap_or(DEFAULT_PORT);
+        let user = match parts.user.clone() {
+            Some(user) => user,
+            None => std::env::var("PGUSER")
+                .ok()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(|| HolderInfo::for_this_process("").user),
+        };
+        let path = parts.path.trim_start_matches('/');
+        if path.contains('/') {
+            return Err(bad("the path must be one database name"));
+        }
+        let dbname = match super::url::decode(path).map_err(|why| bad(&why))? {
+            db if db.is_empty() => user.clone(),
+            db => db,
+        };
+        let mut ssl = Ssl::Prefer;
+        let mut fence = true;
+        let query = parts
+            .query_pairs(super::url::Plus::Literal)
+            .map_err(|why| bad(&format!("{why} in the query")))?;
+        for (key, value) in query {
+            match (key.as_str(), value.as_str()) {
+                ("sslmode", "disable" | "allow") => ssl = Ssl::Disable,
+                ("sslmode", "prefer") => ssl = Ssl::Prefer,
+                ("sslmode", "require" | "verify-ca" | "verify-full") => {
+                    return Err(bad(&format!(
+                        "sslmode={value} needs TLS, which this lockrun is built without (sslmode=disable or prefer work)"
+                    )));
+                }
+                ("sslmode", _) => return Err(bad("sslmode must be disable or prefer")),
+                ("fence", "on") => fence = true,
+                ("fence", "off") => fence = false,
+                ("fence", _) => return Err(bad("fence must be on or off")),
+                (other, _) => {
+                    return Err(bad(&format!(
+                        "unknown option {other:?} (known: sslmode, fence)"
+                    )));
+                }
+            }
+        }
+        let (password, password_from) = if let Some(p) = parts.password.clone() {
+            (Some(p), "the URL")
+        } else if let Some(p) = sources.lockrun.clone() {
+            (Some(p), PASSWORD_ENV)
+        } else if let Some(p) = sources.libpq.clone() {
+            (Some(p), LIBPQ_PASSWORD_ENV)
+        } else {
+            match sources
+                .pgpass
+                .as_deref()
+                .and_then(|file| pgpass_lookup(file, &host, port, &dbname, &user))
+            {
+                Some(p) => (Some(p), "the password file"),
+                None => (None, "nowhere"),
+            }
+        };
+        Ok(PgConfig {
+            host,
+            port,
+            user,
+            dbname,
+            password,
+            password_from,
+            ssl,
+            fence,
+        })
+    }
+
+    /// The URL without the password, for the child's `LOCKRUN_BACKEND` and output.
+    pub(crate) fn display_url(&self) -> String {
+        let mut url = format!(
+            "postgres://{}@{}/{}",
+            super::url::encode(&self.user),
+            self.address(),
+            super::url::encode(&self.dbname)
+        );
+        let mut options = Vec::new();
+        if self.ssl == Ssl::Disable {
+            options.push("sslmode=disable");
+        }
+        if !self.fence {
+            options.push("fence=off");
+        }
+        if !options.is_empty() {
+            url.push('?');
+            url.push_str(&options.join("&"));
+        }
+        url
+    }
+
+    fn address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    fn client_config(&self, application_name: &str) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(&self.dbname)
+            .application_name(application_name)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .ssl_mode(match self.ssl {
+                Ssl::Disable => SslMode::Disable,
+                Ssl::Prefer => SslMode::Prefer,
+            })
+            // Our side: notice a dead server or link while idle.
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3);
+        if let Some(password) = &self.password {
+            c.password(password.as_bytes());
+        }
+        c
+    }
+}
+
+/// The first matching line of a libpq password file (`host:port:db:user:password`,
+/// `*` matches anything, `\:` and `\\` are escapes), as libpq reads it: a
+/// file that group or others can read is ignored, with a warning.
+fn pgpass_lookup(file: &Path, host: &str, port: u16, db: &str, user: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(file).ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(
+            file = %file.display(),
+            "the password file has group or world access; it is ignored (chmod 0600 it)"
+        );
+        return None;
+    }
+    let text = std::fs::read_to_string(file).ok()?;
+    pgpass_match(&text, host, port, db, user)
+}
+
+fn pgpass_match(text: &str, host: &str, port: u16, db: &str, user: &str) -> Option<String> {
+    let port = port.to_string();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let fields = pgpass_fields(line);
+        if fields.len() < 5 {
+            continue;
+        }
+        let matches = |field: &str, value: &str| field == "*" || field == value;
+        let host_matches =
+            matches(&fields[0], host) || (fields[0] == "localhost" && host.starts_with('/'));
+        if host_matches
+            && matches(&fields[1], &port)
+            && matches(&fields[2], db)
+            && matches(&fields[3], user)
+        {
+            // The password is the rest of the line, colons and all.
+            return Some(fields[4..].join(":"));
+        }
+    }
+    None
+}
+
+fn pgpass_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    fields.last_mut().expect("one field").push(next);
+                }
+            }
+            ':' => fields.push(String::new()),
+            c => fields.last_mut().expect("one field").push(c),
+        }
+    }
+    fields
+}
+
+/// The key of `key_text` (a NAME, or `NAME@K` for a slot) if it needs no
+/// server: a NAME that is a bigint written the canonical way.
+pub(crate) fn numeric_key(key_text: &str) -> Option<i64> {
+    let key = key_text.parse::<i64>().ok()?;
+    (key.to_string() == key_text).then_some(key)
+}
+
+/// The low and high halves of a key as `pg_locks` shows them: `classid`
+/// is the high 32 bits, `objid` the low 32 bits, `objsubid` 1.
+const KEY_MATCH: &str = "l.locktype = 'advisory' AND l.objsubid = 1 \
+     AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+     AND l.classid::int8 = (($1::int8 >> 32) & 4294967295) \
+     AND l.objid::int8 = ($1::int8 & 4294967295)";
+
+pub(crate) struct PgBackend {
+    config: PgConfig,
+    client: Option<Client>,
+    /// `Some(reason)` once the connection task ended.
+    closed: Option<watch::Receiver<Option<String>>>,
+    /// The server process of our session; it must never change.
+    backend_pid: i32,
+    try_stmt: Option<Statement>,
+    check_stmt: Option<Statement>,
+    keys: HashMap<String, i64>,
+    /// Whether the session settings for a lock (application_name, the
+    /// server's keepalives) are in place for this connection.
+    session_set: bool,
+    /// `None`: not tried yet; `Some(false)`: no fence on this server.
+    fence_works: Option<bool>,
+    lost_waits: u32,
+}
+
+pub(crate) struct PgLease {
+    key: i64,
+    key_text: String,
+    slot: u32,
+    fence: Option<u64>,
+    ttl: Duration,
+    expires_at: BootTime,
+}
+
+impl Lease for PgLease {
+    fn slot(&self) -> u32 {
+        self.slot
+    }
+    fn fence(&self) -> Option<u64> {
+        self.fence
+    }
+    fn expires_at(&self) -> Option<BootTime> {
+        Some(self.expires_at)
+    }
+}
+
+/// One granted or waiting row of `pg_locks` for a key, with its session.
+struct LockRow {
+    pid: i32,
+    granted: bool,
+    application_name: String,
+    user: String,
+    client: String,
+    since: u64,
+}
+
+impl LockRow {
+    fn holder(&self) -> HolderInfo {
+        // Ours: `lockrun NAME PID@HOST`.
+        if let Some((pid, host)) = parse_application_name(&self.application_name) {
+            return HolderInfo {
+                host,
+                pid,
+                user: self.user.clone(),
+                command: format!("lockrun, postgres backend {}", self.pid),
+                since: self.since,
+                fence: None,
+            };
+        }
+        let app = if self.application_name.is_empty() {
+            "unnamed client"
+        } else {
+            &self.application_name
+        };
+        HolderInfo {
+            host: if self.client.is_empty() {
+                "local socket".into()
+            } else {
+                self.client.clone()
+            },
+            pid: u32::try_from(self.pid).unwrap_or(0),
+            user: self.user.clone(),
+            command: format!("{app}, postgres backend"),
+            since: self.since,
+            fence: None,
+        }
+    }
+}
+
+/// `lockrun NAME PID@HOST` → (PID, HOST).
+fn parse_application_name(app: &str) -> Option<(u32, String)> {
+    let rest = app.strip_prefix("lockrun ")?;
+    let (_, who) = rest.rsplit_once(' ')?;
+    let (pid, host) = who.split_once('@')?;
+    Some((pid.parse().ok()?, host.to_owned()))
+}
+
+fn application_name(name: Option<&LockName>) -> String {
+    let me = HolderInfo::for_this_process("");
+    match name {
+        Some(name) => format!("lockrun {name} {}@{}", me.pid, me.host),
+        None => format!("lockrun {}@{}", me.pid, me.host),
+    }
+}
+
+impl PgBackend {
+    /// Connect (69 when unreachable, 77 when refused) and check that the
+    /// session is a real one, not a transaction-pooled one.
+    pub(crate) async fn connect(config: PgConfig) -> Result<Self> {
+        let mut backend = PgBackend {
+            config,
+            client: None,
+            closed: None,
+            backend_pid: 0,
+            try_stmt: None,
+            check_stmt: None,
+            keys: HashMap::new(),
+            session_set: false,
+            fence_works: None,
+            lost_waits: 0,
+        };
+        backend.reconnect().await?;
+        Ok(backend)
+    }
+
+    async fn reconnect(&mut self) -> Result<()> {
+        self.client = None;
+        self.closed = None;
+        self.session_set = false;
+        self.try_stmt = None;
+        self.check_stmt = None;
+        let config = self.config.client_config(&application_name(None));
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
+            .await
+            .map_err(|_| {
+                Error::unavailable(format!(
+                    "postgres at {}: connecting timed out after {}",
+                    self.config.address(),
+                    humantime::format_duration(CONNECT_TIMEOUT)
+                ))
+            })?;
+        let (client, connection) = connected.map_err(|e| self.error("connecting", &e))?;
+        let (tx, rx) = watch::channel(None);
+        tokio::spawn(async move {
+            let reason = match connection.await {
+                Ok(()) => "the server closed the connection".to_owned(),
+                Err(e) => e.as_db_error().map_or_else(
+                    || e.to_string(),
+                    |db| format!("{}: {}", db.severity(), db.message()),
+                ),
+            };
+            let _ = tx.send(Some(reason));
+        });
+        self.client = Some(client);
+        self.closed = Some(rx);
+        // Two statements, two pids: a transaction pooler hands them to
+        // different server sessions (most of the time; every later
+        // statement checks again).
+        let first = self.pid_query().await?;
+        let second = self.pid_query().await?;
+        self.backend_pid = first;
+        self.check_pid(second)?;
+        Ok(())
+    }
+
+    async fn pid_query(&mut self) -> Result<i32> {
+        let row = self
+            .call("reading the backend pid", CALL_TIMEOUT, async |c| {
+                c.query_one("SELECT pg_backend_pid()", &[]).await
+            })
+            .await?;
+        Ok(row.get(0))
+    }
+
+    fn check_pid(&self, pid: i32) -> Result<()> {
+        if pid == self.backend_pid {
+            return Ok(());
+        }
+        Err(Error::unavailable(format!(
+            "postgres at {}: the backend pid changed between statements ({} then {pid}): a connection pooler in transaction mode (PgBouncer?) is in the way, and a session advisory lock would be held by some other client's session; connect lockrun to PostgreSQL directly or through a session-pooling port",
+            self.config.address(),
+            self.backend_pid
+        )))
+    }
+
+    fn is_closed(&self) -> bool {
+        self.client.as_ref().is_none_or(Client::is_closed)
+            || self.closed.as_ref().is_none_or(|rx| rx.borrow().is_some())
+    }
+
+    fn close_reason(&self) -> String {
+        self.closed
+            .as_ref()
+            .and_then(|rx| rx.borrow().clone())
+            .unwrap_or_else(|| "the connection closed".into())
+    }
+
+    async fn call<T>(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        request: impl AsyncFn(&Client) -> std::result::Result<T, tokio_postgres::Error>,
+    ) -> Result<T> {
+        let Some(client) = &self.client else {
+            return Err(Error::unavailable(format!(
+                "postgres at {}: {what} failed: not connected",
+                self.config.address()
+            )));
+        };
+        match tokio::time::timeout(limit, request(client)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(self.error(what, &e)),
+            Err(_) => Err(Error::unavailable(format!(
+                "postgres at {}: {what} got no answer within {}",
+                self.config.address(),
+                humantime::format_duration(limit)
+            ))),
+        }
+    }
+
+    /// 77 for refused credentials, 69 for the rest; one line, no secret.
+    fn error(&self, what: &str, e: &tokio_postgres::Error) -> Error {
+        let address = self.config.address();
+        let user = &self.config.user;
+        if let Some(code) = e.code()
+            && (*code == SqlState::INVALID_PASSWORD
+                || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION)
+        {
+            let reason = e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_owned());
+            return Error::no_permission(format!(
+                "postgres at {address} refused user {user:?}: {reason} (password from {})",
+                self.config.password_from
+            ));
+        }
+        let text = e.to_string();
+        if text.contains("password missing") {
+            return Error::no_permission(format!(
+                "postgres at {address} wants a password for user {user:?}; set {PASSWORD_ENV} (or PGPASSWORD, or a ~/.pgpass line)"
+            ));
+        }
+        let reason = match e.as_db_error() {
+            Some(db) => format!("{}: {}", db.severity(), db.message()),
+            None => {
+                use std::error::Error as _;
+                match e.source() {
+                    Some(source) => format!("{text}: {source}"),
+                    None => text,
+                }
+            }
+        };
+        Error::unavailable(format!("postgres at {address}: {what} failed: {reason}"))
+    }
+
+    /// The advisory key of `key_text`, computed by the server for any
+    /// non-numeric text (see [`KEY_SQL`]); cached.
+    async fn key(&mut self, key_text: &str, numeric_allowed: bool) -> Result<i64> {
+        if numeric_allowed && let Some(key) = numeric_key(key_text) {
+            return Ok(key);
+        }
+        if let Some(key) = self.keys.get(key_text) {
+            return Ok(*key);
+        }
+        let text = format!("{KEY_PREFIX}{key_text}");
+        let sql = format!("SELECT {KEY_SQL}");
+        let row = self
+            .call("computing the lock key", CALL_TIMEOUT, async |c| {
+                c.query_one(&sql, &[&text]).await
+            })
+            .await?;
+        let key: i64 = row.get(0);
+        self.keys.insert(key_text.to_owned(), key);
+        Ok(key)
+    }
+
+    async fn key_of(&mut self, name: &LockName, slot: u32, slots: u32) -> Result<(String, i64)> {
+        let text = name.slot_key(slot, slots);
+        let key = self.key(&text, slots <= 1).await?;
+        Ok((text, key))
+    }
+
+    /// Settings the session needs before it takes a lock: its name in
+    /// `pg_stat_activity`, and the server side of the TCP connection set to
+    /// give up on a silent client after about `ttl` (never sooner).
+    async fn prepare_session(&mut self, req: &LockRequest) -> Result<()> {
+        if self.session_set {
+            return Ok(());
+        }
+        let app = application_name(Some(&req.name));
+        let ttl_s = req.ttl.as_secs().max(1);
+        let idle = (ttl_s / 3).max(1);
+        let interval = (ttl_s / 6).max(1);
+        // idle + count × interval ≥ ttl where tcp_user_timeout is not honoured.
+        let count = ttl_s.saturating_sub(idle).div_ceil(interval).max(1);
+        let user_timeout_ms = u64::try_from(req.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .min(i32::MAX as u64);
+        let settings = [
+            ("application_name", app),
+            ("tcp_keepalives_idle", idle.to_string()),
+            ("tcp_keepalives_interval", interval.to_string()),
+            ("tcp_keepalives_count", count.to_string()),
+            ("tcp_user_timeout", user_timeout_ms.to_string()),
+        ];
+        for (name, value) in settings {
+            let result = self
+                .call("configuring the session", CALL_TIMEOUT, async |c| {
+                    c.query_one("SELECT set_config($1, $2, false)", &[&name, &value])
+                        .await
+                })
+                .await;
+            if let Err(e) = result {
+                if self.is_closed() {
+                    return Err(e);
+                }
+                tracing::warn!(setting = name, error = %e, "could not configure the session; the server's defaults apply");
+            }
+        }
+        self.try_stmt = Some(
+            self.call("preparing statements", CALL_TIMEOUT, async |c| {
+                c.prepare("SELECT pg_try_advisory_lock($1::int8), pg_backend_pid()")
+                    .await
+            })
+            .await?,
+        );
+        let check = format!(
+            "SELECT pg_backend_pid(), EXISTS (SELECT 1 FROM pg_locks l WHERE {KEY_MATCH} AND l.granted AND l.pid = pg_backend_pid())"
+        );
+        self.check_stmt = Some(
+            self.call("preparing statements", CALL_TIMEOUT, async |c| {
+                c.prepare(&check).await
+            })
+            .await?,
+        );
+        self.session_set = true;
+        Ok(())
+    }
+
+    /// Every session holding or waiting for `key` (blocking waiters only:
+    /// other tools' `pg_advisory_lock`).
+    async fn lock_rows(&mut self, key: i64) -> Result<Vec<LockRow>> {
+        let sql = format!(
+            "SELECT l.pid, l.granted, coalesce(a.application_name, ''), coalesce(a.usename::text, ''), \
+             coalesce(host(a.client_addr), ''), coalesce(extract(epoch FROM a.backend_start)::int8, 0) \
+             FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE {KEY_MATCH} ORDER BY l.granted DESC, l.pid"
+        );
+        let rows = self
+            .call("reading pg_locks", CALL_TIMEOUT, async |c| {
+                c.query(&sql, &[&key]).await
+            })
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| LockRow {
+                pid: r.get(0),
+                granted: r.get(1),
+                application_name: r.get(2),
+                user: r.get(3),
+                client: r.get(4),
+                since: u64::try_from(r.get::<_, i64>(5)).unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// lockrun sessions waiting for NAME (they poll, so `pg_locks` does not
+    /// show them): named `lockrun NAME …` in `pg_stat_activity`, holding nothing of it.
+    async fn polling_waiters(&mut self, name: &LockName, holders: &[i32]) -> Result<u32> {
+        let prefix = format!("lockrun {name} ");
+        let rows = self
+            .call("reading pg_stat_activity", CALL_TIMEOUT, async |c| {
+                c.query(
+                    "SELECT pid FROM pg_stat_activity WHERE left(application_name, length($1)) = $1 AND pid <> pg_backend_pid()",
+                    &[&prefix],
+                )
+                .await
+            })
+            .await?;
+        let count = rows
+            .iter()
+            .filter(|r| !holders.contains(&r.get::<_, i32>(0)))
+            .count();
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    async fn slot_state(
+        &mut self,
+        name: &LockName,
+        slot: u32,
+        slots: u32,
+    ) -> Result<(SlotState, Vec<i32>)> {
+        let (key_text, key) = self.key_of(name, slot, slots).await?;
+        let rows = self.lock_rows(key).await?;
+        let holders: Vec<i32> = rows.iter().filter(|r| r.granted).map(|r| r.pid).collect();
+        let blocked = rows.iter().filter(|r| !r.granted).count();
+        let holder = rows.iter().find(|r| r.granted).map(LockRow::holder);
+        let state = SlotState {
+            key: key_text,
+            slot: (slots > 1).then_some(slot),
+            held: holder.is_some(),
+            holder,
+            expires_in_ms: None,
+            waiters: Some(u32::try_from(blocked).unwrap_or(u32::MAX)),
+            needs_manual_release: false,
+        };
+        Ok((state, holders))
+    }
+
+    /// Bump NAME's fence in our session, creating the table where allowed.
+    async fn next_fence(&mut self, name: &LockName) -> Result<Option<u64>> {
+        if !self.config.fence || self.fence_works == Some(false) {
+            return Ok(None);
+        }
+        const BUMP: &str = "INSERT INTO lockrun_fence AS f (name, fence) VALUES ($1, 1) \
+             ON CONFLICT (name) DO UPDATE SET fence = f.fence + 1 RETURNING f.fence";
+        const CREATE: &str = "CREATE TABLE IF NOT EXISTS lockrun_fence (name text PRIMARY KEY, fence bigint NOT NULL)";
+        let text = name.as_str().to_owned();
+        for attempt in 0..3 {
+            let client = self.client.as_ref().ok_or_else(|| {
+                Error::unavailable(format!(
+                    "postgres at {}: not connected",
+                    self.config.address()
+                ))
+            })?;
+            let bumped = tokio::time::timeout(CALL_TIMEOUT, client.query_one(BUMP, &[&text])).await;
+            let e = match bumped {
+                Ok(Ok(row)) => {
+                    self.fence_works = Some(true);
+                    return Ok(u64::try_from(row.get::<_, i64>(0)).ok());
+                }
+                Ok(Err(e)) => e,
+                Err(_) => {
+                    return Err(Error::unavailable(format!(
+                        "postgres at {}: bumping the fence got no answer",
+                        self.config.address()
+                    )));
+                }
+            };
+            if self.is_closed() {
+                return Err(self.error("bumping the fence", &e));
+            }
+            if e.code() == Some(&SqlState::UNDEFINED_TABLE) && attempt == 0 {
+                let created =
+                    tokio::time::timeout(CALL_TIMEOUT, client.batch_execute(CREATE)).await;
+                match created {
+                    Ok(Ok(())) => continue,
+                    // Two first users at once: the other one made it.
+                    Ok(Err(e))
+                        if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                            || e.code() == Some(&SqlState::DUPLICATE_TABLE) =>
+                    {
+                        continue;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(error = %e, "cannot create lockrun_fence: no fence (LOCKRUN_FENCE unset)");
+                    }
+                    Err(_) => tracing::info!("creating lockrun_fence timed out: no fence"),
+                }
+            } else if e.code() == Some(&SqlState::UNIQUE_VIOLATION) && attempt < 2 {
+                continue;
+            } else {
+                tracing::info!(error = %e, "cannot keep a fence in lockrun_fence: no fence (LOCKRUN_FENCE unset)");
+            }
+            self.fence_works = Some(false);
+            return Ok(None);
+        }
+        self.fence_works = Some(false);
+        Ok(None)
+    }
+}
+
+/// Equal jitter: half the capped exponential step, plus up to as much again.
+fn poll_delay(round: u32) -> Duration {
+    let step = POLL_FIRST
+        .saturating_mul(1u32 << round.min(16))
+        .min(POLL_CAP);
+    let half = step / 2;
+    let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+    half + Duration::from_nanos(rand::random_range(0..=nanos))
+}
+
+impl Backend for PgBackend {
+    type Lease = PgLease;
+
+    async fn acquire<I: Interrupts, D: WaitDisplay>(
+        &mut self,
+        req: &LockRequest,
+        wait: &mut Wait<'_, I, D>,
+    ) -> Result<PgLease> {
+        poll_acquire(self, req, wait).await
+    }
+
+    fn renew_interval(&self, req: &LockRequest) -> Option<Duration> {
+        Some(req.ttl / 3)
+    }
+
+    async fn renew(&mut self, lease: &mut PgLease) -> Result<Renewal> {
+        if self.is_closed() {
+            return Ok(Renewal::Lost(format!(
+                "the postgres session holding {} ended ({}); the server has freed the lock",
+                lease.key_text,
+                self.close_reason()
+            )));
+        }
+        let stmt = self.check_stmt.clone().expect("prepared");
+        let key = lease.key;
+        let sent = BootTime::now();
+        let limit = (lease.ttl / 3).min(RENEW_TIMEOUT_CAP);
+        let result = self
+            .call("checking the lock", limit, async |c| {
+                c.query_one(&stmt, &[&key]).await
+            })
+            .await;
+        let row = match result {
+            Ok(row) => row,
+            Err(_) if self.is_closed() => {
+                return Ok(Renewal::Lost(format!(
+                    "the postgres session holding {} ended ({}); the server has freed the lock",
+                    lease.key_text,
+                    self.close_reason()
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        let pid: i32 = row.get(0);
+        let held: bool = row.get(1);
+        if pid != self.backend_pid {
+            return Ok(Renewal::Lost(format!(
+                "the backend pid changed from {} to {pid}: a pooler moved our session, so the lock on {} is not ours",
+                self.backend_pid, lease.key_text
+            )));
+        }
+        if !held {
+            return Ok(Renewal::Lost(format!(
+                "our postgres session no longer holds the advisory lock {} (key {})",
+                lease.key_text, lease.key
+            )));
+        }
+        lease.expires_at = sent.saturating_add(lease.ttl);
+        Ok(Renewal::Held)
+    }
+
+    async fn loss_hint(&mut self, _lease: &mut PgLease) {
+        match &mut self.closed {
+            Some(rx) => {
+                // Resolves when the connection task ends (or its sender is gone).
+                let _ = rx.wait_for(Option::is_some).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn release(&mut self, lease: PgLease) -> Result<()> {
+        if self.is_closed() {
+            // The session is over, and its locks with it.
+            return Ok(());
+        }
+        let key = lease.key;
+        let released: bool = self
+            .call("releasing the lock", RELEASE_TIMEOUT, async |c| {
+                c.query_one("SELECT pg_advisory_unlock($1::int8)", &[&key])
+                    .await
+            })
+            .await?
+            .get(0);
+        if !released {
+            tracing::info!(key = %lease.key_text, "the lock was no longer ours; left it alone");
+        }
+        Ok(())
+    }
+
+    fn release_timeout(&self) -> Duration {
+        RELEASE_TIMEOUT + Duration::from_secs(1)
+    }
+}
+
+impl Polling for PgBackend {
+    async fn try_acquire(&mut self, req: &LockRequest, slot: u32) -> Result<Attempt<PgLease>> {
+        if self.is_closed() {
+            tracing::info!(reason = %self.close_reason(), "the postgres connection is gone; reconnecting");
+            self.reconnect().await?;
+        }
+        self.prepare_session(req).await?;
+        let (key_text, key) = self.key_of(&req.name, slot, req.slots).await?;
+        let stmt = self.try_stmt.clone().expect("prepared");
+        let sent = BootTime::now();
+        let row = self
+            .call("trying the lock", CALL_TIMEOUT, async |c| {
+                c.query_one(&stmt, &[&key]).await
+            })
+            .await?;
+        let got: bool = row.get(0);
+        let pid: i32 = row.get(1);
+        if let Err(e) = self.check_pid(pid) {
+            if got {
+                // Some pooled session holds it now: give it back there if we can.
+                let _ = self
+                    .call("unlocking", RELEASE_TIMEOUT, async |c| {
+                        c.query_one("SELECT pg_advisory_unlock($1::int8)", &[&key])
+                            .await
+                    })
+                    .await;
+            }
+            return Err(e);
+        }
+        if !got {
+            let holder = self
+                .lock_rows(key)
+                .await?
+                .iter()
+                .find(|r| r.granted)
+                .map(LockRow::holder);
+            return Ok(Attempt::Held(holder));
+        }
+        self.lost_waits = 0;
+        let fence = self.next_fence(&req.name).await?;
+        Ok(Attempt::Acquired(PgLease {
+            key,
+            key_text,
+            slot,
+            fence,
+            ttl: req.ttl,
+            expires_at: sent.saturating_add(req.ttl),
+        }))
+    }
+
+    async fn wait(&mut self, _req: &LockRequest, round: u32) -> Result<WaitOutcome<PgLease>> {
+        let mut delay = poll_delay(round);
+        if self.is_closed() {
+            // The next try reconnects; a restarting server gets a moment.
+            self.lost_waits += 1;
+            delay = delay.max(poll_delay(self.lost_waits.min(5)));
+        }
+        tokio::time::sleep(delay).await;
+        Ok(WaitOutcome::Retry)
+    }
+}
+
+impl Inspect for PgBackend {
+    async fn status(&mut self, name: &LockName, slots: Option<u32>) -> Result<Vec<SlotState>> {
+        let slots = slots.unwrap_or(1).max(1);
+        let mut out = Vec::new();
+        let mut holders = Vec::new();
+        for slot in 1..=slots {
+            let (state, pids) = self.slot_state(name, slot, slots).await?;
+            holders.extend(pids);
+            out.push(state);
+        }
+        let polling = self.polling_waiters(name, &holders).await?;
+        if let Some(first) = out.first_mut() {
+            first.waiters = Some(first.waiters.unwrap_or(0).saturating_add(polling));
+        }
+        Ok(out)
+    }
+
+    async fn list(&mut self) -> Result<Vec<SlotState>> {
+        let sql = "SELECT (l.classid::int8 << 32) | l.objid::int8, l.pid, l.granted, \
+             coalesce(a.application_name, ''), coalesce(a.usename::text, ''), \
+             coalesce(host(a.client_addr), ''), coalesce(extract(epoch FROM a.backend_start)::int8, 0) \
+             FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             ORDER BY 1, l.pid";
+        let rows = self
+            .call("reading pg_locks", CALL_TIMEOUT, async |c| {
+                c.query(sql, &[]).await
+            })
+            .await?;
+        let mut out: Vec<SlotState> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for r in &rows {
+            let key: i64 = r.get(0);
+            if !seen.insert(key) {
+                continue;
+            }
+            let row = LockRow {
+                pid: r.get(1),
+                granted: r.get(2),
+                application_name: r.get(3),
+                user: r.get(4),
+                client: r.get(5),
+                since: u64::try_from(r.get::<_, i64>(6)).unwrap_or(0),
+            };
+            // A lockrun holder names its lock; any other is shown by key.
+            let label = row
+                .application_name
+                .strip_prefix("lockrun ")
+                .and_then(|rest| rest.rsplit_once(' '))
+                .map(|(name, _)| name.to_owned())
+                .filter(|name| LockName::parse(std::ffi::OsStr::new(name)).is_ok())
+                .unwrap_or_else(|| key.to_string());
+            out.push(SlotState {
+                key: label,
+                slot: None,
+                held: row.granted,
+                holder: Some(row.holder()),
+                expires_in_ms: None,
+                waiters: None,
+                needs_manual_release: false,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn force_release(
+        &mut self,
+        name: &LockName,
+        slots: Option<u32>,
+    ) -> Result<Vec<SlotState>> {
+        let slots = slots.unwrap_or(1).max(1);
+        let mut ended = Vec::new();
+        for slot in 1..=slots {
+            let (state, pids) = self.slot_state(name, slot, slots).await?;
+            if !state.held {
+                continue;
+            }
+            for pid in pids {
+                let done: bool = self
+                    .call("ending the holder's session", CALL_TIMEOUT, async |c| {
+                        c.query_one("SELECT pg_terminate_backend($1)", &[&pid])
+                            .await
+                    })
+                    .await?
+                    .get(0);
+                tracing::info!(pid, done, "pg_terminate_backend");
+            }
+            ended.push(state);
+        }
+        Ok(ended)
+    }
+
+    fn display_url(&self) -> String {
+        self.config.display_url()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_sources() -> PasswordSources {
+        PasswordSources {
+            lockrun: None,
+            libpq: None,
+            pgpass: None,
+        }
+    }
+
+    fn parse(url: &str) -> Result<PgConfig> {
+        PgConfig::parse_with(url, &no_sources())
+    }
+
+    #[test]
+    fn urls() {
+        let c = parse("postgres://app@db.example/prod").unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.user.as_str(), c.dbname.as_str()),
+            ("db.example", 5432, "app", "prod")
+        );
+        assert_eq!(c.display_url(), "postgres://app@db.example:5432/prod");
+        let c = parse("postgresql://u:s3cret@127.0.0.1:6543/d?sslmode=disable&fence=off").unwrap();
+        assert_eq!(c.password.as_deref(), Some("s3cret"));
+        assert_eq!((c.ssl, c.fence), (Ssl::Disable, false));
+        assert_eq!(
+            c.display_url(),
+            "postgres://u@127.0.0.1:6543/d?sslmode=disable&fence=off"
+        );
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let c = parse("postgres://u@h").unwrap();
+        assert_eq!(
+            c.dbname, "u",
+            "the database defaults to the user, as in libpq"
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_usage_errors_without_the_password() {
+        for url in [
+            "postgres://",
+            "postgres://u:secret@",
+            "postgres://u:secret@h/a/b",
+            "postgres://u:secret@h?sslmode=require",
+            "postgres://u:secret@h?sslmode=bogus",
+            "postgres://u:secret@h?what=1",
+            "postgres:h",
+        ] {
+            let err = parse(url).unwrap_err();
+            assert!(matches!(err, Error::Usage(_)), "{url}: {err}");
+            assert!(!err.to_string().contains("secret"), "{url}: {err}");
+        }
+        let err = parse("postgres://h?sslmode=require")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("TLS"), "{err}");
+    }
+
+    #[test]
+    fn password_precedence() {
+        let sources = PasswordSources {
+            lockrun: Some("ours".into()),
+            libpq: Some("libpq".into()),
+            pgpass: None,
+        };
+        let c = PgConfig::parse_with("postgres://u@h/d", &sources).unwrap();
+        assert_eq!(c.password.as_deref(), Some("ours"));
+        let c = PgConfig::parse_with("postgres://u:url@h/d", &sources).unwrap();
+        assert_eq!(c.password.as_deref(), Some("url"));
+        let sources = PasswordSources {
+            lockrun: None,
+            ..sources
+        };
+        let c = PgConfig::parse_with("postgres://u@h/d", &sources).unwrap();
+        assert_eq!(c.password.as_deref(), Some("libpq"));
+    }
+
+    #[test]
+    fn pgpass_lines() {
+        let text = "# comment\n\
+                    other:5432:*:*:nope\n\
+                    h:5433:*:u:wrong-port\n\
+                    h:5432:d:u:p\\:w\\\\x:tail\n\
+                    *:*:*:*:fallback\n";
+        assert_eq!(
+            pgpass_match(text, "h", 5432, "d", "u").as_deref(),
+            Some("p:w\\x:tail")
+        );
+        assert_eq!(
+            pgpass_match(text, "z", 1, "d", "u").as_deref(),
+            Some("fallback")
+        );
+        assert_eq!(pgpass_match("h:*:*:u:x\n", "h", 5432, "d", "v"), None);
+    }
+
+    #[test]
+    fn pgpass_with_open_permissions_is_ignored() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pgpass");
+        std::fs::write(&file, "*:*:*:*:pw\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(pgpass_lookup(&file, "h", 1, "d", "u"), None);
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            pgpass_lookup(&file, "h", 1, "d", "u").as_deref(),
+            Some("pw")
+        );
+    }
+
+    #[test]
+    fn numeric_names_are_keys_only_when_canonical() {
+        assert_eq!(numeric_key("424242"), Some(424_242));
+        assert_eq!(numeric_key("-7"), Some(-7));
+        assert_eq!(numeric_key("9223372036854775807"), Some(i64::MAX));
+        for text in ["007", "-0", "9223372036854775808", "1e3", "12a", "12@2"] {
+            assert_eq!(numeric_key(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn application_names_round_trip() {
+        assert_eq!(
+            parse_application_name("lockrun deploy 4123@ci-7"),
+            Some((4123, "ci-7".into()))
+        );
+        assert_eq!(parse_application_name("psql"), None);
+        assert_eq!(parse_application_name("lockrun 4123@ci-7"), None);
+    }
+
+    #[test]
+    fn polls_stay_within_bounds() {
+        for round in 0..40 {
+            let d = poll_delay(round);
+            assert!(d >= Duration::from_millis(25) && d <= POLL_CAP, "{d:?}");
+        }
+        assert!(poll_delay(0) <= POLL_FIRST);
+    }
+}

@@ -1,0 +1,481 @@
+//! The PostgreSQL backend against a real server: each test makes a private
+//! cluster with `initdb` in a temp dir (as the `postgres` user when the tests
+//! run as root, since postgres refuses root), starts it on a free loopback
+//! port, and stops and reaps it on drop.
+
+use std::io::{BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::history::History;
+use crate::util::*;
+
+const PASSWORD: &str = "lockrun-test-pw";
+/// Short, so that loss and pause tests are quick: checks every second.
+const TTL: &str = "3s";
+
+/// The server binaries: `pg_config --bindir`, else the newest Debian one.
+fn bindir() -> PathBuf {
+    let has_initdb = |dir: &Path| dir.join("initdb").is_file();
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if has_initdb(&dir) {
+            return dir;
+        }
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                .filter(|d| has_initdb(d))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!(
+            "no PostgreSQL server binaries (initdb): run scripts/test, or `apt-get install postgresql`"
+        )
+    })
+}
+
+/// A PostgreSQL cluster of a test's own; stopped and reaped on drop.
+pub struct PgServer {
+    proc: Option<Proc>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// The unprivileged user to run as, when we are root.
+    run_as: Option<(u32, u32)>,
+}
+
+impl PgServer {
+    pub fn start() -> PgServer {
+        require("psql", "postgresql-client");
+        let bin = bindir();
+        let dir = tempfile::tempdir().unwrap();
+        let run_as = nix::unistd::geteuid().is_root().then(|| {
+            let user = nix::unistd::User::from_name("postgres")
+                .unwrap()
+                .expect("a postgres system user (the postgresql package makes one)");
+            (user.uid.as_raw(), user.gid.as_raw())
+        });
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        }
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, format!("{PASSWORD}\n")).unwrap();
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid)).unwrap();
+        }
+        let mut server = PgServer {
+            proc: None,
+            port: free_port(),
+            dir,
+            bin,
+            run_as,
+        };
+        let data = server.data();
+        let mut initdb = server.as_server_user(&server.bin.join("initdb"));
+        initdb
+            .args([
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "-A",
+                "scram-sha-256",
+                "-E",
+                "UTF8",
+            ])
+            .arg("--no-sync")
+            .arg(format!("--pwfile={}", pwfile.display()));
+        let out = run_timeout(initdb, Duration::from_secs(120));
+        assert!(out.status.success(), "initdb failed: {}", stderr_of(&out));
+        server.launch();
+        server
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn as_server_user(&self, program: &Path) -> Command {
+        match self.run_as {
+            Some((uid, gid)) => {
+                let mut cmd = Command::new("setpriv");
+                cmd.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={gid}"))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(program);
+                cmd
+            }
+            None => Command::new(program),
+        }
+    }
+
+    fn launch(&mut self) {
+        let mut cmd = self.as_server_user(&self.bin.join("postgres"));
+        cmd.args(["-D", &self.data(), "-p", &self.port.to_string()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .arg("-c")
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.dir.path().display()
+            ))
+            .args(["-c", "fsync=off", "-c", "max_connections=100"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("log"))
+                    .unwrap(),
+            );
+        // setpriv execs: the pid is the postmaster's.
+        self.proc = Some(Proc::spawn(cmd, "postgres"));
+        let port = self.port.to_string();
+        wait_until(
+            "postgres to accept connections",
+            Duration::from_secs(60),
+            || {
+                if let Some(proc) = &mut self.proc
+                    && let Ok(Some(status)) = proc.child.try_wait()
+                {
+                    let log =
+                        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
+                    panic!("postgres exited ({status}): {log}");
+                }
+                Command::new("pg_isready")
+                    .args(["-q", "-h", "127.0.0.1", "-p", &port, "-t", "1"])
+                    .status()
+                    .is_ok_and(|s| s.success())
+            },
+        );
+    }
+
+    /// Fast shutdown (SIGINT: sessions are ended), reaped.
+    pub fn stop(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.signal(Signal::SIGINT);
+            proc.wait_timeout(SOON);
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn psql_command(&self) -> Command {
+        let mut cmd = Command::new("psql");
+        cmd.args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"])
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-U", "postgres", "-d", "postgres"])
+            .env("PGPASSWORD", PASSWORD)
+            .env("PGCONNECT_TIMEOUT", "10");
+        cmd
+    }
+
+    /// Run SQL in a fresh psql session; its output, trimmed.
+    pub fn psql(&self, sql: &str) -> String {
+        let mut cmd = self.psql_command();
+        cmd.args(["-c", sql]);
+        let out = run_timeout(cmd, SOON);
+        assert!(out.status.success(), "psql {sql:?}: {}", stderr_of(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A psql session that runs `sql` and stays connected until dropped:
+    /// returns once `sql` has run.
+    pub fn psql_session(&self, sql: &str) -> PsqlSession {
+        let mut cmd = self.psql_command();
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
+        let mut proc = Proc::spawn(cmd, "psql session");
+        let mut stdin = proc.child.stdin.take().unwrap();
+        writeln!(stdin, "{sql};\n\\echo ready").unwrap();
+        stdin.flush().unwrap();
+        let mut stdout = BufReader::new(proc.child.stdout.take().unwrap());
+        wait_for_line(&mut stdout, "ready");
+        PsqlSession {
+            proc,
+            stdin: Some(stdin),
+            _stdout: stdout,
+        }
+    }
+
+    /// Backend pids of the lockrun sessions for NAME.
+    pub fn lockrun_pids(&self, name: &str) -> Vec<i32> {
+        self.psql(&format!(
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'lockrun {name} %'"
+        ))
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        if let Some(proc) = &self.proc {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(proc.pid()), Signal::SIGQUIT);
+        }
+        // Proc's drop kills and reaps what is left.
+        self.proc = None;
+    }
+}
+
+pub struct PsqlSession {
+    proc: Proc,
+    stdin: Option<std::process::ChildStdin>,
+    _stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl PsqlSession {
+    pub fn close(mut self) {
+        drop(self.stdin.take());
+        self.proc.wait_timeout(SOON);
+    }
+}
+
+/// `lockrun --backend URL` with the password in the environment.
+fn lockrun(server: &PgServer, args: &[&str]) -> Command {
+    let mut cmd = lockrun_cmd();
+    cmd.env("LOCKRUN_PG_PASSWORD", PASSWORD)
+        .env_remove("PGPASSWORD")
+        .args(["--backend", &server.url(), "--ttl", TTL])
+        .args(args);
+    cmd
+}
+
+fn key_sql(name: &str) -> String {
+    format!("('x' || substr(md5('lockrun:{name}'), 1, 16))::bit(64)::bigint")
+}
+
+#[test]
+fn contention_torture_keeps_an_exact_count_and_increasing_fences() {
+    let server = PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let (count, fences) = contention_torture(
+        dir.path(),
+        4,
+        10,
+        &["--backend", &url, "-w", "60s"],
+        &[("LOCKRUN_PG_PASSWORD", PASSWORD)],
+        Duration::from_secs(180),
+    );
+    assert_eq!(count, 40);
+    assert_eq!(fences.len(), 40, "every section has a fence");
+    assert!(fences.windows(2).all(|w| w[0] < w[1]), "{fences:?}");
+}
+
+#[test]
+fn a_numeric_name_is_the_advisory_key_both_ways() {
+    let server = PgServer::start();
+    // psql holds it: lockrun cannot have it, and says who has it.
+    let psql = server.psql_session("SELECT pg_advisory_lock(424242)");
+    let out = run_timeout(lockrun(&server, &["-n", "424242", "--", "true"]), SOON);
+    assert_eq!(code(out.status), 75, "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("psql"), "{}", stderr_of(&out));
+    // status shows the psql holder.
+    let out = run_timeout(lockrun(&server, &["status", "424242"]), SOON);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &stderr_of(&out);
+    assert!(text.contains("held by") && text.contains("psql"), "{text}");
+    psql.close();
+    let out = run_timeout(lockrun(&server, &["-n", "424242", "--", "true"]), SOON);
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+
+    // lockrun holds it: psql cannot have it until lockrun is done.
+    let ready = tempfile::tempdir().unwrap();
+    let holder = Holder::spawn(lockrun(&server, &[]), &ready.path().join("r"), "424242");
+    assert_eq!(server.psql("SELECT pg_try_advisory_lock(424242)"), "f");
+    assert_eq!(holder.release(), 0);
+    assert_eq!(server.psql("SELECT pg_try_advisory_lock(424242)"), "t");
+}
+
+#[test]
+fn other_names_use_the_documented_key_derivation() {
+    let server = PgServer::start();
+    let psql = server.psql_session(&format!("SELECT pg_advisory_lock({})", key_sql("deploy")));
+    let out = run_timeout(lockrun(&server, &["-n", "deploy", "--", "true"]), SOON);
+    assert_eq!(code(out.status), 75, "{}", stderr_of(&out));
+    psql.close();
+    // Slot K of NAME is the key of NAME@K.
+    let psql = server.psql_session(&format!(
+        "SELECT pg_advisory_lock({}), pg_advisory_lock({})",
+        key_sql("pool@1"),
+        key_sql("pool@2")
+    ));
+    let out = run_timeout(
+        lockrun(
+            &server,
+            &[
+                "-n",
+                "--slots",
+                "3",
+                "pool",
+                "--",
+                "sh",
+                "-c",
+                "echo $LOCKRUN_SLOT",
+            ],
+        ),
+        SOON,
+    );
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    psql.close();
+}
+
+#[test]
+fn a_terminated_session_stops_the_command_with_76() {
+    let server = PgServer::start();
+    let ready = tempfile::tempdir().unwrap();
+    let mut holder = Holder::spawn(lockrun(&server, &[]), &ready.path().join("r"), "term");
+    let pids = server.lockrun_pids("term");
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    assert_eq!(
+        server.psql(&format!("SELECT pg_terminate_backend({})", pids[0])),
+        "t"
+    );
+    let (code, stderr) = holder.wait_exit(SOON);
+    assert_eq!(code, 76, "{stderr}");
+    assert!(!alive(holder.child_pid), "the command was stopped");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn release_force_ends_the_holders_session_and_says_whose() {
+    let server = PgServer::start();
+    let out = run_timeout(lockrun(&server, &["release", "gone"]), SOON);
+    assert_eq!(
+        code(out.status),
+        64,
+        "--force is required: {}",
+        stderr_of(&out)
+    );
+    let psql = server.psql_session(&format!("SELECT pg_advisory_lock({})", key_sql("gone")));
+    let out = run_timeout(lockrun(&server, &["release", "--force", "gone"]), SOON);
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("psql"), "{}", stderr_of(&out));
+    psql.close();
+    let out = run_timeout(lockrun(&server, &["-n", "gone", "--", "true"]), SOON);
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+}
+
+#[test]
+fn a_server_restart_under_a_holder_is_76_and_no_overlap() {
+    let mut server = PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut hist = History::new(dir.path());
+    let (cmd, first) = hist.invocation(lockrun(&server, &[]), "restart", "sleep 1000 & wait");
+    let mut holder = Proc::spawn(cmd, "holder");
+    hist.wait_started(&first, SOON);
+    let (cmd, second) = hist.invocation(lockrun(&server, &["-w", "60s"]), "restart", "true");
+    let mut waiter = Proc::spawn(cmd, "waiter");
+    server.restart();
+    hist.exited(&first, code(holder.wait_timeout(SOON)));
+    let waited = code(waiter.wait_timeout(Duration::from_secs(60)));
+    hist.exited(&second, waited);
+    hist.assert_clean();
+    let outcomes = [first, second].map(|id| hist.ran(&id));
+    assert_eq!(outcomes, [true, waited == 0]);
+    let out = run_timeout(lockrun(&server, &["-n", "restart", "--", "true"]), SOON);
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+}
+
+#[test]
+fn a_stopped_holder_is_stopped_by_its_deadline_with_no_overlap() {
+    let server = PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut hist = History::new(dir.path());
+    let (cmd, first) = hist.invocation(lockrun(&server, &[]), "paused", "sleep 1000 & wait");
+    let mut holder = Proc::spawn(cmd, "holder");
+    hist.wait_started(&first, SOON);
+    let (cmd, second) = hist.invocation(lockrun(&server, &["-w", "60s"]), "paused", "true");
+    let mut waiter = Proc::spawn(cmd, "waiter");
+    holder.signal(Signal::SIGSTOP);
+    // The guardian, not the stopped lockrun, ends the command by the deadline.
+    hist.wait_gone(&first, Duration::from_secs(20));
+    holder.signal(Signal::SIGCONT);
+    let held = code(holder.wait_timeout(SOON));
+    assert_eq!(held, 76);
+    hist.exited(&first, held);
+    let waited = code(waiter.wait_timeout(Duration::from_secs(60)));
+    assert_eq!(waited, 0);
+    hist.exited(&second, waited);
+    hist.assert_clean();
+}
+
+#[test]
+fn a_wrong_password_is_77_in_one_line_without_the_password() {
+    let server = PgServer::start();
+    let mut cmd = lockrun(&server, &["-n", "x", "--", "true"]);
+    cmd.env("LOCKRUN_PG_PASSWORD", "not-the-password");
+    let out = run_timeout(cmd, SOON);
+    let stderr = stderr_of(&out);
+    assert_eq!(code(out.status), 77, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("not-the-password"), "{stderr}");
+    // PGPASSWORD works as libpq users expect.
+    let mut cmd = lockrun(
+        &server,
+        &["-n", "x", "--", "sh", "-c", "echo ${PGPASSWORD:-none}"],
+    );
+    cmd.env_remove("LOCKRUN_PG_PASSWORD")
+        .env("PGPASSWORD", PASSWORD);
+    let out = run_timeout(cmd, SOON);
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "none",
+        "not in the child's env"
+    );
+}
+
+#[test]
+fn an_unreachable_server_is_69_in_one_line() {
+    let port = free_port();
+    let mut cmd = lockrun_cmd();
+    cmd.args([
+        "--backend",
+        &format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+        "-n",
+        "x",
+        "--",
+        "true",
+    ]);
+    let out = run_timeout(cmd, SOON);
+    let stderr = stderr_of(&out);
+    assert_eq!(code(out.status), 69, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn status_and_pg_stat_activity_show_the_lockrun_holder() {
+    let server = PgServer::start();
+    let ready = tempfile::tempdir().unwrap();
+    let holder = Holder::spawn(lockrun(&server, &[]), &ready.path().join("r"), "seen");
+    let apps = server.psql("SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'lockrun seen %'");
+    let pid = holder.proc.pid();
+    assert!(apps.starts_with(&format!("lockrun seen {pid}@")), "{apps}");
+    let out = run_timeout(lockrun(&server, &["status", "seen"]), SOON);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains(&format!("pid {pid}")),
+        "{text}{}",
+        stderr_of(&out)
+    );
+    assert!(holder.fence() > 0, "a fence from lockrun_fence");
+    assert_eq!(holder.release(), 0);
+}
