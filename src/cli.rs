@@ -290,6 +290,75 @@ pub enum Generate {
     Powershell,
 }
 
+/// clap's error as one line, built from its kind and context (the
+/// argument, the value, the validator's reason, the suggestion), not from
+/// its rendered text.
+pub(crate) fn one_line_error(e: &clap::Error) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let text = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        Some(ContextValue::Strings(v)) => Some(v.join(" ")),
+        Some(ContextValue::StyledStr(s)) => Some(s.to_string()),
+        Some(ContextValue::StyledStrs(v)) => Some(
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        Some(ContextValue::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let arg = text(ContextKind::InvalidArg).unwrap_or_default();
+    match e.kind() {
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue => {
+            let value = text(ContextKind::InvalidValue).unwrap_or_default();
+            let reason = std::error::Error::source(e)
+                .map(ToString::to_string)
+                .or_else(|| text(ContextKind::ValidValue).map(|v| format!("possible values: {v}")));
+            match reason {
+                Some(reason) => format!("invalid value '{value}' for '{arg}': {reason}"),
+                None => format!("invalid value '{value}' for '{arg}'"),
+            }
+        }
+        ErrorKind::UnknownArgument => {
+            let mut line = format!("unexpected argument '{arg}' found");
+            if let Some(similar) = text(ContextKind::SuggestedArg) {
+                line.push_str(&format!("; tip: a similar argument exists: '{similar}'"));
+            }
+            line
+        }
+        ErrorKind::MissingRequiredArgument => {
+            format!("the following required arguments were not provided: {arg}")
+        }
+        ErrorKind::ArgumentConflict => match text(ContextKind::PriorArg) {
+            Some(prior) => format!("the argument '{arg}' cannot be used with '{prior}'"),
+            None => format!("the argument '{arg}' cannot be used here"),
+        },
+        ErrorKind::InvalidSubcommand => format!("unrecognized subcommand '{arg}'"),
+        ErrorKind::NoEquals => format!("equal sign is needed when assigning values to '{arg}'"),
+        ErrorKind::TooManyValues => format!("unexpected value for '{arg}'"),
+        ErrorKind::WrongNumberOfValues | ErrorKind::TooFewValues => {
+            format!("wrong number of values for '{arg}'")
+        }
+        ErrorKind::InvalidUtf8 => "invalid UTF-8 in an argument".to_owned(),
+        kind => kind.as_str().unwrap_or("invalid arguments").to_owned(),
+    }
+}
+
+/// The subcommand whose arguments clap was parsing when it failed, from
+/// the error's usage context (`None`: the top level).
+pub(crate) fn subcommand_of(e: &clap::Error) -> Option<&'static str> {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::StyledStr(usage)) = e.get(ContextKind::Usage) else {
+        return None;
+    };
+    let usage = usage.to_string();
+    let second = usage.split_whitespace().nth(2)?;
+    ["run", "status", "list", "release"]
+        .into_iter()
+        .find(|sub| *sub == second)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

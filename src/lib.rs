@@ -100,7 +100,7 @@ fn report_parse_error(e: &clap::Error) -> u8 {
         return exit::USAGE;
     }
     use clap::error::{ContextKind, ContextValue};
-    let mut line = parse_error_line(&e.render().to_string());
+    let mut line = cli::one_line_error(e);
     if let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
         e.get(ContextKind::InvalidArg),
         e.get(ContextKind::InvalidValue),
@@ -114,64 +114,24 @@ fn report_parse_error(e: &clap::Error) -> u8 {
         if let Some(env) = env
             && std::env::var_os(&env).is_some_and(|v| v.to_string_lossy() == *value)
         {
-            let at = line.rfind(" (see '").unwrap_or(line.len());
-            line.insert_str(at, &format!("; the value comes from {env}"));
+            line.push_str(&format!("; the value comes from {env}"));
         }
     }
     // "lockrun NAME make": the command needs a `--` in front of it.
+    let help_for =
+        cli::subcommand_of(e).map_or_else(|| "lockrun".to_owned(), |sub| format!("lockrun {sub}"));
     if e.kind() == ErrorKind::UnknownArgument
         && let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg)
         && !arg.starts_with('-')
-        && (line.ends_with("(see 'lockrun --help')")
-            || line.ends_with("(see 'lockrun run --help')"))
+        && matches!(cli::subcommand_of(e), None | Some("run"))
     {
-        line = line.replacen(
-            " found",
-            " found; the command goes after '--': lockrun NAME -- COMMAND [ARGS...]",
-            1,
-        );
+        line.push_str("; the command goes after '--': lockrun NAME -- COMMAND [ARGS...]");
     }
-    eprintln!("lockrun: {}", ui::error_line(&line));
+    eprintln!(
+        "lockrun: {}",
+        ui::error_line(&format!("{line} (see '{help_for} --help')"))
+    );
     exit::USAGE
-}
-
-/// clap renders "error: …", indented details, tips and a usage block. Keep
-/// the message, its details and tips on one line, and point at the `--help`
-/// of the (sub)command that was being parsed.
-fn parse_error_line(rendered: &str) -> String {
-    let mut message = String::new();
-    let mut help_for = "lockrun".to_owned();
-    for line in rendered.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        if let Some(usage) = line.strip_prefix("Usage: ") {
-            let mut words = usage.split_whitespace().skip(1);
-            if let Some(sub) = words
-                .next()
-                .filter(|w| ["run", "status", "list", "release"].contains(w))
-            {
-                help_for = format!("lockrun {sub}");
-            }
-            break;
-        }
-        if line.starts_with("For more information") {
-            continue;
-        }
-        let text = line.strip_prefix("error: ").unwrap_or(line);
-        if message.is_empty() {
-            message.push_str(text);
-        } else if text.starts_with("tip: to pass") {
-            // "use '-- --flag'" would make the flag lockrun's COMMAND: not a tip for us.
-        } else if text.starts_with("tip:") {
-            message.push_str("; ");
-            message.push_str(text);
-        } else {
-            message.push(' ');
-            message.push_str(text);
-        }
-    }
-    if message.is_empty() {
-        message.push_str("invalid arguments");
-    }
-    format!("{message} (see '{help_for} --help')")
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
