@@ -231,6 +231,20 @@ pub(crate) struct SlotState {
     /// True when the backend cannot free this lock by itself if the holder
     /// dies (service-alias locks): a stale lock needs `release --force`.
     pub(crate) needs_manual_release: bool,
+    /// Who waits for this slot, first in line first, where the backend keeps
+    /// a queue (etcd); empty otherwise.
+    pub(crate) queue: Vec<QueueEntry>,
+}
+
+/// One waiter in a lock's queue.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct QueueEntry {
+    /// The backend's key for this waiter (etcd: `NAME/<lease id>`).
+    pub(crate) key: String,
+    /// Its place in the backend's order (etcd: the key's create revision).
+    pub(crate) revision: u64,
+    /// Its record; `None` for waiters that store none (etcdctl lock).
+    pub(crate) holder: Option<HolderInfo>,
 }
 
 pub(crate) trait Lease {
@@ -242,6 +256,10 @@ pub(crate) trait Lease {
     /// have expired on the server (send time of the last successful renewal
     /// + ttl). `None` for locks without a lease.
     fn expires_at(&self) -> Option<BootTime>;
+    /// Variables for the child that only this backend has (etcd: `LOCKRUN_ETCD_KEY`).
+    fn env(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// What every backend answers. Contention ("held") and failure (`Err`) are
@@ -298,6 +316,12 @@ pub(crate) trait Backend {
 
     /// The backend URL with secrets removed, for the child and for output.
     fn display_url(&self) -> String;
+
+    /// Our place in the lock's queue after the last try (1 = holder), for
+    /// backends that queue waiters in order (etcd).
+    fn queue_position(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// What may interrupt a wait: lockrun's signal handlers, or a test's script.
@@ -313,7 +337,14 @@ pub(crate) trait Interrupts {
 pub(crate) trait WaitDisplay {
     /// How often `show` wants to be called again; `None`: never.
     fn tick(&self) -> Option<Duration>;
-    fn show(&mut self, name: &LockName, holder: Option<&HolderInfo>, waiting_since: Instant);
+    /// `position`: our place in the queue, where the backend keeps one.
+    fn show(
+        &mut self,
+        name: &LockName,
+        holder: Option<&HolderInfo>,
+        position: Option<u32>,
+        waiting_since: Instant,
+    );
     fn clear(&mut self);
 }
 
@@ -365,7 +396,8 @@ pub(crate) async fn acquire<B: Backend>(
         if round == 0 {
             tracing::info!(name = %req.name, holder = ?holder, "lock busy, waiting");
         }
-        indicator.show(&req.name, holder.as_ref(), started);
+        let position = backend.queue_position();
+        indicator.show(&req.name, holder.as_ref(), position, started);
         let outcome = {
             let wait = backend.wait(req, round);
             tokio::pin!(wait);
@@ -378,7 +410,7 @@ pub(crate) async fn acquire<B: Backend>(
                         return Err(Error::interrupted(signal));
                     }
                     () = sleep_opt(indicator.tick()) => {
-                        indicator.show(&req.name, holder.as_ref(), started);
+                        indicator.show(&req.name, holder.as_ref(), position, started);
                     }
                 }
             }
@@ -574,7 +606,7 @@ mod tests {
         fn tick(&self) -> Option<Duration> {
             None
         }
-        fn show(&mut self, _: &LockName, _: Option<&HolderInfo>, _: Instant) {
+        fn show(&mut self, _: &LockName, _: Option<&HolderInfo>, _: Option<u32>, _: Instant) {
             self.shows += 1;
             self.cleared = false;
         }

@@ -1,7 +1,8 @@
-//! Backends are URLs: `file:///DIR`, `redis://…`, `cloudshell://…`.
+//! Backends are URLs: `file:///DIR`, `redis://…`, `cloudshell://…`, `etcd://…`.
 //! One module per backend; this module only parses the URL and dispatches.
 
 pub(crate) mod cloudshell;
+pub(crate) mod etcd;
 pub(crate) mod file;
 pub(crate) mod redis;
 pub(crate) mod url;
@@ -21,9 +22,10 @@ pub(crate) enum BackendConfig {
     File(file::FileConfig),
     Redis(redis::RedisConfig),
     CloudShell(cloudshell::CloudShellConfig),
+    Etcd(etcd::EtcdConfig),
 }
 
-const SCHEMES_HINT: &str = "use file:///DIR, redis://HOST[:PORT][/DB], rediss://…, or cloudshell://HOST[:PORT]/RESERVATION";
+const SCHEMES_HINT: &str = "use file:///DIR, redis://HOST[:PORT][/DB], rediss://…, cloudshell://HOST[:PORT]/RESERVATION, or etcd://HOST[:PORT][,HOST[:PORT]...]";
 
 impl BackendConfig {
     /// Parse `--backend` / `LOCKRUN_BACKEND`. No URL means the file backend
@@ -48,6 +50,7 @@ impl BackendConfig {
             "cloudshell" | "cloudshells" => {
                 cloudshell::CloudShellConfig::parse(url).map(BackendConfig::CloudShell)
             }
+            "etcd" | "etcds" => etcd::EtcdConfig::parse(url).map(BackendConfig::Etcd),
             other => Err(Error::usage(format!(
                 "unknown backend scheme {other:?}; {SCHEMES_HINT}"
             ))),
@@ -84,6 +87,7 @@ pub(crate) enum AnyBackend {
     File(file::FileBackend),
     Redis(redis::RedisBackend),
     CloudShell(cloudshell::CloudShellBackend),
+    Etcd(etcd::EtcdBackend),
 }
 
 /// A lease of one of [`AnyBackend`]'s backends.
@@ -91,6 +95,7 @@ pub(crate) enum AnyLease {
     File(file::FileLease),
     Redis(redis::RedisLease),
     CloudShell(cloudshell::CloudShellLease),
+    Etcd(etcd::EtcdLease),
 }
 
 impl AnyBackend {
@@ -106,6 +111,7 @@ impl AnyBackend {
             BackendConfig::CloudShell(config) => {
                 AnyBackend::CloudShell(cloudshell::CloudShellBackend::connect(config).await?)
             }
+            BackendConfig::Etcd(config) => AnyBackend::Etcd(etcd::EtcdBackend::connect(config).await?),
         })
     }
 }
@@ -117,6 +123,7 @@ macro_rules! delegate {
             AnyBackend::File($b) => $call,
             AnyBackend::Redis($b) => $call,
             AnyBackend::CloudShell($b) => $call,
+            AnyBackend::Etcd($b) => $call,
         }
     };
 }
@@ -132,6 +139,7 @@ impl Lease for AnyLease {
             AnyLease::File(l) => l.slot(),
             AnyLease::Redis(l) => l.slot(),
             AnyLease::CloudShell(l) => l.slot(),
+            AnyLease::Etcd(l) => l.slot(),
         }
     }
     fn fence(&self) -> Option<u64> {
@@ -139,6 +147,7 @@ impl Lease for AnyLease {
             AnyLease::File(l) => l.fence(),
             AnyLease::Redis(l) => l.fence(),
             AnyLease::CloudShell(l) => l.fence(),
+            AnyLease::Etcd(l) => l.fence(),
         }
     }
     fn expires_at(&self) -> Option<BootTime> {
@@ -146,6 +155,13 @@ impl Lease for AnyLease {
             AnyLease::File(l) => l.expires_at(),
             AnyLease::Redis(l) => l.expires_at(),
             AnyLease::CloudShell(l) => l.expires_at(),
+            AnyLease::Etcd(l) => l.expires_at(),
+        }
+    }
+    fn env(&self) -> Vec<(String, String)> {
+        match self {
+            AnyLease::Etcd(l) => l.env(),
+            _ => Vec::new(),
         }
     }
 }
@@ -174,6 +190,7 @@ impl Backend for AnyBackend {
             AnyBackend::CloudShell(b) => {
                 wrap(b.try_acquire(req, slot).await?, AnyLease::CloudShell)
             }
+            AnyBackend::Etcd(b) => wrap(b.try_acquire(req, slot).await?, AnyLease::Etcd),
         })
     }
 
@@ -182,6 +199,7 @@ impl Backend for AnyBackend {
             AnyBackend::File(b) => wrap_wait(b.wait(req, round).await?, AnyLease::File),
             AnyBackend::Redis(b) => wrap_wait(b.wait(req, round).await?, AnyLease::Redis),
             AnyBackend::CloudShell(b) => wrap_wait(b.wait(req, round).await?, AnyLease::CloudShell),
+            AnyBackend::Etcd(b) => wrap_wait(b.wait(req, round).await?, AnyLease::Etcd),
         })
     }
 
@@ -194,6 +212,7 @@ impl Backend for AnyBackend {
             (AnyBackend::File(b), AnyLease::File(l)) => b.renew(l).await,
             (AnyBackend::Redis(b), AnyLease::Redis(l)) => b.renew(l).await,
             (AnyBackend::CloudShell(b), AnyLease::CloudShell(l)) => b.renew(l).await,
+            (AnyBackend::Etcd(b), AnyLease::Etcd(l)) => b.renew(l).await,
             _ => Err(foreign_lease()),
         }
     }
@@ -203,6 +222,7 @@ impl Backend for AnyBackend {
             (AnyBackend::File(b), AnyLease::File(l)) => b.loss_hint(l).await,
             (AnyBackend::Redis(b), AnyLease::Redis(l)) => b.loss_hint(l).await,
             (AnyBackend::CloudShell(b), AnyLease::CloudShell(l)) => b.loss_hint(l).await,
+            (AnyBackend::Etcd(b), AnyLease::Etcd(l)) => b.loss_hint(l).await,
             _ => std::future::pending().await,
         }
     }
@@ -212,6 +232,7 @@ impl Backend for AnyBackend {
             (AnyBackend::File(b), AnyLease::File(l)) => b.release(l).await,
             (AnyBackend::Redis(b), AnyLease::Redis(l)) => b.release(l).await,
             (AnyBackend::CloudShell(b), AnyLease::CloudShell(l)) => b.release(l).await,
+            (AnyBackend::Etcd(b), AnyLease::Etcd(l)) => b.release(l).await,
             _ => Err(foreign_lease()),
         }
     }
@@ -238,6 +259,10 @@ impl Backend for AnyBackend {
 
     fn display_url(&self) -> String {
         delegate!(self, |b| b.display_url())
+    }
+
+    fn queue_position(&self) -> Option<u32> {
+        delegate!(self, |b| b.queue_position())
     }
 }
 

@@ -802,6 +802,7 @@ impl RedisBackend {
                     holder: state.holder.clone(),
                     expires_in_ms: state.pttl_ms,
                     needs_manual_release: false,
+                    queue: Vec::new(),
                     waiters: None,
                 };
                 (slot_state, state)
@@ -1300,6 +1301,7 @@ impl Backend for RedisBackend {
                     holder: None,
                     expires_in_ms: None,
                     needs_manual_release: false,
+                    queue: Vec::new(),
                     waiters: None,
                 });
                 continue;
