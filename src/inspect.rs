@@ -102,8 +102,12 @@ fn slot_line(slot: &SlotState) -> String {
             || format!("{} (no record: etcdctl or another client)", waiter.key),
             crate::lock::HolderInfo::describe,
         );
-        let place = crate::backend::etcd::ordinal(u32::try_from(i).unwrap_or(u32::MAX).saturating_add(2));
-        text.push_str(&format!("\n  {place} in line: {}", crate::ui::sanitize(&who)));
+        let place =
+            crate::backend::etcd::ordinal(u32::try_from(i).unwrap_or(u32::MAX).saturating_add(2));
+        text.push_str(&format!(
+            "\n  {place} in line: {}",
+            crate::ui::sanitize(&who)
+        ));
     }
     text
 }

@@ -110,7 +110,10 @@ pub(crate) fn waiting_line_at(
     let max = width.saturating_sub(1).max(20);
     let mut head = format!("lockrun: waited {} for {name}", compact_duration(waited));
     if let Some(position) = position.filter(|p| *p > 1) {
-        head.push_str(&format!(", {} in line", crate::backend::etcd::ordinal(position)));
+        head.push_str(&format!(
+            ", {} in line",
+            crate::backend::etcd::ordinal(position)
+        ));
     }
     let Some(holder) = holder else {
         return fit(&format!("{head}; holder unknown"), max);

@@ -57,6 +57,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const RENEW_TIMEOUT_CAP: Duration = Duration::from_secs(2);
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a waiter waits for a cluster that stopped answering.
+const OUTAGE_PATIENCE: Duration = Duration::from_secs(60);
 /// The revoke in `Drop` (a wait ended by a signal or `--wait`) gets this long.
 const DROP_TIMEOUT: Duration = Duration::from_millis(800);
 
@@ -101,8 +103,12 @@ impl EtcdConfig {
             config.password = env_nonempty(PASSWORD_ENV);
         }
         if config.tls {
-            config.ca_file = config.ca_file.or(env_nonempty(CACERT_ENV).map(PathBuf::from));
-            config.cert_file = config.cert_file.or(env_nonempty(CERT_ENV).map(PathBuf::from));
+            config.ca_file = config
+                .ca_file
+                .or(env_nonempty(CACERT_ENV).map(PathBuf::from));
+            config.cert_file = config
+                .cert_file
+                .or(env_nonempty(CERT_ENV).map(PathBuf::from));
             config.key_file = config
                 .key_file
                 .or(env_nonempty(CERT_KEY_ENV).map(PathBuf::from));
@@ -590,7 +596,12 @@ impl EtcdBackend {
             backend.authenticate(CALL_TIMEOUT).await?;
         } else {
             let _: Value = backend
-                .post("/v3/maintenance/status", &json!({}), CALL_TIMEOUT, "connecting")
+                .post(
+                    "/v3/maintenance/status",
+                    &json!({}),
+                    CALL_TIMEOUT,
+                    "connecting",
+                )
                 .await?;
         }
         Ok(backend)
@@ -750,10 +761,9 @@ impl EtcdBackend {
 
     fn error(&self, what: &str, failure: Failure) -> Error {
         match failure {
-            Failure::Transport(why) => Error::unavailable(format!(
-                "etcd at {}: {what} failed: {why}",
-                self.cluster()
-            )),
+            Failure::Transport(why) => {
+                Error::unavailable(format!("etcd at {}: {what} failed: {why}", self.cluster()))
+            }
             Failure::Server { code, message } => {
                 let message = self.scrub(&message);
                 let auth = message.contains("user name is empty")
@@ -829,7 +839,11 @@ impl EtcdBackend {
 
     async fn revoke(&mut self, lease: i64, limit: Duration) -> Result<()> {
         let reply: std::result::Result<Value, Failure> = self
-            .send("/v3/lease/revoke", &json!({ "ID": lease.to_string() }), limit)
+            .send(
+                "/v3/lease/revoke",
+                &json!({ "ID": lease.to_string() }),
+                limit,
+            )
             .await;
         match reply {
             Ok(_) => Ok(()),
@@ -978,7 +992,10 @@ impl EtcdBackend {
                 Some(kv.clone()),
             ));
         }
-        for slot in (1..=n as u32).filter(|s| !used.contains(s)).take(n - out.len()) {
+        for slot in (1..=n as u32)
+            .filter(|s| !used.contains(s))
+            .take(n - out.len())
+        {
             out.push((
                 SlotState {
                     key: if n > 1 {
@@ -1023,13 +1040,13 @@ impl EtcdBackend {
                 return Err(self.error("watching the lock", server_failure(status, &bytes)));
             }
             Ok(Err(e)) => {
-                return Err(self.error("watching the lock", Failure::Transport(transport_reason(&e))));
-            }
-            Err(_) => {
                 return Err(self.error(
                     "watching the lock",
-                    Failure::Transport("no answer".into()),
+                    Failure::Transport(transport_reason(&e)),
                 ));
+            }
+            Err(_) => {
+                return Err(self.error("watching the lock", Failure::Transport("no answer".into())));
             }
         };
         let mut buffer = Vec::new();
@@ -1310,15 +1327,31 @@ impl Backend for EtcdBackend {
             Ok(()) => self.lost_waits = 0,
             Err(e) if matches!(e, Error::NoPermission(_)) => return Err(e),
             Err(e) => {
-                // A member restarting or unreachable: the next try judges it.
-                self.lost_waits += 1;
-                tracing::info!(error = %e, "etcd watch failed; trying again");
-                tokio::time::sleep(backoff_delay(
-                    self.lost_waits,
-                    Duration::from_millis(50),
-                    Duration::from_secs(2),
-                ))
-                .await;
+                // A member restarting or unreachable: a waiter waits on
+                // (its `--wait` still bounds it) until the cluster answers
+                // again, then tries again; a cluster gone for longer than
+                // OUTAGE_PATIENCE is an error.
+                tracing::info!(error = %e, "etcd watch failed; waiting for the cluster to answer");
+                let since = tokio::time::Instant::now();
+                loop {
+                    self.lost_waits += 1;
+                    tokio::time::sleep(backoff_delay(
+                        self.lost_waits,
+                        Duration::from_millis(50),
+                        Duration::from_secs(1),
+                    ))
+                    .await;
+                    let probe: std::result::Result<Value, Failure> = self
+                        .send("/v3/maintenance/status", &json!({}), CALL_TIMEOUT)
+                        .await;
+                    match probe {
+                        Ok(_) => break,
+                        Err(failure) if since.elapsed() > OUTAGE_PATIENCE => {
+                            return Err(self.error("waiting for the lock", failure));
+                        }
+                        Err(_) => {}
+                    }
+                }
             }
         }
         Ok(WaitOutcome::Retry)
@@ -1501,7 +1534,16 @@ mod tests {
 
     #[test]
     fn base64_round_trips() {
-        for text in ["", "f", "fo", "foo", "foob", "fooba", "foobar", "a/b\u{0}\u{ff}"] {
+        for text in [
+            "",
+            "f",
+            "fo",
+            "foo",
+            "foob",
+            "fooba",
+            "foobar",
+            "a/b\u{0}\u{ff}",
+        ] {
             assert_eq!(b64_decode(&b64(text)), text.as_bytes());
         }
         assert_eq!(b64("foo/"), "Zm9vLw==");
@@ -1519,7 +1561,9 @@ mod tests {
         let got: Vec<String> = [1, 2, 3, 4, 11, 12, 13, 21, 22, 103].map(ordinal).to_vec();
         assert_eq!(
             got,
-            ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "103rd"]
+            [
+                "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "103rd"
+            ]
         );
     }
 }

@@ -111,7 +111,9 @@ impl AnyBackend {
             BackendConfig::CloudShell(config) => {
                 AnyBackend::CloudShell(cloudshell::CloudShellBackend::connect(config).await?)
             }
-            BackendConfig::Etcd(config) => AnyBackend::Etcd(etcd::EtcdBackend::connect(config).await?),
+            BackendConfig::Etcd(config) => {
+                AnyBackend::Etcd(etcd::EtcdBackend::connect(config).await?)
+            }
         })
     }
 }
