@@ -28,6 +28,7 @@ pub(crate) async fn poll_acquire<B: Polling, I: Interrupts, D: WaitDisplay>(
             wait.check_signals()?;
         }
         wait.give_up_if_over()?;
+        wait.at_position(backend.queue_position());
         match wait.until(backend.wait(req, round)).await? {
             Some(WaitOutcome::Acquired(lease)) => return Ok(lease),
             // Retry, or the deadline just passed: one last try, for a lock
@@ -203,7 +204,7 @@ mod tests {
         fn tick(&self) -> Option<Duration> {
             None
         }
-        fn show(&mut self, _: &LockName, _: Option<&HolderInfo>, _: Instant) {
+        fn show(&mut self, _: &LockName, _: Option<&HolderInfo>, _: Option<u32>, _: Instant) {
             self.shows += 1;
             self.cleared = false;
         }

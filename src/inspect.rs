@@ -95,7 +95,20 @@ fn print_lines(lines: impl IntoIterator<Item = String>) -> Result<Exit> {
 /// One human line per slot: "NAME: held by HOST pid N (CMD) for 3m12s; fence 7".
 /// Control characters from a holder record are never sent to the terminal.
 fn slot_line(slot: &SlotState) -> String {
-    crate::ui::sanitize(&slot_text(slot))
+    let mut text = crate::ui::sanitize(&slot_text(slot));
+    // The queue, first in line first, one line each.
+    for (i, waiter) in slot.queue.iter().enumerate() {
+        let who = waiter.holder.as_ref().map_or_else(
+            || format!("{} (no record: etcdctl or another client)", waiter.key),
+            crate::lock::HolderInfo::describe,
+        );
+        let place = crate::ui::ordinal(u32::try_from(i).unwrap_or(u32::MAX).saturating_add(2));
+        text.push_str(&format!(
+            "\n  {place} in line: {}",
+            crate::ui::sanitize(&who)
+        ));
+    }
+    text
 }
 
 fn slot_text(slot: &SlotState) -> String {
@@ -159,5 +172,16 @@ fn slot_json(slot: &SlotState) -> Value {
         "fence": holder.and_then(|h| h.fence),
         "waiters": slot.waiters,
         "needs_manual_release": slot.needs_manual_release,
+        "queue": slot.queue.iter().map(|w| json!({
+            "key": w.key,
+            "revision": w.revision,
+            "holder": w.holder.as_ref().map(|h| json!({
+                "host": h.host,
+                "pid": h.pid,
+                "user": h.user,
+                "command": h.command,
+            })),
+            "since": w.holder.as_ref().filter(|h| h.since > 0).map(|h| rfc3339(h.since)),
+        })).collect::<Vec<_>>(),
     })
 }

@@ -231,6 +231,20 @@ pub(crate) struct SlotState {
     /// True when the backend cannot free this lock by itself if the holder
     /// dies (service-alias locks): a stale lock needs `release --force`.
     pub(crate) needs_manual_release: bool,
+    /// Who waits for this slot, first in line first, where the backend keeps
+    /// a queue (etcd); empty otherwise.
+    pub(crate) queue: Vec<QueueEntry>,
+}
+
+/// One waiter in a lock's queue.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct QueueEntry {
+    /// The backend's key for this waiter (etcd: `NAME/<lease id>`).
+    pub(crate) key: String,
+    /// Its place in the backend's order (etcd: the key's create revision).
+    pub(crate) revision: u64,
+    /// Its record; `None` for waiters that store none (etcdctl lock).
+    pub(crate) holder: Option<HolderInfo>,
 }
 
 pub(crate) trait Lease {
@@ -242,6 +256,10 @@ pub(crate) trait Lease {
     /// have expired on the server (send time of the last successful renewal
     /// + ttl). `None` for locks without a lease.
     fn expires_at(&self) -> Option<BootTime>;
+    /// Variables for the child that only this backend has (etcd: `LOCKRUN_ETCD_KEY`).
+    fn env(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// The hot path every backend provides: take the lock, hold it, give it
@@ -326,6 +344,12 @@ pub(crate) trait Polling: Backend {
     /// waits so far, for backoff. A backend that takes the lock while it
     /// waits (the file backend blocks in flock) returns it.
     async fn wait(&mut self, req: &LockRequest, round: u32) -> Result<WaitOutcome<Self::Lease>>;
+
+    /// Our place in the lock's queue after the last try (1 = holder), for
+    /// backends that queue waiters in order (etcd).
+    fn queue_position(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// A waiter's side of [`Backend::acquire`]: how long it may wait, what
@@ -336,6 +360,8 @@ pub(crate) struct Wait<'a, I, D> {
     policy: WaitPolicy,
     started: Instant,
     holder: Option<HolderInfo>,
+    /// Our place in the backend's queue (1 = holder), where it keeps one.
+    position: Option<u32>,
     signals: &'a mut I,
     display: &'a mut D,
     logged: bool,
@@ -353,6 +379,7 @@ impl<'a, I: Interrupts, D: WaitDisplay> Wait<'a, I, D> {
             policy,
             started: Instant::now(),
             holder: None,
+            position: None,
             signals,
             display,
             logged: false,
@@ -364,6 +391,11 @@ impl<'a, I: Interrupts, D: WaitDisplay> Wait<'a, I, D> {
         if holder.is_some() {
             self.holder = holder;
         }
+    }
+
+    /// Our place in the queue, where the backend keeps one (etcd).
+    pub(crate) fn at_position(&mut self, position: Option<u32>) {
+        self.position = position;
     }
 
     /// A signal that already arrived ends the acquisition.
@@ -407,8 +439,12 @@ impl<'a, I: Interrupts, D: WaitDisplay> Wait<'a, I, D> {
             self.logged = true;
             tracing::info!(name = %self.req.name, holder = ?self.holder, "lock busy, waiting");
         }
-        self.display
-            .show(&self.req.name, self.holder.as_ref(), self.started);
+        self.display.show(
+            &self.req.name,
+            self.holder.as_ref(),
+            self.position,
+            self.started,
+        );
         let deadline = match self.policy {
             WaitPolicy::Until(deadline) => Some(deadline),
             _ => None,
@@ -423,7 +459,7 @@ impl<'a, I: Interrupts, D: WaitDisplay> Wait<'a, I, D> {
                     return Err(Error::interrupted(signal));
                 }
                 () = sleep_opt(self.display.tick()) => {
-                    self.display.show(&self.req.name, self.holder.as_ref(), self.started);
+                    self.display.show(&self.req.name, self.holder.as_ref(), self.position, self.started);
                 }
             }
         }
@@ -443,7 +479,14 @@ pub(crate) trait Interrupts {
 pub(crate) trait WaitDisplay {
     /// How often `show` wants to be called again; `None`: never.
     fn tick(&self) -> Option<Duration>;
-    fn show(&mut self, name: &LockName, holder: Option<&HolderInfo>, waiting_since: Instant);
+    /// `position`: our place in the queue, where the backend keeps one.
+    fn show(
+        &mut self,
+        name: &LockName,
+        holder: Option<&HolderInfo>,
+        position: Option<u32>,
+        waiting_since: Instant,
+    );
     fn clear(&mut self);
 }
 

@@ -120,6 +120,7 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
         if let Some(fence) = lease.fence() {
             env.push(("LOCKRUN_FENCE".to_owned(), fence.to_string()));
         }
+        env.extend(lease.env());
         ChildSpec {
             program: program.clone(),
             args: child_args.clone(),

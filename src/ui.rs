@@ -34,13 +34,14 @@ impl WaitIndicator {
         &mut self,
         name: &LockName,
         holder: Option<&HolderInfo>,
+        position: Option<u32>,
         waiting_since: Instant,
     ) {
         if !self.enabled {
             return;
         }
         let width = terminal_width().unwrap_or(FALLBACK_WIDTH);
-        let line = waiting_line(name, holder, waiting_since.elapsed(), width);
+        let line = waiting_line_at(name, holder, position, waiting_since.elapsed(), width);
         let mut err = std::io::stderr().lock();
         // \r + erase-line redraws the same line however often it is shown.
         let _ = write!(err, "\r\x1b[2K{line}");
@@ -63,8 +64,14 @@ impl crate::lock::WaitDisplay for WaitIndicator {
         self.enabled.then_some(Self::TICK)
     }
 
-    fn show(&mut self, name: &LockName, holder: Option<&HolderInfo>, waiting_since: Instant) {
-        WaitIndicator::show(self, name, holder, waiting_since);
+    fn show(
+        &mut self,
+        name: &LockName,
+        holder: Option<&HolderInfo>,
+        position: Option<u32>,
+        waiting_since: Instant,
+    ) {
+        WaitIndicator::show(self, name, holder, position, waiting_since);
     }
 
     fn clear(&mut self) {
@@ -82,14 +89,29 @@ impl Drop for WaitIndicator {
 /// "lockrun: waited 5s for NAME; held by HOST pid N for 3m12s (CMD)", at
 /// most `width - 1` characters. The holder's command comes last and is
 /// shortened first, so the lock, the holder and both times stay visible.
+#[cfg(test)]
 pub(crate) fn waiting_line(
     name: &LockName,
     holder: Option<&HolderInfo>,
     waited: Duration,
     width: usize,
 ) -> String {
+    waiting_line_at(name, holder, None, waited, width)
+}
+
+/// [`waiting_line`] with our place in the queue: "…for NAME, 3rd in line; …".
+pub(crate) fn waiting_line_at(
+    name: &LockName,
+    holder: Option<&HolderInfo>,
+    position: Option<u32>,
+    waited: Duration,
+    width: usize,
+) -> String {
     let max = width.saturating_sub(1).max(20);
-    let head = format!("lockrun: waited {} for {name}", compact_duration(waited));
+    let mut head = format!("lockrun: waited {} for {name}", compact_duration(waited));
+    if let Some(position) = position.filter(|p| *p > 1) {
+        head.push_str(&format!(", {} in line", ordinal(position)));
+    }
     let Some(holder) = holder else {
         return fit(&format!("{head}; holder unknown"), max);
     };
@@ -167,6 +189,8 @@ pub const SECRET_ENV: &[&str] = &[
     "LOCKRUN_CLOUDSHELL_TOKEN",
     "LOCKRUN_PG_PASSWORD",
     "PGPASSWORD",
+    "LOCKRUN_ETCD_USER",
+    "LOCKRUN_ETCD_PASSWORD",
 ];
 
 /// An error message as lockrun prints it: one line, control characters
@@ -224,6 +248,18 @@ fn redact_userinfo(after_scheme: &str) -> String {
         },
         _ => after_scheme.to_owned(),
     }
+}
+
+/// "1st", "2nd", "3rd", "4th", "11th", "21st".
+pub(crate) fn ordinal(n: u32) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
 }
 
 #[cfg(test)]

@@ -171,6 +171,7 @@ impl FileBackend {
             expires_in_ms: None,
             waiters: None,
             needs_manual_release: false,
+            queue: Vec::new(),
         };
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(meta) => meta,

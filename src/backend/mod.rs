@@ -1,7 +1,8 @@
-//! Backends are URLs: `file:///DIR`, `redis://…`, `cloudshell://…`, `postgres://…`.
+//! Backends are URLs: `file:///DIR`, `redis://…`, `cloudshell://…`, `postgres://…`, `etcd://…`.
 //! One module per backend; this module only parses the URL and dispatches.
 
 pub(crate) mod cloudshell;
+pub(crate) mod etcd;
 pub(crate) mod file;
 pub(crate) mod postgres;
 pub(crate) mod redis;
@@ -24,9 +25,10 @@ pub(crate) enum BackendConfig {
     Redis(redis::RedisConfig),
     CloudShell(cloudshell::CloudShellConfig),
     Postgres(postgres::PgConfig),
+    Etcd(etcd::EtcdConfig),
 }
 
-const SCHEMES_HINT: &str = "use file:///DIR, redis://HOST[:PORT][/DB], rediss://…, cloudshell://HOST[:PORT]/RESERVATION, or postgres://[USER@]HOST[:PORT]/DB";
+const SCHEMES_HINT: &str = "use file:///DIR, redis://HOST[:PORT][/DB], rediss://…, cloudshell://HOST[:PORT]/RESERVATION, postgres://[USER@]HOST[:PORT]/DB, or etcd://HOST[:PORT][,HOST[:PORT]...]";
 
 impl BackendConfig {
     /// Parse `--backend` / `LOCKRUN_BACKEND`. No URL means the file backend
@@ -54,6 +56,7 @@ impl BackendConfig {
             "postgres" | "postgresql" => {
                 postgres::PgConfig::parse(url).map(BackendConfig::Postgres)
             }
+            "etcd" | "etcds" => etcd::EtcdConfig::parse(url).map(BackendConfig::Etcd),
             other => Err(Error::usage(format!(
                 "unknown backend scheme {other:?}; {SCHEMES_HINT}"
             ))),
@@ -91,6 +94,7 @@ pub(crate) enum AnyBackend {
     Redis(redis::RedisBackend),
     CloudShell(cloudshell::CloudShellBackend),
     Postgres(postgres::PgBackend),
+    Etcd(etcd::EtcdBackend),
 }
 
 /// A lease of one of [`AnyBackend`]'s backends.
@@ -99,6 +103,7 @@ pub(crate) enum AnyLease {
     Redis(redis::RedisLease),
     CloudShell(cloudshell::CloudShellLease),
     Postgres(postgres::PgLease),
+    Etcd(etcd::EtcdLease),
 }
 
 impl AnyBackend {
@@ -117,6 +122,9 @@ impl AnyBackend {
             BackendConfig::Postgres(config) => {
                 AnyBackend::Postgres(postgres::PgBackend::connect(config).await?)
             }
+            BackendConfig::Etcd(config) => {
+                AnyBackend::Etcd(etcd::EtcdBackend::connect(config).await?)
+            }
         })
     }
 }
@@ -129,6 +137,7 @@ macro_rules! delegate {
             AnyBackend::Redis($b) => $call,
             AnyBackend::CloudShell($b) => $call,
             AnyBackend::Postgres($b) => $call,
+            AnyBackend::Etcd($b) => $call,
         }
     };
 }
@@ -145,6 +154,7 @@ impl Lease for AnyLease {
             AnyLease::Redis(l) => l.slot(),
             AnyLease::CloudShell(l) => l.slot(),
             AnyLease::Postgres(l) => l.slot(),
+            AnyLease::Etcd(l) => l.slot(),
         }
     }
     fn fence(&self) -> Option<u64> {
@@ -153,6 +163,7 @@ impl Lease for AnyLease {
             AnyLease::Redis(l) => l.fence(),
             AnyLease::CloudShell(l) => l.fence(),
             AnyLease::Postgres(l) => l.fence(),
+            AnyLease::Etcd(l) => l.fence(),
         }
     }
     fn expires_at(&self) -> Option<BootTime> {
@@ -161,6 +172,13 @@ impl Lease for AnyLease {
             AnyLease::Redis(l) => l.expires_at(),
             AnyLease::CloudShell(l) => l.expires_at(),
             AnyLease::Postgres(l) => l.expires_at(),
+            AnyLease::Etcd(l) => l.expires_at(),
+        }
+    }
+    fn env(&self) -> Vec<(String, String)> {
+        match self {
+            AnyLease::Etcd(l) => l.env(),
+            _ => Vec::new(),
         }
     }
 }
@@ -178,6 +196,7 @@ impl Backend for AnyBackend {
             AnyBackend::Redis(b) => AnyLease::Redis(b.acquire(req, wait).await?),
             AnyBackend::CloudShell(b) => AnyLease::CloudShell(b.acquire(req, wait).await?),
             AnyBackend::Postgres(b) => AnyLease::Postgres(b.acquire(req, wait).await?),
+            AnyBackend::Etcd(b) => AnyLease::Etcd(b.acquire(req, wait).await?),
         })
     }
 
@@ -191,6 +210,7 @@ impl Backend for AnyBackend {
             (AnyBackend::Redis(b), AnyLease::Redis(l)) => b.renew(l).await,
             (AnyBackend::CloudShell(b), AnyLease::CloudShell(l)) => b.renew(l).await,
             (AnyBackend::Postgres(b), AnyLease::Postgres(l)) => b.renew(l).await,
+            (AnyBackend::Etcd(b), AnyLease::Etcd(l)) => b.renew(l).await,
             _ => Err(foreign_lease()),
         }
     }
@@ -201,6 +221,7 @@ impl Backend for AnyBackend {
             (AnyBackend::Redis(b), AnyLease::Redis(l)) => b.loss_hint(l).await,
             (AnyBackend::CloudShell(b), AnyLease::CloudShell(l)) => b.loss_hint(l).await,
             (AnyBackend::Postgres(b), AnyLease::Postgres(l)) => b.loss_hint(l).await,
+            (AnyBackend::Etcd(b), AnyLease::Etcd(l)) => b.loss_hint(l).await,
             _ => std::future::pending().await,
         }
     }
@@ -211,6 +232,7 @@ impl Backend for AnyBackend {
             (AnyBackend::Redis(b), AnyLease::Redis(l)) => b.release(l).await,
             (AnyBackend::CloudShell(b), AnyLease::CloudShell(l)) => b.release(l).await,
             (AnyBackend::Postgres(b), AnyLease::Postgres(l)) => b.release(l).await,
+            (AnyBackend::Etcd(b), AnyLease::Etcd(l)) => b.release(l).await,
             _ => Err(foreign_lease()),
         }
     }

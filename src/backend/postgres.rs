@@ -736,6 +736,7 @@ impl PgBackend {
             expires_in_ms: None,
             waiters: Some(u32::try_from(blocked).unwrap_or(u32::MAX)),
             needs_manual_release: false,
+            queue: Vec::new(),
         };
         Ok((state, holders))
     }
@@ -1031,6 +1032,7 @@ impl Inspect for PgBackend {
                 expires_in_ms: None,
                 waiters: None,
                 needs_manual_release: false,
+                queue: Vec::new(),
             });
         }
         Ok(out)

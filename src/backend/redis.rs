@@ -803,6 +803,7 @@ impl RedisBackend {
                     holder: state.holder.clone(),
                     expires_in_ms: state.pttl_ms,
                     needs_manual_release: false,
+                    queue: Vec::new(),
                     waiters: None,
                 };
                 (slot_state, state)
@@ -1313,6 +1314,7 @@ impl Inspect for RedisBackend {
                     holder: None,
                     expires_in_ms: None,
                     needs_manual_release: false,
+                    queue: Vec::new(),
                     waiters: None,
                 });
                 continue;

@@ -36,6 +36,7 @@ const SLOT_KEYS: &[(&str, &[&str])] = &[
     ("fence", &["number", "null"]),
     ("waiters", &["number", "null"]),
     ("needs_manual_release", &["bool"]),
+    ("queue", &["array"]),
 ];
 
 const HOLDER_KEYS: &[(&str, &[&str])] = &[

@@ -4,12 +4,14 @@
 // it can, so every such item would be "unreachable".
 #![allow(unreachable_pub)]
 
+mod etcd_server;
 mod history;
 mod proxy;
 mod redis_server;
 mod util;
 
 mod cloudshell;
+mod etcd;
 mod file;
 mod postgres;
 mod redis;

@@ -589,6 +589,7 @@ impl CloudShellBackend {
             holder: service.and_then(|s| self.holder_of(s)),
             expires_in_ms: None,
             needs_manual_release: true,
+            queue: Vec::new(),
             waiters: None,
         }
     }
