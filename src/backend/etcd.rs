@@ -267,6 +267,7 @@ impl EtcdConfig {
     }
 
     fn http_client(&self) -> Result<reqwest::Client> {
+        super::install_tls_provider();
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("lockrun/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)

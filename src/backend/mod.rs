@@ -86,6 +86,13 @@ fn parse_file_url(url: &str) -> Result<file::FileConfig> {
     })
 }
 
+/// Install the one TLS crypto provider built in (ring), before any HTTP
+/// client is built: reqwest, built without a provider of its own, would
+/// otherwise panic. An error means one is installed already.
+pub(crate) fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The backend a URL names, connected. Delegates every call to the one it
 /// holds, so the acquire loop, the supervisor and `status`/`list` are
 /// compiled once, not once per backend.

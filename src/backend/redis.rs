@@ -636,7 +636,7 @@ impl RedisBackend {
     fn error(&self, what: &str, e: &RedisError) -> Error {
         let address = self.config.address();
         let code = e.code().unwrap_or_default();
-        let detail = self.scrub(&e.detail().map_or_else(|| e.to_string(), str::to_owned));
+        let detail = e.detail().map_or_else(|| e.to_string(), str::to_owned);
         if e.kind() == redis::ErrorKind::AuthenticationFailed
             || matches!(code, "WRONGPASS" | "NOAUTH")
         {
@@ -655,7 +655,7 @@ impl RedisBackend {
                 self.config.prefix
             ));
         }
-        let text = self.scrub(&e.to_string());
+        let text = e.to_string();
         let reason = if e.is_connection_refusal() {
             "connection refused (is redis-server running there?)".to_owned()
         } else if e.is_timeout() {
@@ -676,15 +676,6 @@ impl RedisBackend {
             self.config.address(),
             humantime::format_duration(limit)
         ))
-    }
-
-    /// Server and library messages should never contain the password, but
-    /// a message is not worth a leak.
-    fn scrub(&self, text: &str) -> String {
-        match &self.config.password {
-            Some(password) if !password.is_empty() => text.replace(password.as_str(), "***"),
-            _ => text.to_owned(),
-        }
     }
 
     async fn inspect(&mut self, keys: &[String]) -> Result<Vec<KeyState>> {
@@ -936,7 +927,7 @@ impl RedisBackend {
             )
             .await
             .map_err(|_| "timed out".to_owned())
-            .and_then(|r| r.map_err(|e| self.scrub(&e.to_string()))),
+            .and_then(|r| r.map_err(|e| e.to_string())),
             (Ok(_), None) => Err("client id unknown".to_owned()),
             (Err(e), _) => Err(e.to_string()),
         };
@@ -1245,7 +1236,7 @@ impl Polling for RedisBackend {
                 // try reconnects and tells whether the server is back.
                 self.conn = None;
                 self.lost_waits += 1;
-                tracing::info!(error = %self.scrub(&e.to_string()), "lost the redis connection while waiting; trying again");
+                tracing::info!(error = %e, "lost the redis connection while waiting; trying again");
                 tokio::time::sleep(backoff_delay(
                     self.lost_waits,
                     Duration::from_millis(50),

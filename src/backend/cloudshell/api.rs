@@ -52,9 +52,7 @@ pub(super) struct Session {
 
 impl Session {
     pub(super) fn new(config: &CloudShellConfig) -> Result<Self> {
-        // The one crypto provider built in (reqwest would otherwise panic
-        // for want of its default); an error means one is installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::backend::install_tls_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("lockrun/", env!("CARGO_PKG_VERSION")))
             .timeout(config.timeout)
