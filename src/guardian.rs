@@ -41,6 +41,9 @@ pub(crate) struct Deadline {
 pub(crate) enum Enforced {
     Terminated,
     Killed,
+    /// The lock file it holds a copy of was removed or replaced: it killed
+    /// the command's group at once.
+    FileLost,
     /// The guardian died (SIGKILLed, the OOM killer): nothing enforces the
     /// deadline or stops the group if lockrun is stopped or killed now.
     Gone,
@@ -60,10 +63,16 @@ pub(crate) enum Registered {
 const MSG_GROUP: u64 = 1;
 const MSG_DEADLINE: u64 = 2;
 const MSG_DISMISS: u64 = 3;
+/// Carries the lock file's descriptor (SCM_RIGHTS).
+const MSG_LOCK_FD: u64 = 4;
 const MSG_LEN: usize = 24;
 
 const REPORT_TERM: u8 = b'T';
 const REPORT_KILL: u8 = b'K';
+const REPORT_FILE_LOST: u8 = b'F';
+
+/// How often the guardian checks that a lock file it holds still has a name.
+const FILE_CHECK_MS: i32 = 50;
 
 pub(crate) struct Guardian {
     pid: Pid,
@@ -124,6 +133,47 @@ impl Guardian {
         self.send(MSG_DEADLINE, term, kill);
     }
 
+    /// Give the guardian a copy of a lock file's descriptor. It keeps the
+    /// lock held after a `kill -9` of lockrun until it has killed the
+    /// command's group (the kernel would otherwise free the flock the
+    /// moment lockrun died, before the command is dead), and it kills the
+    /// group itself if the file is removed or replaced while lockrun is
+    /// stopped. Releasing stays prompt: lockrun unlocks the shared open file
+    /// description explicitly (`flock(LOCK_UN)`), whoever holds copies.
+    pub(crate) fn hold_lock_fd(&self, fd: RawFd) {
+        let msg = encode(MSG_LOCK_FD, 0, 0);
+        let mut iov = libc::iovec {
+            iov_base: msg.as_ptr().cast_mut().cast(),
+            iov_len: MSG_LEN,
+        };
+        // SAFETY: CMSG_SPACE is a pure computation.
+        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+        let mut control = [0u8; 64];
+        // SAFETY: a zeroed msghdr is valid; every pointer set below points
+        // into buffers that live for the whole sendmsg call, and the cmsg
+        // macros stay inside `control`, which is larger than `space`.
+        unsafe {
+            let mut header: libc::msghdr = std::mem::zeroed();
+            header.msg_iov = &raw mut iov;
+            header.msg_iovlen = 1;
+            header.msg_control = control.as_mut_ptr().cast();
+            header.msg_controllen = space as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&raw const header);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+            let sent = libc::sendmsg(
+                self.socket.as_raw_fd(),
+                &raw const header,
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            );
+            if usize::try_from(sent) != Ok(MSG_LEN) {
+                tracing::debug!("the lock file's descriptor did not reach the guardian");
+            }
+        }
+    }
+
     /// Forget the process group (the command could not be started).
     pub(crate) fn clear_group(&self) {
         self.send(MSG_GROUP, 0, 0);
@@ -168,6 +218,7 @@ impl Guardian {
             match (n, byte[0]) {
                 (1, REPORT_KILL) => return Some(Enforced::Killed),
                 (1, REPORT_TERM) => return Some(Enforced::Terminated),
+                (1, REPORT_FILE_LOST) => return Some(Enforced::FileLost),
                 (1, _) => {}
                 _ => return None,
             }
@@ -182,6 +233,7 @@ impl Guardian {
                 0 => return Ok(None),
                 _ if byte[0] == REPORT_KILL => return Ok(Some(Enforced::Killed)),
                 _ if byte[0] == REPORT_TERM => return Ok(Some(Enforced::Terminated)),
+                _ if byte[0] == REPORT_FILE_LOST => return Ok(Some(Enforced::FileLost)),
                 _ => {}
             }
         }
@@ -299,6 +351,7 @@ unsafe fn guardian_main(socket: RawFd, close: CloseMethod) -> ! {
         let mut kill_at: u64 = 0;
         let mut termed = false;
         let mut killed = false;
+        let mut lock_fd: i32 = -1;
         let mut buf = [0u8; MSG_LEN * 16];
         let mut have = 0usize;
         loop {
@@ -315,6 +368,17 @@ unsafe fn guardian_main(socket: RawFd, close: CloseMethod) -> ! {
                     report(sock, REPORT_TERM);
                     libc::kill(-group, libc::SIGTERM);
                     termed = true;
+                }
+            }
+            // A lock file that lost its last name (removed, or replaced by
+            // a rename) protects nothing: another process can lock the new
+            // file at once, so the group dies at once.
+            if lock_fd >= 0 && group > 0 && !killed {
+                let mut st: libc::stat = std::mem::zeroed();
+                if libc::fstat(lock_fd, &raw mut st) == 0 && st.st_nlink == 0 {
+                    report(sock, REPORT_FILE_LOST);
+                    libc::kill(-group, libc::SIGKILL);
+                    killed = true;
                 }
             }
             let next = match (group > 0 && kill_at > 0 && !killed, termed) {
@@ -358,6 +422,13 @@ unsafe fn guardian_main(socket: RawFd, close: CloseMethod) -> ! {
                 },
             ];
             let nfds = if timer >= 0 { 2 } else { 1 };
+            if lock_fd >= 0 && group > 0 && !killed {
+                poll_timeout = if poll_timeout < 0 {
+                    FILE_CHECK_MS
+                } else {
+                    poll_timeout.min(FILE_CHECK_MS)
+                };
+            }
             if libc::poll(fds.as_mut_ptr(), nfds, poll_timeout) < 0 {
                 continue; // EINTR
             }
@@ -368,12 +439,36 @@ unsafe fn guardian_main(socket: RawFd, close: CloseMethod) -> ! {
             if fds[0].revents == 0 {
                 continue;
             }
-            let n = libc::read(sock, buf.as_mut_ptr().add(have).cast(), buf.len() - have);
+            // recvmsg, for the lock file's descriptor that may come along.
+            let mut iov = libc::iovec {
+                iov_base: buf.as_mut_ptr().add(have).cast(),
+                iov_len: buf.len() - have,
+            };
+            let mut control = [0u64; 8];
+            let mut header: libc::msghdr = std::mem::zeroed();
+            header.msg_iov = &raw mut iov;
+            header.msg_iovlen = 1;
+            header.msg_control = control.as_mut_ptr().cast();
+            header.msg_controllen = std::mem::size_of_val(&control) as _;
+            let n = libc::recvmsg(sock, &raw mut header, libc::MSG_CMSG_CLOEXEC);
+            let mut cmsg = libc::CMSG_FIRSTHDR(&raw const header);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                    let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>());
+                    if lock_fd >= 0 {
+                        libc::close(lock_fd);
+                    }
+                    lock_fd = fd;
+                }
+                cmsg = libc::CMSG_NXTHDR(&raw const header, cmsg);
+            }
             if n < 0 && *libc::__errno_location() == libc::EINTR {
                 continue;
             }
             if n <= 0 {
-                // EOF (or a broken socket) without a dismissal: lockrun is gone.
+                // EOF (or a broken socket) without a dismissal: lockrun is
+                // gone. The group dies first; only then does the lock go,
+                // when the copy held here closes as the guardian exits.
                 if group > 0 {
                     libc::kill(-group, libc::SIGKILL);
                 }

@@ -260,6 +260,12 @@ pub(crate) trait Lease {
     fn env(&self) -> Vec<(String, String)> {
         Vec::new()
     }
+    /// The descriptor that holds the lock, where a descriptor is the lock
+    /// (flock): the guardian keeps a copy, so that the lock outlives a
+    /// SIGKILLed lockrun until the command is dead.
+    fn lock_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 /// The hot path every backend provides: take the lock, hold it, give it

@@ -131,6 +131,9 @@ async fn supervise<B: Backend>(
     // Handed over before the command exists: from its first instruction on,
     // the deadline is enforced by a process that is not lockrun.
     guardian.set_deadline(deadline);
+    if let Some(fd) = lease.lock_fd() {
+        guardian.hold_lock_fd(fd);
+    }
     let terminal = Terminal::of_stdin();
     let claim_terminal = terminal.as_ref().is_some_and(Terminal::can_hand_over);
     let term_at_nanos = deadline
@@ -247,6 +250,13 @@ async fn supervise<B: Backend>(
                     kill_at = earliest(kill_at, Instant::now().checked_add(grace));
                     continue;
                 }
+                if enforced == Enforced::FileLost {
+                    // The guardian saw the lock file go and killed the group.
+                    guardian_done = true;
+                    lost(&mut stop, "the lock file was removed or replaced");
+                    give_up_at = give_up_at.or_else(|| Instant::now().checked_add(GIVE_UP_AFTER_KILL));
+                    continue;
+                }
                 // The guardian acted on the deadline: lockrun was stopped,
                 // starved, or could not renew in time.
                 guardian_done = enforced == Enforced::Killed;
@@ -302,8 +312,10 @@ async fn supervise<B: Backend>(
             () = tokio::time::sleep(LEFTOVER_POLL), if leader.is_some() => {}
         }
     }
-    if guardian.already_enforced().is_some() {
-        lost(&mut stop, MISSED_DEADLINE);
+    match guardian.already_enforced() {
+        Some(Enforced::FileLost) => lost(&mut stop, "the lock file was removed or replaced"),
+        Some(_) => lost(&mut stop, MISSED_DEADLINE),
+        None => {}
     }
     escaped(policy, guardian, &current, command_start).await;
     if let Some(terminal) = &terminal {

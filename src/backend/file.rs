@@ -86,6 +86,10 @@ impl Lease for FileLease {
     fn expires_at(&self) -> Option<BootTime> {
         None
     }
+    fn lock_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(self.locked.file.as_raw_fd())
+    }
 }
 
 /// The default lock directory. It depends only on the uid, never on
@@ -246,8 +250,12 @@ impl Backend for FileBackend {
     }
 
     async fn release(&mut self, lease: FileLease) -> Result<()> {
-        // Closing the descriptor releases the flock. The file stays, so a
-        // waiter blocked on this inode gets the lock and not a dead inode.
+        // Unlocked explicitly, not only by closing: the guardian holds a
+        // copy of the descriptor (see `Guardian::hold_lock_fd`), and the
+        // flock belongs to the open file description they share. The file
+        // stays, so a waiter blocked on this inode gets the lock and not a
+        // dead inode.
+        let _ = lease.locked.file.unlock();
         drop(lease);
         Ok(())
     }

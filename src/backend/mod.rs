@@ -182,6 +182,12 @@ impl Lease for AnyLease {
             AnyLease::Etcd(l) => l.expires_at(),
         }
     }
+    fn lock_fd(&self) -> Option<std::os::fd::RawFd> {
+        match self {
+            AnyLease::File(l) => l.lock_fd(),
+            _ => None,
+        }
+    }
     fn env(&self) -> Vec<(String, String)> {
         match self {
             AnyLease::Etcd(l) => l.env(),
