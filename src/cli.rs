@@ -8,7 +8,7 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum, ValueHint};
 
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
-    " (backends: file, redis, rediss, cloudshell, cloudshells, postgres, postgresql)"
+    " (backends: file, redis, rediss, cloudshell, cloudshells, postgres, postgresql, etcd, etcds)"
 );
 
 /// The usage forms, as in DESIGN.md; also the man page's SYNOPSIS.

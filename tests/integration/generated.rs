@@ -284,7 +284,7 @@ fn help_shows_usage_and_real_examples() {
     assert_eq!(
         version.trim(),
         format!(
-            "lockrun {} (backends: file, redis, rediss, cloudshell, cloudshells, postgres, postgresql)",
+            "lockrun {} (backends: file, redis, rediss, cloudshell, cloudshells, postgres, postgresql, etcd, etcds)",
             env!("CARGO_PKG_VERSION")
         )
     );
