@@ -1,14 +1,13 @@
 //! The etcd backend against a real `etcd` (Debian's etcd-server), and
 //! against `etcdctl lock` on the same cluster.
 
-use std::io::Write;
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
 use crate::etcd_server::EtcdServer;
-use crate::history::History;
+use crate::history::{History, Run};
 use crate::util::*;
 
 const TTL: &str = "3s";
@@ -31,38 +30,6 @@ fn wait_queue(server: &EtcdServer, name: &str, n: usize) {
     wait_until(&format!("{n} keys in the queue of {name}"), SOON, || {
         server.keys(&prefix).len() == n
     });
-}
-
-/// A lockrun running one recorded section (as in faults.rs).
-struct Run {
-    proc: Proc,
-    id: String,
-    stdin: Option<ChildStdin>,
-}
-
-impl Run {
-    fn spawn(hist: &mut History, lockrun: Command, name: &str, body: &str) -> Run {
-        let (mut cmd, id) = hist.invocation(lockrun, name, body);
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut proc = Proc::spawn(cmd, &format!("lockrun {id}"));
-        let stdin = proc.child.stdin.take();
-        Run { proc, id, stdin }
-    }
-
-    fn release(&mut self) {
-        if let Some(mut stdin) = self.stdin.take() {
-            let _ = stdin.write_all(b"\n");
-        }
-    }
-
-    fn expect(&mut self, hist: &mut History, want: i32) -> String {
-        let (status, stderr) = self.proc.finish(SOON);
-        hist.exited(&self.id, code(status));
-        assert_eq!(code(status), want, "lockrun {}: {stderr}", self.id);
-        stderr
-    }
 }
 
 #[test]
@@ -314,9 +281,9 @@ fn holding_lockrun_stopped_past_the_ttl_never_overlaps_the_next_holder() {
     wait_queue(&server, "pause", 2);
     a.proc.signal(Signal::SIGSTOP);
     hist.wait_started(&b.id, SOON);
-    b.expect(&mut hist, 0);
+    b.expect(&mut hist, SOON, 0);
     a.proc.signal(Signal::SIGCONT);
-    a.expect(&mut hist, 76);
+    a.expect(&mut hist, SOON, 76);
     hist.assert_clean();
 }
 
@@ -335,7 +302,7 @@ fn etcd_paused_under_a_holder_stops_the_child_with_76() {
     hist.wait_started(&a.id, SOON);
     server.signal(Signal::SIGSTOP);
     let stopped = Instant::now();
-    a.expect(&mut hist, 76);
+    a.expect(&mut hist, SOON, 76);
     // Stopped by the deadline (before the 3 s lease can expire); the exit
     // comes after a release attempt against the paused server, bounded too.
     assert!(
@@ -350,7 +317,7 @@ fn etcd_paused_under_a_holder_stops_the_child_with_76() {
         "p",
         "true",
     );
-    b.expect(&mut hist, 0);
+    b.expect(&mut hist, SOON, 0);
     hist.assert_clean();
 }
 
@@ -379,7 +346,7 @@ fn etcd_killed_and_restarted_under_a_holder_and_a_waiter() {
     let (status, stderr) = a.proc.finish(SOON);
     hist.exited(&a.id, code(status));
     assert!([0, 76].contains(&code(status)), "{stderr}");
-    b.expect(&mut hist, 0);
+    b.expect(&mut hist, SOON, 0);
     hist.assert_clean();
 }
 

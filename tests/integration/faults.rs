@@ -8,13 +8,12 @@
 //! condition with a deadline (a FIFO's EOF, a log line, a process state, a
 //! server counter).
 
-use std::io::Write;
-use std::process::{ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::history::History;
+use crate::history::{History, Run};
 use crate::proxy::{Mode, Proxy};
 use crate::redis_server::RedisServer;
 use crate::util::*;
@@ -22,58 +21,6 @@ use crate::util::*;
 /// `--ttl` of the Redis tests, and the `?max-ttl=` of their URLs.
 const TTL: &str = "2s";
 const TTL_MS: u64 = 2000;
-
-/// A lockrun running one recorded section.
-struct Run {
-    proc: Proc,
-    id: String,
-    stdin: Option<ChildStdin>,
-}
-
-impl Run {
-    /// Spawn `lockrun` (up to the name) running `body` as a section of
-    /// `hist`. Its stdin is a pipe: a body that reads stdin holds until
-    /// [`release`](Self::release).
-    fn spawn(hist: &mut History, lockrun: Command, name: &str, body: &str) -> Run {
-        let (mut cmd, id) = hist.invocation(lockrun, name, body);
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut proc = Proc::spawn(cmd, &format!("lockrun {id}"));
-        let stdin = proc.child.stdin.take();
-        Run { proc, id, stdin }
-    }
-
-    fn pid(&self) -> i32 {
-        self.proc.pid()
-    }
-
-    /// Let a body that reads stdin finish.
-    fn release(&mut self) {
-        if let Some(mut stdin) = self.stdin.take() {
-            let _ = stdin.write_all(b"\n");
-        }
-    }
-
-    /// Wait for lockrun's exit (recorded in the history); code and stderr.
-    fn finish(&mut self, hist: &mut History, timeout: Duration) -> (i32, String) {
-        let (status, stderr) = self.proc.finish(timeout);
-        let code = code(status);
-        hist.exited(&self.id, code);
-        (code, stderr)
-    }
-
-    /// Expect exit `want` within `timeout`.
-    fn expect(&mut self, hist: &mut History, timeout: Duration, want: i32) -> String {
-        let (code, stderr) = self.finish(hist, timeout);
-        assert_eq!(
-            code, want,
-            "lockrun {} exit code; stderr:\n{stderr}",
-            self.id
-        );
-        stderr
-    }
-}
 
 fn redis_url(port: u16) -> String {
     format!("redis://127.0.0.1:{port}/0?max-ttl={TTL}")

@@ -412,6 +412,58 @@ impl Drop for History {
     }
 }
 
+/// A lockrun running one recorded section of a [`History`].
+pub struct Run {
+    pub proc: Proc,
+    pub id: String,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl Run {
+    /// Spawn `lockrun` (up to the name) running `body` as a section of
+    /// `hist`. Its stdin is a pipe: a body that reads stdin holds until
+    /// [`release`](Self::release).
+    pub fn spawn(hist: &mut History, lockrun: Command, name: &str, body: &str) -> Run {
+        let (mut cmd, id) = hist.invocation(lockrun, name, body);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut proc = Proc::spawn(cmd, &format!("lockrun {id}"));
+        let stdin = proc.child.stdin.take();
+        Run { proc, id, stdin }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.proc.pid()
+    }
+
+    /// Let a body that reads stdin finish.
+    pub fn release(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = std::io::Write::write_all(&mut stdin, b"\n");
+        }
+    }
+
+    /// Wait for lockrun's exit (recorded in the history); code and stderr.
+    pub fn finish(&mut self, hist: &mut History, timeout: Duration) -> (i32, String) {
+        let (status, stderr) = self.proc.finish(timeout);
+        let code = code(status);
+        hist.exited(&self.id, code);
+        (code, stderr)
+    }
+
+    /// Expect exit `want` within `timeout`.
+    pub fn expect(&mut self, hist: &mut History, timeout: Duration, want: i32) -> String {
+        let (code, stderr) = self.finish(hist, timeout);
+        assert_eq!(
+            code, want,
+            "lockrun {} exit code; stderr:\n{stderr}",
+            self.id
+        );
+        stderr
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
