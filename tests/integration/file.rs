@@ -936,19 +936,7 @@ fn the_guardian_holds_nothing_of_lockruns_without_close_range() {
     let child: i32 = wait_for_content(&ready).parse().unwrap();
     let grandchild: i32 = wait_for_content(&bg).parse().unwrap();
     // lockrun's children: the command and the guardian.
-    let guardian = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .find(|&pid| {
-            pid != child
-                && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                    stat.rsplit(')')
-                        .next()
-                        .and_then(|r| r.split_whitespace().nth(1))
-                        == Some(holder.pid().to_string().as_str())
-                })
-        })
-        .expect("the guardian runs");
+    let guardian = guardian_of(holder.pid(), child);
     let fds: Vec<String> = std::fs::read_dir(format!("/proc/{guardian}/fd"))
         .unwrap()
         .filter_map(|e| {
