@@ -218,6 +218,7 @@ mod tests {
             name: LockName::parse(OsStr::new("mem")).unwrap(),
             slots,
             ttl: Duration::from_secs(30),
+            shared: false,
             holder: HolderInfo::default(),
         }
     }

@@ -27,6 +27,7 @@ Examples:
   lockrun nightly-backup -- ./backup.sh        # wait for the lock, then run
   lockrun -n deploy -- make deploy             # already running? exit 75 at once
   lockrun -w 10m -b redis://ci-redis db-migrate -- make migrate
+  lockrun -s reports -- ./read-only-report.sh  # shared: many readers at once
   lockrun status nightly-backup                # who holds it, since when
 
 A lock called status, list, release or run: lockrun run status -- CMD.
@@ -129,6 +130,20 @@ pub struct RunArgs {
         value_parser = crate::duration::option
     )]
     pub wait: Option<Duration>,
+
+    /// Take a shared (reader) lock: any number of shared holders at once, or one exclusive
+    ///
+    /// As `flock -s`: shared holders run side by side, and exclude every
+    /// exclusive holder (a plain lockrun, `flock -x`). On the file backend it
+    /// is flock(2) LOCK_SH on the same lock file, so `flock -s` and
+    /// `lockrun --shared` share it. On Redis and etcd a waiting exclusive
+    /// holder is not starved by a stream of shared ones: Redis admits no new
+    /// shared holder while an exclusive one waits, etcd serves everyone in
+    /// arrival order. PostgreSQL uses pg_advisory_lock_shared on the same key.
+    /// The command learns the mode in LOCKRUN_MODE (shared or exclusive).
+    /// Refused with --slots and the CloudShell backend.
+    #[arg(short = 's', long)]
+    pub shared: bool,
 
     /// Fail at once if the lock is held (wins over --wait and LOCKRUN_WAIT)
     #[arg(short = 'n', long)]

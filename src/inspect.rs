@@ -115,9 +115,18 @@ fn slot_text(slot: &SlotState) -> String {
     if !slot.held {
         return format!("{}: free", slot.key);
     }
-    let mut line = match &slot.holder {
-        Some(holder) => format!("{}: held by {}", slot.key, holder.describe()),
-        None => format!("{}: held (holder unknown)", slot.key),
+    let mut line = match (&slot.holder, slot.shared_by) {
+        (Some(holder), None) => format!("{}: held by {}", slot.key, holder.describe()),
+        (None, None) => format!("{}: held (holder unknown)", slot.key),
+        (Some(holder), Some(1)) => {
+            format!("{}: held shared by {}", slot.key, holder.describe())
+        }
+        (Some(holder), Some(n)) => format!(
+            "{}: held shared by {n} holders, among them {}",
+            slot.key,
+            holder.describe()
+        ),
+        (None, Some(n)) => format!("{}: held shared by {n} (holders unknown)", slot.key),
     };
     if let Some(holder) = &slot.holder {
         if holder.since > 0 {
@@ -160,6 +169,8 @@ fn slot_json(slot: &SlotState) -> Value {
         "key": slot.key,
         "slot": slot.slot,
         "held": slot.held,
+        "mode": slot.held.then_some(if slot.shared_by.is_some() { "shared" } else { "exclusive" }),
+        "shared_holders": slot.shared_by,
         "holder": holder.map(|h| json!({
             "host": h.host,
             "pid": h.pid,

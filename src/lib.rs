@@ -13,6 +13,7 @@ pub(crate) mod inspect;
 pub mod lock;
 pub(crate) mod os;
 pub(crate) mod run;
+pub(crate) mod shared;
 pub(crate) mod signals;
 pub(crate) mod spawn;
 pub mod supervise;

@@ -179,6 +179,9 @@ pub(crate) struct LockRequest {
     pub(crate) slots: u32,
     /// Lease length for backends with leases.
     pub(crate) ttl: Duration,
+    /// A shared (reader) lock: any number of shared holders at once, or
+    /// one exclusive holder (`--shared`, as `flock -s`).
+    pub(crate) shared: bool,
     /// Our own record, stored with the lock.
     pub(crate) holder: HolderInfo,
 }
@@ -216,7 +219,7 @@ pub(crate) enum Renewal {
 }
 
 /// One slot of a lock as `status` and `list` see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct SlotState {
     pub(crate) key: String,
     pub(crate) slot: Option<u32>,
@@ -234,6 +237,9 @@ pub(crate) struct SlotState {
     /// Who waits for this slot, first in line first, where the backend keeps
     /// a queue (etcd); empty otherwise.
     pub(crate) queue: Vec<QueueEntry>,
+    /// `Some(n)`: held shared (`--shared`, `flock -s`) by `n` holders;
+    /// `holder` is then one of them. `None`: free, or held exclusively.
+    pub(crate) shared_by: Option<u32>,
 }
 
 /// One waiter in a lock's queue.

@@ -54,6 +54,9 @@ pub(crate) fn plan(args: &RunArgs, global: &GlobalArgs) -> Result<RunPlan> {
             humantime::format_duration(args.ttl),
         )));
     }
+    if args.shared {
+        crate::shared::check(args, &backend)?;
+    }
     if args.exec {
         let refuse = |what: &str| {
             Err(Error::usage(format!(
@@ -100,6 +103,7 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
         name,
         slots: args.slots.unwrap_or(1),
         ttl: args.ttl,
+        shared: args.shared,
         holder: HolderInfo::for_this_process(&command_line),
     };
     let policy = if args.no_wait {
@@ -113,6 +117,7 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
         let mut env = vec![
             ("LOCKRUN_NAME".to_owned(), req.name.to_string()),
             ("LOCKRUN_BACKEND".to_owned(), backend_url),
+            crate::shared::mode_env(req.shared),
         ];
         if args.slots.is_some() {
             env.push(("LOCKRUN_SLOT".to_owned(), lease.slot().to_string()));
@@ -211,6 +216,7 @@ async fn run_exec(
         name,
         slots: 1,
         ttl: args.ttl,
+        shared: args.shared,
         // The pid in the record is ours, and after the exec the command's.
         holder: HolderInfo::for_this_process(&command_line(&program, &child_args)),
     };
@@ -228,6 +234,7 @@ async fn run_exec(
     let mut env = vec![
         ("LOCKRUN_NAME".to_owned(), req.name.to_string()),
         ("LOCKRUN_BACKEND".to_owned(), backend.display_url()),
+        crate::shared::mode_env(req.shared),
     ];
     if let Some(fence) = lease.fence() {
         env.push(("LOCKRUN_FENCE".to_owned(), fence.to_string()));

@@ -141,7 +141,19 @@ impl FileBackend {
     /// increases for a lock file even if the file is deleted and recreated,
     /// and across the slot files of a name as long as the clock does not step
     /// back.
+    ///
+    /// A shared holder writes no record and gets no fence: the file has room
+    /// for one record, several shared holders would overwrite each other's,
+    /// and a fence orders writers, which shared holders are not. `status`
+    /// names shared holders from the kernel's lock table instead.
     fn finish_acquire(&self, req: &LockRequest, locked: LockedFile) -> Result<FileLease> {
+        if req.shared {
+            return Ok(FileLease {
+                slot: locked.slot,
+                locked,
+                fence: None,
+            });
+        }
         let (previous, previous_len) = read_record_len(&locked.file);
         let previous = previous.and_then(|r| r.fence).unwrap_or(0);
         let fence = previous.saturating_add(1).max(unix_micros());
@@ -176,6 +188,7 @@ impl FileBackend {
             waiters: None,
             needs_manual_release: false,
             queue: Vec::new(),
+            shared_by: None,
         };
         let meta = match std::fs::symlink_metadata(&path) {
             Ok(meta) => meta,
@@ -188,6 +201,7 @@ impl FileBackend {
             return Ok(state);
         }
         state.held = true;
+        state.shared_by = kernel.shared_by;
         let record = File::open(&path).ok().and_then(|f| read_record(&f));
         state.holder = trusted_holder(record, kernel.pid);
         Ok(state)
@@ -274,7 +288,12 @@ impl Polling for FileBackend {
         let path = self.lock_path(&req.name.slot_key(slot, req.slots));
         loop {
             let (file, writable) = open_lock_file(&path)?;
-            match file.try_lock() {
+            let tried = if req.shared {
+                file.try_lock_shared()
+            } else {
+                file.try_lock()
+            };
+            match tried {
                 Ok(()) => {
                     if let Some(locked) = still_names_inode(file, &path, writable, slot)? {
                         // Wait threads from an earlier round must not park a
@@ -305,6 +324,7 @@ impl Polling for FileBackend {
         let dir = &self.dir;
         let waiters = self.waiters.get_or_insert_with(|| {
             Waiters::start(
+                req.shared,
                 (1..=req.slots)
                     .map(|slot| {
                         (
@@ -443,7 +463,7 @@ struct Waiters {
 }
 
 impl Waiters {
-    fn start(paths: Vec<(u32, PathBuf)>) -> Waiters {
+    fn start(shared: bool, paths: Vec<(u32, PathBuf)>) -> Waiters {
         install_wake_handler();
         let (sender, results) = tokio::sync::mpsc::unbounded_channel();
         let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -455,7 +475,7 @@ impl Waiters {
                 std::thread::spawn(move || {
                     // A send to a dropped receiver drops the file, which
                     // releases a lock taken after the wait was abandoned.
-                    if let Some(result) = block_until_locked(&path, slot, &cancelled) {
+                    if let Some(result) = block_until_locked(&path, slot, shared, &cancelled) {
                         let _ = sender.send(result);
                     }
                 })
@@ -516,8 +536,10 @@ fn install_wake_handler() {
 fn block_until_locked(
     path: &Path,
     slot: u32,
+    shared: bool,
     cancelled: &std::sync::atomic::AtomicBool,
 ) -> Option<Result<LockedFile>> {
+    let operation = if shared { libc::LOCK_SH } else { libc::LOCK_EX };
     use std::os::fd::AsRawFd;
     let is_cancelled = || cancelled.load(std::sync::atomic::Ordering::SeqCst);
     loop {
@@ -530,7 +552,7 @@ fn block_until_locked(
         };
         loop {
             // SAFETY: flock on a descriptor we own for the whole call.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
                 break;
             }
             let e = std::io::Error::last_os_error();
@@ -622,6 +644,8 @@ struct KernelLock {
     pid: Option<u32>,
     /// Processes blocked in flock(2) on it; `None` without /proc/locks.
     waiters: Option<u32>,
+    /// Held shared (LOCK_SH) by this many holders; `None`: exclusive or free.
+    shared_by: Option<u32>,
 }
 
 /// Who holds a flock on this inode and how many wait for it, asked of the
@@ -640,6 +664,7 @@ fn kernel_lock_state(path: &Path, meta: &std::fs::Metadata) -> Result<KernelLock
             held: false,
             pid: None,
             waiters: Some(0),
+            shared_by: None,
         };
         // On overlayfs or btrfs subvolumes stat's device may differ from the
         // lock table's; an entry with our inode number on another device is
@@ -648,7 +673,8 @@ fn kernel_lock_state(path: &Path, meta: &std::fs::Metadata) -> Result<KernelLock
         let mut same_ino_elsewhere = false;
         for line in table.lines() {
             // "1: FLOCK ADVISORY WRITE 1234 fe:00:5678 0 EOF" for the holder,
-            // "1: -> FLOCK ADVISORY WRITE 1235 fe:00:5678 0 EOF" per waiter.
+            // "1: -> FLOCK ADVISORY WRITE 1235 fe:00:5678 0 EOF" per waiter;
+            // READ instead of WRITE for shared holders, one line each.
             let fields: Vec<&str> = line.split_whitespace().collect();
             let waiting = fields.get(1) == Some(&"->");
             let rest = if waiting { &fields[2..] } else { &fields[1..] };
@@ -663,7 +689,11 @@ fn kernel_lock_state(path: &Path, meta: &std::fs::Metadata) -> Result<KernelLock
                 state.waiters = state.waiters.map(|n| n + 1);
             } else {
                 state.held = true;
+                // Several shared holders: the pid kept is one of them.
                 state.pid = rest.get(3).and_then(|pid| pid.parse().ok());
+                if rest.get(2) == Some(&"READ") {
+                    state.shared_by = Some(state.shared_by.unwrap_or(0) + 1);
+                }
             }
         }
         if state.held || !same_ino_elsewhere {
@@ -671,17 +701,30 @@ fn kernel_lock_state(path: &Path, meta: &std::fs::Metadata) -> Result<KernelLock
         }
     }
     // No /proc, or no certain answer from it: probe with a shared lock,
-    // dropped at once.
+    // dropped at once; if that is granted, an exclusive probe tells free
+    // from held shared (the count is then unknown: 1 is the least).
     let file = File::open(path).map_err(|e| io_error("cannot open lock file", path, &e))?;
-    let held = match file.try_lock_shared() {
-        Ok(()) => false,
-        Err(TryLockError::WouldBlock) => true,
-        Err(TryLockError::Error(e)) => return Err(io_error("cannot probe lock", path, &e)),
+    let probe = |shared: bool| {
+        let tried = if shared {
+            file.try_lock_shared()
+        } else {
+            file.try_lock()
+        };
+        let held = match tried {
+            Ok(()) => false,
+            Err(TryLockError::WouldBlock) => true,
+            Err(TryLockError::Error(e)) => return Err(io_error("cannot probe lock", path, &e)),
+        };
+        let _ = file.unlock();
+        Ok(held)
     };
+    let held_exclusive = probe(true)?;
+    let held_shared = !held_exclusive && probe(false)?;
     Ok(KernelLock {
-        held,
+        held: held_exclusive || held_shared,
         pid: None,
         waiters: None,
+        shared_by: held_shared.then_some(1),
     })
 }
 

@@ -29,6 +29,8 @@ const SLOT_KEYS: &[(&str, &[&str])] = &[
     ("key", &["string"]),
     ("slot", &["number", "null"]),
     ("held", &["bool"]),
+    ("mode", &["string", "null"]),
+    ("shared_holders", &["number", "null"]),
     ("holder", &["object", "null"]),
     ("since", &["string", "null"]),
     ("expires", &["string", "null"]),

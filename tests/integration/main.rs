@@ -15,6 +15,7 @@ mod etcd;
 mod file;
 mod postgres;
 mod redis;
+mod shared;
 
 mod completions;
 mod errors;

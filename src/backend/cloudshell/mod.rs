@@ -590,6 +590,7 @@ impl CloudShellBackend {
             expires_in_ms: None,
             needs_manual_release: true,
             queue: Vec::new(),
+            shared_by: None,
             waiters: None,
         }
     }
