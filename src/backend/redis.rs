@@ -317,8 +317,18 @@ impl RedisConfig {
 /// A key that is ours already (a retry whose first reply was lost) counts
 /// as acquired. A key of another type (someone else's `SET`) counts as held
 /// and is never overwritten.
+///
+/// A plain lock (not a slot) also passes KEYS[3..5], the shared holders
+/// (`:readers`, `:rinfo`) and the waiting exclusive holders (`:wwait`):
+/// it is then held while any shared lease is live, and a try refused by
+/// shared holders (reply field 5 `shared`) records ARGV[1] in `:wwait` for
+/// ARGV[2] ms, which keeps new shared holders out until we are in (writer
+/// preference, see [`ACQUIRE_SHARED`]). A try refused by an exclusive
+/// holder records nothing: shared holders are kept out by that holder, and
+/// exclusive waiters then cost what they always did.
 const ACQUIRE: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
+local rw = #KEYS >= 5
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind == 'hash' then
   local cur = redis.call('HMGET', KEYS[1], 'token', 'holder', 'fence')
@@ -329,6 +339,16 @@ if kind == 'hash' then
   return {'0', cur[2] or '', cur[3] or '', tostring(redis.call('PTTL', KEYS[1]))}
 elseif kind ~= 'none' then
   return {'0', '', '', tostring(redis.call('PTTL', KEYS[1]))}
+end
+if rw then
+  local now = now_ms()
+  prune(KEYS[3], KEYS[5], now)
+  local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  if #first > 0 then
+    intend(KEYS[4], ARGV[1], tonumber(ARGV[2]))
+    local fence, holder = split_info(redis.call('HGET', KEYS[5], first[1]))
+    return {'0', holder, fence, string.format('%d', tonumber(first[2]) - now), 'shared'}
+  end
 end
 local guard = tonumber(ARGV[4])
 local info = redis.pcall('INFO', 'server')
@@ -348,7 +368,155 @@ end
 local f = string.format('%d', fence)
 redis.call('HSET', KEYS[1], 'token', ARGV[1], 'holder', ARGV[3], 'fence', f)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if rw then redis.call('ZREM', KEYS[4], ARGV[1]) end
 return {'1', f}
+";
+
+/// Lua shared by the readers/writer scripts. Shared leases are members of
+/// the sorted set `:readers` (score: expiry, server ms), their records
+/// `FENCE HOLDER-JSON` in the hash `:rinfo`; waiting exclusive holders are
+/// members of `:wwait` (score: expiry). Every set expires with its
+/// longest-lived member, so nothing outlives its leases.
+const RW_FN: &str = r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function keep(set, info, now)
+  local last = redis.call('ZRANGE', set, -1, -1, 'WITHSCORES')
+  if #last > 0 then
+    local ms = math.max(1, tonumber(last[2]) - now)
+    redis.call('PEXPIRE', set, ms)
+    if info then redis.call('PEXPIRE', info, ms) end
+  end
+end
+local function prune(set, info, now)
+  local gone = redis.call('ZRANGEBYSCORE', set, '-inf', now)
+  for _, member in ipairs(gone) do
+    if info then redis.call('HDEL', info, member) end
+  end
+  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', set, '-inf', now) end
+end
+local function intend(wwait, token, ttl)
+  local now = now_ms()
+  prune(wwait, nil, now)
+  redis.call('ZADD', wwait, now + ttl, token)
+  keep(wwait, nil, now)
+end
+local function split_info(info)
+  if not info then return '', '' end
+  local fence, holder = string.match(info, '^(%S*) (.*)$')
+  return fence or '', holder or ''
+end
+";
+
+/// Take a shared lease. KEYS: lock, fence, readers, wwait, rinfo, rwake;
+/// ARGV: token, ttl ms, holder JSON, max-ttl ms. Replies as [`ACQUIRE`],
+/// plus `{"3", ms, holder, fence}`: refused because an exclusive holder
+/// waits (for at most MS more, unless it renews its wait).
+///
+/// The fairness rule is writer preference: no new shared lease is granted
+/// while an exclusive holder waits, so a stream of shared holders cannot
+/// starve it; shared holders already in keep their leases. A granted shared
+/// lease pushes a wake-up onto `:rwake`, so the shared waiters woken by a
+/// release come in one after another, each waking the next.
+const ACQUIRE_SHARED: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'hash' then
+  local cur = redis.call('HMGET', KEYS[1], 'holder', 'fence')
+  return {'0', cur[1] or '', cur[2] or '', tostring(redis.call('PTTL', KEYS[1]))}
+elseif kind ~= 'none' then
+  return {'0', '', '', tostring(redis.call('PTTL', KEYS[1]))}
+end
+local now = now_ms()
+local ttl = tonumber(ARGV[2])
+prune(KEYS[3], KEYS[5], now)
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+  redis.call('ZADD', KEYS[3], now + ttl, ARGV[1])
+  keep(KEYS[3], KEYS[5], now)
+  local fence = split_info(redis.call('HGET', KEYS[5], ARGV[1]))
+  return {'1', fence}
+end
+local guard = tonumber(ARGV[4])
+local info = redis.pcall('INFO', 'server')
+if type(info) == 'string' then
+  local up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)'))
+  if up and up * 1000 < guard then
+    return {'2', string.format('%d', guard - up * 1000)}
+  end
+end
+prune(KEYS[4], nil, now)
+local writer = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')
+if #writer > 0 then
+  local first = redis.call('ZRANGE', KEYS[3], 0, 0)
+  local fence, holder = '', ''
+  if #first > 0 then fence, holder = split_info(redis.call('HGET', KEYS[5], first[1])) end
+  return {'3', string.format('%d', tonumber(writer[2]) - now), holder, fence}
+end
+local t = redis.call('TIME')
+local micros = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local fence = redis.call('INCR', KEYS[2])
+if fence < micros then
+  fence = micros
+  redis.call('SET', KEYS[2], string.format('%d', fence))
+end
+local f = string.format('%d', fence)
+redis.call('ZADD', KEYS[3], now + ttl, ARGV[1])
+redis.call('HSET', KEYS[5], ARGV[1], f .. ' ' .. ARGV[3])
+keep(KEYS[3], KEYS[5], now)
+wake(KEYS[6], 1, 1, ARGV[5])
+return {'1', f}
+";
+
+/// Extend a shared lease: 1 extended, 0 gone (expired or removed), -2 - MS
+/// gone but the restart guard grants nothing for MS more. KEYS: readers,
+/// rinfo; ARGV: token, ttl ms, max-ttl ms.
+const RENEW_SHARED: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+local now = now_ms()
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) <= now then
+  local info = redis.pcall('INFO', 'server')
+  if type(info) == 'string' then
+    local up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)'))
+    local guard = tonumber(ARGV[3])
+    if up and (up + 1) * 1000 < guard then return -2 - (guard - (up + 1) * 1000) end
+  end
+  return 0
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+keep(KEYS[1], KEYS[2], now)
+return 1
+";
+
+/// Give a shared lease back; the last live one wakes an exclusive waiter.
+/// KEYS: readers, rinfo, wake; ARGV: token, wake life. 1 released, 0 not ours.
+const RELEASE_SHARED: &str = r"
+if redis.replicate_commands then redis.replicate_commands() end
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('ZCOUNT', KEYS[1], '(' .. now_ms(), '+inf') == 0 then
+  wake(KEYS[3], 1, 1, ARGV[2])
+end
+return 1
+";
+
+/// An exclusive waiter gives up: withdraw its wait from `:wwait`, and wake a
+/// shared waiter it may have kept out. KEYS: wwait, rwake; ARGV: token, wake life.
+const WITHDRAW: &str = r"
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then wake(KEYS[2], 1, 1, ARGV[2]) end
+return 1
+";
+
+/// The live shared leases of a lock: `{count, holder, fence, soonest pttl}`.
+/// KEYS: readers, rinfo. Read-only.
+const INSPECT_SHARED: &str = r"
+local now = now_ms()
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf', 'WITHSCORES')
+if #live == 0 then return {'0', '', '', ''} end
+local fence, holder = split_info(redis.call('HGET', KEYS[2], live[1]))
+return {string.format('%d', #live / 2), holder, fence, string.format('%d', tonumber(live[2]) - now)}
 ";
 
 /// Compare-and-extend: 1 extended, -1 it is someone else's, 0 the key is
@@ -386,11 +554,13 @@ end
 ";
 
 /// Compare-and-delete, then wake one waiter: 1 released, 0 not ours (left
-/// alone, nobody woken). KEYS: lock, wake list; ARGV: token, slots, wake life.
+/// alone, nobody woken). KEYS: lock, wake list, and for a plain lock the
+/// shared waiters' wake list; ARGV: token, slots, wake life.
 const RELEASE: &str = r"
 if redis.call('TYPE', KEYS[1])['ok'] == 'hash' and redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
   redis.call('DEL', KEYS[1])
   wake(KEYS[2], 1, tonumber(ARGV[2]), ARGV[3])
+  if KEYS[3] then wake(KEYS[3], 1, 1, ARGV[3]) end
   return 1
 end
 return 0
@@ -449,7 +619,18 @@ wake(KEYS[1], 1, tonumber(ARGV[1]), ARGV[2])
 return 1
 ";
 
-static ACQUIRE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE));
+static ACQUIRE_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{RW_FN}{ACQUIRE}")));
+static ACQUIRE_SHARED_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{WAKE_FN}{RW_FN}{ACQUIRE_SHARED}")));
+static RENEW_SHARED_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{RW_FN}{RENEW_SHARED}")));
+static RELEASE_SHARED_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{WAKE_FN}{RW_FN}{RELEASE_SHARED}")));
+static WITHDRAW_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{WAKE_FN}{WITHDRAW}")));
+static INSPECT_SHARED_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{RW_FN}{INSPECT_SHARED}")));
 static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW));
 static RELEASE_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{WAKE_FN}{RELEASE}")));
@@ -483,6 +664,26 @@ pub(crate) struct RedisBackend {
     /// The server takes BLPOP timeouts in whole seconds only (Redis < 6).
     integer_timeouts: bool,
     told_about_restart: bool,
+    /// The token of the current acquisition, the same for all its tries, so
+    /// that an exclusive waiter's entry in `:wwait` is one entry.
+    attempt_token: Option<String>,
+    /// Set while an exclusive waiter may have an entry in `:wwait`: what
+    /// [`WITHDRAW`] needs if it gives up (`Drop`).
+    waiting_writer: Option<Withdraw>,
+}
+
+/// An exclusive waiter's entry in `:wwait`, to withdraw on giving up.
+struct Withdraw {
+    wwait_key: String,
+    rwake_key: String,
+    token: String,
+}
+
+struct RwKeys {
+    readers: String,
+    rinfo: String,
+    wwait: String,
+    rwake: String,
 }
 
 /// A BLPOP on the wake list that may still be blocked on the server (or
@@ -495,6 +696,10 @@ struct Blocked {
 
 pub(crate) struct RedisLease {
     key: String,
+    /// `Some` for a shared lease: `(readers, rinfo)`, where it lives.
+    shared: Option<(String, String)>,
+    /// A plain exclusive lock's shared waiters' wake list, woken on release.
+    rwake_key: Option<String>,
     token: String,
     slot: u32,
     slots: u32,
@@ -542,6 +747,8 @@ impl RedisBackend {
             lost_waits: 0,
             integer_timeouts: false,
             told_about_restart: false,
+            attempt_token: None,
+            waiting_writer: None,
         };
         backend.connection(CONNECT_TIMEOUT).await?;
         Ok(backend)
@@ -565,6 +772,40 @@ impl RedisBackend {
 
     fn wake_key(&self, name: &LockName) -> String {
         format!("{}:wake", self.key_base(name))
+    }
+
+    /// The readers/writer keys of a plain lock: shared leases, their
+    /// records, waiting exclusive holders, the shared waiters' wake list.
+    fn rw_keys(&self, name: &LockName) -> RwKeys {
+        let base = self.key_base(name);
+        RwKeys {
+            readers: format!("{base}:readers"),
+            rinfo: format!("{base}:rinfo"),
+            wwait: format!("{base}:wwait"),
+            rwake: format!("{base}:rwake"),
+        }
+    }
+
+    /// The live shared leases of a plain lock: how many, one holder, the
+    /// soonest expiry.
+    async fn shared_state(
+        &mut self,
+        name: &LockName,
+    ) -> Result<(u32, Option<HolderInfo>, Option<u64>)> {
+        let keys = self.rw_keys(name);
+        let mut invocation = INSPECT_SHARED_SCRIPT.key(&keys.readers);
+        invocation.key(&keys.rinfo);
+        let row: Vec<String> = self
+            .call("reading the shared holders", CALL_TIMEOUT, async |conn| {
+                invocation.invoke_async(conn).await
+            })
+            .await?;
+        let field = |i: usize| row.get(i).map_or("", String::as_str);
+        Ok((
+            field(0).parse().unwrap_or(0),
+            parse_holder(field(1), field(2)),
+            field(3).parse().ok(),
+        ))
     }
 
     /// The cached connection, or a new one.
@@ -637,8 +878,12 @@ impl RedisBackend {
         let address = self.config.address();
         let code = e.code().unwrap_or_default();
         let detail = e.detail().map_or_else(|| e.to_string(), str::to_owned);
+        // "Protocol error: unauthenticated multibulk length": a server that
+        // wants a password refuses long requests (our scripts' calls) from a
+        // client that has not authenticated.
         if e.kind() == redis::ErrorKind::AuthenticationFailed
             || matches!(code, "WRONGPASS" | "NOAUTH")
+            || e.to_string().contains("unauthenticated")
         {
             let hint = if self.config.password.is_some() {
                 "check the user name and password"
@@ -780,7 +1025,7 @@ impl RedisBackend {
     ) -> Result<Vec<(SlotState, KeyState)>> {
         let redis_keys: Vec<String> = keys.iter().map(|(key, _)| key.clone()).collect();
         let states = self.inspect(&redis_keys).await?;
-        Ok(keys
+        let mut out: Vec<(SlotState, KeyState)> = keys
             .iter()
             .zip(states)
             .map(|((_, slot), state)| {
@@ -795,11 +1040,25 @@ impl RedisBackend {
                     expires_in_ms: state.pttl_ms,
                     needs_manual_release: false,
                     queue: Vec::new(),
+                    shared_by: None,
                     waiters: None,
                 };
                 (slot_state, state)
             })
-            .collect())
+            .collect();
+        // A plain lock without an exclusive holder may have shared ones.
+        for (slot, state) in &mut out {
+            if slot.slot.is_none() && state.kind == "none" {
+                let (count, holder, pttl) = self.shared_state(name).await?;
+                if count > 0 {
+                    slot.held = true;
+                    slot.shared_by = Some(count);
+                    slot.holder = holder;
+                    slot.expires_in_ms = pttl;
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn slot_states(
@@ -965,11 +1224,16 @@ impl RedisBackend {
 ///
 /// Likewise when we were woken but exit before a try was answered (the try
 /// failed with an error): the token is pushed on.
+///
+/// An exclusive waiter that gives up also withdraws its entry in `:wwait`,
+/// which would otherwise keep new shared holders out until it expired.
 impl Drop for RedisBackend {
     fn drop(&mut self) {
-        let Some(blocked) = self.blocked.take().or_else(|| self.woken.take()) else {
+        let withdraw = self.waiting_writer.take();
+        let blocked = self.blocked.take().or_else(|| self.woken.take());
+        if withdraw.is_none() && blocked.is_none() {
             return;
-        };
+        }
         let Ok(mut conn) = self.client.get_connection_with_timeout(DROP_TIMEOUT) else {
             return;
         };
@@ -978,6 +1242,18 @@ impl Drop for RedisBackend {
         {
             return;
         }
+        if let Some(w) = withdraw {
+            let withdrawn: redis::RedisResult<i64> = WITHDRAW_SCRIPT
+                .key(&w.wwait_key)
+                .key(&w.rwake_key)
+                .arg(&w.token)
+                .arg(wake_life_ms())
+                .invoke(&mut conn);
+            tracing::debug!(ok = withdrawn.is_ok(), "withdrew our exclusive wait");
+        }
+        let Some(blocked) = blocked else {
+            return;
+        };
         // (`woken` has no client id: nothing to unblock, a token to pass on.)
         let still_blocked = blocked.client_id.is_some_and(|id| {
             redis::cmd("CLIENT")
@@ -1064,7 +1340,14 @@ impl Backend for RedisBackend {
 
     async fn renew(&mut self, lease: &mut RedisLease) -> Result<Renewal> {
         let ttl_ms = u64::try_from(lease.ttl.as_millis()).unwrap_or(u64::MAX);
-        let mut invocation = RENEW_SCRIPT.key(&lease.key);
+        let mut invocation = match &lease.shared {
+            Some((readers, rinfo)) => {
+                let mut invocation = RENEW_SHARED_SCRIPT.key(readers);
+                invocation.key(rinfo);
+                invocation
+            }
+            None => RENEW_SCRIPT.key(&lease.key),
+        };
         invocation
             .arg(&lease.token)
             .arg(ttl_ms)
@@ -1103,12 +1386,26 @@ impl Backend for RedisBackend {
     }
 
     async fn release(&mut self, lease: RedisLease) -> Result<()> {
-        let mut invocation = RELEASE_SCRIPT.key(&lease.key);
-        invocation
-            .key(&lease.wake_key)
-            .arg(&lease.token)
-            .arg(lease.slots.max(1))
-            .arg(wake_life_ms());
+        let invocation = if let Some((readers, rinfo)) = &lease.shared {
+            let mut invocation = RELEASE_SHARED_SCRIPT.key(readers);
+            invocation
+                .key(rinfo)
+                .key(&lease.wake_key)
+                .arg(&lease.token)
+                .arg(wake_life_ms());
+            invocation
+        } else {
+            let mut invocation = RELEASE_SCRIPT.key(&lease.key);
+            invocation.key(&lease.wake_key);
+            if let Some(rwake) = &lease.rwake_key {
+                invocation.key(rwake);
+            }
+            invocation
+                .arg(&lease.token)
+                .arg(lease.slots.max(1))
+                .arg(wake_life_ms());
+            invocation
+        };
         let released: i64 = self
             .call("releasing the lock", RELEASE_TIMEOUT, async |conn| {
                 invocation.invoke_async(conn).await
@@ -1127,17 +1424,33 @@ impl Polling for RedisBackend {
         self.unblock(acquire_timeout(req.ttl)).await;
         let key = self.lock_key(&req.name, slot, req.slots);
         let fence_key = self.fence_key(&req.name);
-        let token = format!("{:032x}", rand::random::<u128>());
+        let token = self
+            .attempt_token
+            .get_or_insert_with(|| format!("{:032x}", rand::random::<u128>()))
+            .clone();
         let holder =
             serde_json::to_string(&req.holder).map_err(|e| Error::internal(e.to_string()))?;
         let ttl_ms = u64::try_from(req.ttl.as_millis()).unwrap_or(u64::MAX);
-        let mut invocation = ACQUIRE_SCRIPT.key(&key);
+        let plain = req.slots <= 1;
+        let rw = self.rw_keys(&req.name);
+        let mut invocation = if req.shared {
+            ACQUIRE_SHARED_SCRIPT.key(&key)
+        } else {
+            ACQUIRE_SCRIPT.key(&key)
+        };
+        invocation.key(&fence_key);
+        if plain {
+            invocation.key(&rw.readers).key(&rw.wwait).key(&rw.rinfo);
+        }
+        if req.shared {
+            invocation.key(&rw.rwake);
+        }
         invocation
-            .key(&fence_key)
             .arg(&token)
             .arg(ttl_ms)
             .arg(&holder)
-            .arg(duration_ms(self.config.max_ttl));
+            .arg(duration_ms(self.config.max_ttl))
+            .arg(wake_life_ms());
         // Taken before sending: the server's lease starts later than this,
         // so our idea of when it expires errs on the safe side.
         let sent = BootTime::now();
@@ -1162,8 +1475,12 @@ impl Polling for RedisBackend {
                     Error::unavailable(format!("redis returned a bad fence {:?}", field(1)))
                 })?;
                 self.lost_waits = 0;
+                self.attempt_token = None;
+                self.waiting_writer = None;
                 Ok(Attempt::Acquired(RedisLease {
                     key,
+                    shared: req.shared.then(|| (rw.readers.clone(), rw.rinfo.clone())),
+                    rwake_key: (plain && !req.shared).then(|| rw.rwake.clone()),
                     token,
                     slot,
                     slots: req.slots,
@@ -1182,7 +1499,21 @@ impl Polling for RedisBackend {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
+                if plain && !req.shared && field(4) == "shared" {
+                    // The refusal put us in `:wwait`.
+                    self.waiting_writer = Some(Withdraw {
+                        wwait_key: rw.wwait.clone(),
+                        rwake_key: rw.rwake.clone(),
+                        token,
+                    });
+                }
                 Ok(Attempt::Held(parse_holder(field(1), field(2))))
+            }
+            "3" => {
+                // An exclusive holder waits: shared ones wait behind it.
+                let wait = Duration::from_millis(field(1).parse().unwrap_or(0));
+                self.soonest_expiry = Some(self.soonest_expiry.map_or(wait, |s| s.min(wait)));
+                Ok(Attempt::Held(parse_holder(field(2), field(3))))
             }
             "2" => {
                 let wait = Duration::from_millis(field(1).parse().unwrap_or(0));
@@ -1215,16 +1546,27 @@ impl Polling for RedisBackend {
             tracing::debug!(?since_try, "slow round; trying again before blocking");
             return Ok(WaitOutcome::Retry);
         }
-        let Some(timeout) = fallback_at.checked_duration_since(Instant::now()) else {
+        let Some(mut timeout) = fallback_at.checked_duration_since(Instant::now()) else {
             return Ok(WaitOutcome::Retry);
         };
-        let wake_key = self.wake_key(&req.name);
-        match self.block_for_wake(&wake_key, req.slots, timeout).await {
+        if self.waiting_writer.is_some() {
+            // Our entry in `:wwait` lasts one ttl from the last try: try
+            // (and so renew it) well before that.
+            timeout = timeout.min(req.ttl / 3);
+        }
+        // Shared waiters sleep on their own wake list: woken by an exclusive
+        // release, then by each other (see `ACQUIRE_SHARED`).
+        let (wake_key, slots) = if req.shared {
+            (self.rw_keys(&req.name).rwake, 1)
+        } else {
+            (self.wake_key(&req.name), req.slots)
+        };
+        match self.block_for_wake(&wake_key, slots, timeout).await {
             Ok(true) => {
                 self.woken = Some(Blocked {
                     wake_key,
                     client_id: None,
-                    slots: req.slots,
+                    slots,
                 });
                 self.lost_waits = 0;
                 tracing::debug!("woken by a release: trying again");
@@ -1281,6 +1623,18 @@ impl Inspect for RedisBackend {
             }
             let slot = match suffix {
                 ":lock" => None,
+                // Shared holders: shown as the plain lock.
+                ":readers" => {
+                    let Ok(lock_name) = LockName::parse(std::ffi::OsStr::new(name)) else {
+                        continue;
+                    };
+                    let lock_key = self.lock_key(&lock_name, 1, 1);
+                    let entry = names.entry(name.to_owned()).or_default();
+                    if !entry.iter().any(|(k, _)| *k == lock_key) {
+                        entry.push((lock_key, None));
+                    }
+                    continue;
+                }
                 // A name with only a fence counter is known but free.
                 ":fence" => {
                     names.entry(name.to_owned()).or_default();
@@ -1292,7 +1646,10 @@ impl Inspect for RedisBackend {
                     None => continue,
                 },
             };
-            names.entry(name.to_owned()).or_default().push((key, slot));
+            let entry = names.entry(name.to_owned()).or_default();
+            if !entry.iter().any(|(k, _)| *k == key) {
+                entry.push((key, slot));
+            }
         }
         let mut out = Vec::new();
         for (name, mut keys) in names {
@@ -1305,6 +1662,7 @@ impl Inspect for RedisBackend {
                     holder: None,
                     expires_in_ms: None,
                     needs_manual_release: false,
+                    shared_by: None,
                     queue: Vec::new(),
                     waiters: None,
                 });

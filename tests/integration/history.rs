@@ -2,7 +2,9 @@
 //! services: every section appends its start (with pid and
 //! `LOCKRUN_FENCE`) and end to one shared log; the checker then fails on
 //! overlapping sections, fences that do not strictly increase in start
-//! order, and exit codes that lie about whether the command ran.
+//! order, and exit codes that lie about whether the command ran. Shared
+//! sections (`LOCKRUN_MODE=shared`, `--shared`) may overlap each other,
+//! never an exclusive one.
 //!
 //! Clock: `date +%s%N` in the section's shell (CLOCK_REALTIME, ns). All
 //! parties run on one machine, so the only skew is a clock step, which the
@@ -62,6 +64,8 @@ pub struct Section {
     pub gone: Option<u128>,
     pub pid: Option<i32>,
     pub fence: Option<u64>,
+    /// Ran under a shared lock (`LOCKRUN_MODE=shared`).
+    pub shared: bool,
 }
 
 impl Section {
@@ -116,41 +120,41 @@ pub fn check(sections: &[Section], outcomes: &BTreeMap<String, Outcome>) -> Vec<
         }
     }
     // Overlap, in start order: each section must start after every earlier
-    // one ended.
+    // one ended, unless both are shared. Every pair is compared (histories
+    // are small), so shared sections in between hide nothing.
     let mut started: Vec<&Section> = sections.iter().filter(|s| s.start.is_some()).collect();
     started.sort_by_key(|s| s.start);
-    let mut latest: Option<&Section> = None;
-    for section in &started {
-        if let Some(prev) = latest
-            && section.start.unwrap() < prev.effective_end()
-        {
-            problems.push(format!(
-                "sections overlap: {} (start {}, end {:?}, gone {:?}) and {} (start {})",
-                prev.id,
-                prev.start.unwrap(),
-                prev.end,
-                prev.gone,
-                section.id,
-                section.start.unwrap()
-            ));
-        }
-        if latest.is_none_or(|prev| section.effective_end() > prev.effective_end()) {
-            latest = Some(section);
-        }
-    }
-    let fenced: Vec<&&Section> = started.iter().filter(|s| s.fence.is_some()).collect();
-    for pair in fenced.windows(2) {
-        if pair[0].fence >= pair[1].fence {
-            problems.push(format!(
-                "fences do not strictly increase in acquisition order: {} has {:?}, then {} has {:?}",
-                pair[0].id, pair[0].fence, pair[1].id, pair[1].fence
-            ));
+    for (i, prev) in started.iter().enumerate() {
+        for section in &started[i + 1..] {
+            if prev.shared && section.shared {
+                continue;
+            }
+            if section.start.unwrap() < prev.effective_end() {
+                problems.push(format!(
+                    "sections overlap: {} (start {}, end {:?}, gone {:?}{}) and {} (start {}{})",
+                    prev.id,
+                    prev.start.unwrap(),
+                    prev.end,
+                    prev.gone,
+                    if prev.shared { ", shared" } else { "" },
+                    section.id,
+                    section.start.unwrap(),
+                    if section.shared { ", shared" } else { "" },
+                ));
+            }
+            // Fences order the sections that exclude each other.
+            if prev.fence.is_some() && section.fence.is_some() && prev.fence >= section.fence {
+                problems.push(format!(
+                    "fences do not strictly increase in acquisition order: {} has {:?}, then {} has {:?}",
+                    prev.id, prev.fence, section.id, section.fence
+                ));
+            }
         }
     }
     problems
 }
 
-/// Parse the shared log: `S ID NS PID [FENCE]` and `E ID NS PID` lines.
+/// Parse the shared log: `S ID NS PID MODE [FENCE]` and `E ID NS PID` lines.
 fn parse_log(text: &str) -> BTreeMap<String, Section> {
     let mut sections: BTreeMap<String, Section> = BTreeMap::new();
     for line in text.lines() {
@@ -168,7 +172,8 @@ fn parse_log(text: &str) -> BTreeMap<String, Section> {
                 section.start = Some(ns);
                 section.ran = true;
                 section.pid = words.get(3).and_then(|p| p.parse().ok());
-                section.fence = words.get(4).and_then(|f| f.parse().ok());
+                section.shared = words.get(4) == Some(&"shared");
+                section.fence = words.get(5).and_then(|f| f.parse().ok());
             }
             "E" => section.end = Some(ns),
             _ => {}
@@ -210,7 +215,7 @@ impl History {
     /// The shell script of a section running `body`.
     fn script(body: &str) -> String {
         "exec 9>\"$HIST_DIR/$HIST_ID.fifo\" || exit 99; printf s >&9; \
-         echo \"S $HIST_ID $(date +%s%N) $$ ${LOCKRUN_FENCE:-}\" >> \"$HIST_DIR/log\"; \
+         echo \"S $HIST_ID $(date +%s%N) $$ ${LOCKRUN_MODE:-exclusive} ${LOCKRUN_FENCE:-}\" >> \"$HIST_DIR/log\"; \
          { "
         .to_owned()
             + body
@@ -477,7 +482,52 @@ mod tests {
             gone,
             pid: Some(1),
             fence: Some(start as u64),
+            shared: false,
         }
+    }
+
+    #[test]
+    fn shared_sections_may_overlap_each_other_but_never_an_exclusive_one() {
+        let shared = |id, start, end| Section {
+            shared: true,
+            ..section(id, start, Some(end), None)
+        };
+        let outcomes = exits(&[
+            ("r1", Outcome::Exit(0)),
+            ("r2", Outcome::Exit(0)),
+            ("w", Outcome::Exit(0)),
+            ("r3", Outcome::Exit(0)),
+        ]);
+        let readers = [shared("r1", 10, 30), shared("r2", 20, 40)];
+        assert_eq!(check(&readers, &outcomes), Vec::<String>::new());
+        // An exclusive section after both readers, a reader after it: clean.
+        let clean = [
+            shared("r1", 10, 30),
+            shared("r2", 20, 40),
+            section("w", 50, Some(60), None),
+            shared("r3", 70, 80),
+        ];
+        assert_eq!(check(&clean, &outcomes), Vec::<String>::new());
+        // The exclusive one starting inside the long reader, after the
+        // short one ended: still an overlap.
+        let bad = [
+            shared("r1", 10, 100),
+            shared("r2", 20, 30),
+            section("w", 50, Some(60), None),
+        ];
+        let problems = check(&bad, &outcomes);
+        assert_eq!(
+            problems.iter().filter(|p| p.contains("overlap")).count(),
+            1,
+            "{problems:?}"
+        );
+        // A reader starting inside an exclusive section.
+        let bad = [section("w", 10, Some(60), None), shared("r1", 20, 30)];
+        let problems = check(&bad, &outcomes);
+        assert!(
+            problems.iter().any(|p| p.contains("overlap")),
+            "{problems:?}"
+        );
     }
 
     fn exits(pairs: &[(&str, Outcome)]) -> BTreeMap<String, Outcome> {

@@ -617,7 +617,7 @@ fn the_password_never_shows_and_the_child_sees_the_url_without_it() {
 /// The commands lockrun sends (scripts and what they run, the wake list,
 /// its connection set-up), not the ones the tests send.
 /// (Not INFO: the tests count with it.)
-const LOCKRUN_COMMANDS: [&str; 20] = [
+const LOCKRUN_COMMANDS: [&str; 28] = [
     "evalsha",
     "eval",
     "script|load",
@@ -638,6 +638,14 @@ const LOCKRUN_COMMANDS: [&str; 20] = [
     "client|id",
     "client|unblock",
     "client|setinfo",
+    "zadd",
+    "zrange",
+    "zrangebyscore",
+    "zremrangebyscore",
+    "zrem",
+    "zscore",
+    "zcount",
+    "hdel",
 ];
 
 /// Wait until the server has seen no new lockrun command for a while; the count.
@@ -1030,4 +1038,129 @@ fn entries_starting_with(dir: &Path, prefix: &str) -> usize {
                 .starts_with(prefix)
         })
         .count()
+}
+
+/// `:wwait`, the waiting exclusive holders of NAME (writer preference).
+fn wwait_key(name: &str) -> String {
+    format!("lockrun:{{{name}}}:wwait")
+}
+
+#[test]
+fn shared_holders_overlap_and_a_waiting_exclusive_one_keeps_new_ones_out() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    // Both running at once (each holds until released): the overlap.
+    let r1 = hold(&url, dir.path(), "rw", &["-s"]);
+    let r2 = hold(&url, dir.path(), "rw", &["-s"]);
+    assert!(r1.fence() < r2.fence(), "shared holders are fenced too");
+    let no_wait = |args: &[&str]| {
+        let mut all = vec!["-n", "rw"];
+        all.splice(0..0, args.iter().copied());
+        all.extend(["--", "true"]);
+        code(run_timeout(lockrun(&url, &all), SOON).status)
+    };
+    assert_eq!(
+        no_wait(&[]),
+        75,
+        "an exclusive holder got in beside readers"
+    );
+    assert_eq!(no_wait(&["-s"]), 0, "a third reader");
+    let out = run_timeout(lockrun(&url, &["status", "rw"]), SOON);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rw: held shared by 2 holders"), "{text}");
+    let out = run_timeout(lockrun(&url, &["status", "--json", "rw"]), SOON);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["slots"][0]["mode"], "shared", "{doc}");
+
+    // An exclusive waiter: from now on no new shared holder is admitted.
+    let ran = dir.path().join("exclusive-ran");
+    let mut cmd = lockrun(
+        &url,
+        &["-w", "60s", "rw", "--", "touch", ran.to_str().unwrap()],
+    );
+    cmd.stderr(Stdio::piped());
+    let mut writer = Proc::spawn(cmd, "exclusive waiter");
+    wait_until("the exclusive waiter registered", SOON, || {
+        server.cli(&["ZCARD", &wwait_key("rw")]) == "1"
+    });
+    assert_eq!(no_wait(&["-s"]), 75, "a reader overtook a waiting writer");
+    // A reader that waits gets in after the writer, not before.
+    let late_ran = dir.path().join("late-reader-ran");
+    let mut late = Proc::spawn(
+        lockrun(
+            &url,
+            &[
+                "-s",
+                "-w",
+                "60s",
+                "rw",
+                "--",
+                "sh",
+                "-c",
+                &format!("test -e {} && touch {}", ran.display(), late_ran.display()),
+            ],
+        ),
+        "late reader",
+    );
+    assert!(!ran.exists());
+    assert_eq!(r1.release(), 0);
+    assert_eq!(r2.release(), 0);
+    assert!(writer.wait_timeout(SOON).success());
+    assert!(ran.exists());
+    assert!(
+        late.wait_timeout(SOON).success(),
+        "the late reader ran before the writer"
+    );
+    assert!(late_ran.exists());
+    assert_eq!(
+        server.cli(&["EXISTS", &wwait_key("rw")]),
+        "0",
+        "nothing left behind"
+    );
+}
+
+#[test]
+fn a_continuous_stream_of_readers_does_not_starve_a_writer() {
+    use crate::history::{History, Run};
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let mut hist = History::new(dir.path());
+    // Three readers at all times, each replaced as soon as it ends, so the
+    // lock is never free of readers unless readers are held back.
+    let reader = |hist: &mut History| {
+        Run::spawn(
+            hist,
+            lockrun(&url, &["-s", "-w", "60s"]),
+            "stream",
+            "sleep 0.2",
+        )
+    };
+    let mut readers: Vec<Run> = (0..3).map(|_| reader(&mut hist)).collect();
+    wait_until("the stream to start", SOON, || hist.started_count() >= 3);
+    let mut writer = Run::spawn(&mut hist, lockrun(&url, &["-w", "30s"]), "stream", "true");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut spawned = 3;
+    loop {
+        if writer.proc.child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the writer never got in");
+        for run in &mut readers {
+            if run.proc.child.try_wait().unwrap().is_some() {
+                run.expect(&mut hist, SOON, 0);
+                *run = reader(&mut hist);
+                spawned += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (code, stderr) = writer.finish(&mut hist, SOON);
+    assert_eq!(code, 0, "the writer: {stderr}");
+    for run in &mut readers {
+        run.expect(&mut hist, Duration::from_secs(60), 0);
+    }
+    assert!(spawned > 3, "the stream went on while the writer waited");
+    hist.assert_clean();
 }
