@@ -499,7 +499,8 @@ mod tests {
             ("r3", Outcome::Exit(0)),
         ]);
         let readers = [shared("r1", 10, 30), shared("r2", 20, 40)];
-        assert_eq!(check(&readers, &outcomes), Vec::<String>::new());
+        let two = exits(&[("r1", Outcome::Exit(0)), ("r2", Outcome::Exit(0))]);
+        assert_eq!(check(&readers, &two), Vec::<String>::new());
         // An exclusive section after both readers, a reader after it: clean.
         let clean = [
             shared("r1", 10, 30),
