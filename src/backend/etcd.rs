@@ -312,6 +312,18 @@ fn queue_prefix(prefix: &str, name: &LockName) -> String {
     format!("{prefix}{name}/")
 }
 
+/// What marks a shared holder's key in a lock's queue: `P NAME/read/<lease
+/// id in hex>`, the "read" keys of etcd's read-write recipe
+/// (`contrib/recipes` RWMutex). Every other key in the queue (a plain
+/// `NAME/<lease>` of lockrun or `etcdctl lock`, a recipe's `write/` key) is
+/// exclusive.
+const READ_MARKER: &str = "read/";
+
+fn is_read_key(queue_prefix: &str, key: &str) -> bool {
+    key.strip_prefix(queue_prefix)
+        .is_some_and(|rest| rest.starts_with(READ_MARKER))
+}
+
 /// The end of the range of keys starting with `prefix` (etcd's `GetPrefixRangeEnd`).
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -940,10 +952,19 @@ impl EtcdBackend {
         kvs: &[Kv],
         slots: Option<u32>,
     ) -> Result<Vec<(SlotState, Option<Kv>)>> {
+        let queue_prefix = queue_prefix(&self.config.prefix, name);
+        // Shared keys at the front of a plain lock's queue all hold it.
+        let shared = if slots.unwrap_or(1) <= 1 {
+            kvs.iter()
+                .take_while(|kv| is_read_key(&queue_prefix, &kv.key_text()))
+                .count()
+        } else {
+            0
+        };
         let n = slots.unwrap_or(1).max(1) as usize;
         let queue: Vec<QueueEntry> = kvs
             .iter()
-            .skip(n)
+            .skip(n.max(shared))
             .map(|kv| QueueEntry {
                 key: kv.key_text(),
                 revision: u64::try_from(kv.create_revision).unwrap_or(0),
@@ -977,6 +998,7 @@ impl EtcdBackend {
                     expires_in_ms: expires,
                     waiters: Some(queue.len() as u32),
                     queue: queue.clone(),
+                    shared_by: (shared > 0).then(|| u32::try_from(shared).unwrap_or(u32::MAX)),
                     needs_manual_release: false,
                 },
                 Some(kv.clone()),
@@ -998,6 +1020,7 @@ impl EtcdBackend {
                     holder: None,
                     expires_in_ms: None,
                     waiters: Some(0),
+                    shared_by: None,
                     queue: Vec::new(),
                     needs_manual_release: false,
                 },
@@ -1243,7 +1266,11 @@ impl Polling for EtcdBackend {
                 let (lease, sent) = self.grant(req.ttl).await?;
                 self.queued = Some(Queued {
                     lease,
-                    key: format!("{prefix}{lease:x}"),
+                    key: if req.shared {
+                        format!("{prefix}{READ_MARKER}{lease:x}")
+                    } else {
+                        format!("{prefix}{lease:x}")
+                    },
                     rev: 0,
                     renewed: sent,
                 });
@@ -1309,7 +1336,24 @@ impl Polling for EtcdBackend {
                 .collect();
             let position = ahead.len() as u32 + 1;
             self.position = Some(position);
-            if position <= req.slots.max(1) {
+            // The read-write recipe: a shared holder waits only for the
+            // last exclusive key before its own; an exclusive one (as a
+            // plain Mutex) for the last key of any kind.
+            let blocking: Vec<&Kv> = if req.shared {
+                ahead
+                    .iter()
+                    .copied()
+                    .filter(|kv| !is_read_key(&prefix, &kv.key_text()))
+                    .collect()
+            } else {
+                ahead.clone()
+            };
+            let admitted = if req.shared {
+                blocking.is_empty()
+            } else {
+                position <= req.slots.max(1)
+            };
+            if admitted {
                 let Some(queued) = self.queued.take() else {
                     continue;
                 };
@@ -1344,7 +1388,7 @@ impl Polling for EtcdBackend {
                 }
             } else {
                 WatchTarget {
-                    key: ahead.last().map(|kv| kv.key_text()).unwrap_or_default(),
+                    key: blocking.last().map(|kv| kv.key_text()).unwrap_or_default(),
                     range_end: None,
                     start_revision,
                 }
@@ -1443,6 +1487,7 @@ impl Inspect for EtcdBackend {
             else {
                 continue;
             };
+            let lease = lease.strip_prefix(READ_MARKER).unwrap_or(lease);
             if kv.lease == 0
                 || i64::from_str_radix(lease, 16).ok() != Some(kv.lease)
                 || LockName::parse(std::ffi::OsStr::new(name)).is_err()

@@ -489,3 +489,88 @@ fn tls_with_a_ca_of_the_tests_own() {
     );
     assert_eq!(code(out.status), 69, "{}", stderr_of(&out));
 }
+
+#[test]
+fn shared_holders_overlap_and_the_read_write_queue_is_fifo() {
+    let server = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let mut hist = History::new(dir.path());
+    let shared = ["-s", "-w", "60s", "--ttl", TTL];
+    // Two shared holders at once: the second starts while the first holds.
+    let mut r1 = Run::spawn(&mut hist, lockrun_at(&url, &shared), "rw", "read line");
+    hist.wait_started(&r1.id, SOON);
+    let mut r2 = Run::spawn(&mut hist, lockrun_at(&url, &shared), "rw", "read line");
+    hist.wait_started(&r2.id, SOON);
+    let keys = server.keys("rw/");
+    assert!(
+        keys.iter().all(|k| k.starts_with("rw/read/")),
+        "shared keys carry the recipe's read marker: {keys:?}"
+    );
+    let out = run_timeout(
+        lockrun_at(&url, &["-n", "--ttl", TTL, "rw", "--", "true"]),
+        SOON,
+    );
+    assert_eq!(code(out.status), 75, "{}", stderr_of(&out));
+    // An exclusive waiter, then a shared one behind it: FIFO, so the
+    // reader waits for the writer although only readers hold the lock.
+    let mut w = Run::spawn(
+        &mut hist,
+        lockrun_at(&url, &["-w", "60s", "--ttl", TTL]),
+        "rw",
+        "read line",
+    );
+    wait_queue(&server, "rw", 3);
+    let mut r3 = Run::spawn(&mut hist, lockrun_at(&url, &shared), "rw", "read line");
+    wait_queue(&server, "rw", 4);
+    let out = run_timeout(lockrun_at(&url, &["status", "rw"]), SOON);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("rw: held shared by 2 holders") && text.contains("2nd in line"),
+        "{text}"
+    );
+    assert!(!hist.ran(&r3.id), "a reader overtook a waiting writer");
+    r1.release();
+    r1.expect(&mut hist, SOON, 0);
+    assert!(!hist.ran(&w.id));
+    r2.release();
+    r2.expect(&mut hist, SOON, 0);
+    hist.wait_started(&w.id, SOON);
+    assert!(!hist.ran(&r3.id), "a reader got in beside the writer");
+    w.release();
+    w.expect(&mut hist, SOON, 0);
+    hist.wait_started(&r3.id, SOON);
+    r3.release();
+    r3.expect(&mut hist, SOON, 0);
+    hist.assert_clean();
+    assert!(server.keys("rw").is_empty(), "nothing left behind");
+}
+
+#[test]
+fn etcdctl_lock_waits_for_shared_holders_and_they_for_it() {
+    require("etcdctl", "etcd-client");
+    let server = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let reader = Holder::spawn(
+        lockrun_at(&url, &["-s", "--ttl", TTL]),
+        &dir.path().join("ready"),
+        "mix",
+    );
+    // etcdctl lock (a plain Mutex) queues behind the shared key.
+    let ran = dir.path().join("etcdctl-ran");
+    let mut ctl = server.ctl_command(&["lock", "mix", "touch", ran.to_str().unwrap()]);
+    ctl.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut ctl = Proc::spawn(ctl, "etcdctl lock");
+    wait_queue(&server, "mix", 2);
+    assert!(!ran.exists(), "etcdctl lock ran beside a shared holder");
+    // A new reader queues behind etcdctl's key (FIFO).
+    let out = run_timeout(
+        lockrun_at(&url, &["-s", "-n", "--ttl", TTL, "mix", "--", "true"]),
+        SOON,
+    );
+    assert_eq!(code(out.status), 75, "{}", stderr_of(&out));
+    assert_eq!(reader.release(), 0);
+    assert!(ctl.wait_timeout(SOON).success());
+    assert!(ran.exists());
+}
