@@ -358,6 +358,8 @@ pub(crate) struct PgBackend {
 
 pub(crate) struct PgLease {
     key: i64,
+    /// Taken with `pg_try_advisory_lock_shared`: released with its `_shared` twin.
+    shared: bool,
     key_text: String,
     slot: u32,
     fence: Option<u64>,
@@ -381,6 +383,8 @@ impl Lease for PgLease {
 struct LockRow {
     pid: i32,
     granted: bool,
+    /// `ShareLock` for `pg_advisory_lock_shared`, `ExclusiveLock` otherwise.
+    shared: bool,
     application_name: String,
     user: String,
     client: String,
@@ -652,8 +656,12 @@ impl PgBackend {
         }
         self.try_stmt = Some(
             self.call("preparing statements", CALL_TIMEOUT, async |c| {
-                c.prepare("SELECT pg_try_advisory_lock($1::int8), pg_backend_pid()")
-                    .await
+                c.prepare(if req.shared {
+                    "SELECT pg_try_advisory_lock_shared($1::int8), pg_backend_pid()"
+                } else {
+                    "SELECT pg_try_advisory_lock($1::int8), pg_backend_pid()"
+                })
+                .await
             })
             .await?,
         );
@@ -675,7 +683,8 @@ impl PgBackend {
     async fn lock_rows(&mut self, key: i64) -> Result<Vec<LockRow>> {
         let sql = format!(
             "SELECT l.pid, l.granted, coalesce(a.application_name, ''), coalesce(a.usename::text, ''), \
-             coalesce(host(a.client_addr), ''), coalesce(extract(epoch FROM a.backend_start)::int8, 0) \
+             coalesce(host(a.client_addr), ''), coalesce(extract(epoch FROM a.backend_start)::int8, 0), \
+             l.mode = 'ShareLock' \
              FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
              WHERE {KEY_MATCH} ORDER BY l.granted DESC, l.pid"
         );
@@ -693,6 +702,7 @@ impl PgBackend {
                 user: r.get(3),
                 client: r.get(4),
                 since: u64::try_from(r.get::<_, i64>(5)).unwrap_or(0),
+                shared: r.get(6),
             })
             .collect())
     }
@@ -728,6 +738,7 @@ impl PgBackend {
         let holders: Vec<i32> = rows.iter().filter(|r| r.granted).map(|r| r.pid).collect();
         let blocked = rows.iter().filter(|r| !r.granted).count();
         let holder = rows.iter().find(|r| r.granted).map(LockRow::holder);
+        let shared = rows.iter().filter(|r| r.granted && r.shared).count();
         let state = SlotState {
             key: key_text,
             slot: (slots > 1).then_some(slot),
@@ -737,6 +748,7 @@ impl PgBackend {
             waiters: Some(u32::try_from(blocked).unwrap_or(u32::MAX)),
             needs_manual_release: false,
             queue: Vec::new(),
+            shared_by: (shared > 0).then(|| u32::try_from(shared).unwrap_or(u32::MAX)),
         };
         Ok((state, holders))
     }
@@ -891,10 +903,14 @@ impl Backend for PgBackend {
             return Ok(());
         }
         let key = lease.key;
+        let sql = if lease.shared {
+            "SELECT pg_advisory_unlock_shared($1::int8)"
+        } else {
+            "SELECT pg_advisory_unlock($1::int8)"
+        };
         let released: bool = self
             .call("releasing the lock", RELEASE_TIMEOUT, async |c| {
-                c.query_one("SELECT pg_advisory_unlock($1::int8)", &[&key])
-                    .await
+                c.query_one(sql, &[&key]).await
             })
             .await?
             .get(0);
@@ -929,10 +945,14 @@ impl Polling for PgBackend {
         if let Err(e) = self.check_pid(pid) {
             if got {
                 // Some pooled session holds it now: give it back there if we can.
+                let sql = if req.shared {
+                    "SELECT pg_advisory_unlock_shared($1::int8)"
+                } else {
+                    "SELECT pg_advisory_unlock($1::int8)"
+                };
                 let _ = self
                     .call("unlocking", RELEASE_TIMEOUT, async |c| {
-                        c.query_one("SELECT pg_advisory_unlock($1::int8)", &[&key])
-                            .await
+                        c.query_one(sql, &[&key]).await
                     })
                     .await;
             }
@@ -951,6 +971,7 @@ impl Polling for PgBackend {
         let fence = self.next_fence(&req.name).await?;
         Ok(Attempt::Acquired(PgLease {
             key,
+            shared: req.shared,
             key_text,
             slot,
             fence,
@@ -991,7 +1012,8 @@ impl Inspect for PgBackend {
     async fn list(&mut self) -> Result<Vec<SlotState>> {
         let sql = "SELECT (l.classid::int8 << 32) | l.objid::int8, l.pid, l.granted, \
              coalesce(a.application_name, ''), coalesce(a.usename::text, ''), \
-             coalesce(host(a.client_addr), ''), coalesce(extract(epoch FROM a.backend_start)::int8, 0) \
+             coalesce(host(a.client_addr), ''), coalesce(extract(epoch FROM a.backend_start)::int8, 0), \
+             l.mode = 'ShareLock' \
              FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
              WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted \
              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
@@ -1003,6 +1025,12 @@ impl Inspect for PgBackend {
             .await?;
         let mut out: Vec<SlotState> = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        let mut shared: HashMap<i64, u32> = HashMap::new();
+        for r in &rows {
+            if r.get::<_, bool>(7) {
+                *shared.entry(r.get(0)).or_default() += 1;
+            }
+        }
         for r in &rows {
             let key: i64 = r.get(0);
             if !seen.insert(key) {
@@ -1015,6 +1043,7 @@ impl Inspect for PgBackend {
                 user: r.get(4),
                 client: r.get(5),
                 since: u64::try_from(r.get::<_, i64>(6)).unwrap_or(0),
+                shared: r.get(7),
             };
             // A lockrun holder names its lock; any other is shown by key.
             let label = row
@@ -1032,6 +1061,7 @@ impl Inspect for PgBackend {
                 expires_in_ms: None,
                 waiters: None,
                 needs_manual_release: false,
+                shared_by: shared.get(&key).copied(),
                 queue: Vec::new(),
             });
         }

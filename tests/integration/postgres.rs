@@ -479,3 +479,44 @@ fn status_and_pg_stat_activity_show_the_lockrun_holder() {
     assert!(holder.fence() > 0, "a fence from lockrun_fence");
     assert_eq!(holder.release(), 0);
 }
+
+#[test]
+fn shared_holders_overlap_and_interoperate_with_psql_both_ways() {
+    let server = PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_sql("reports");
+    // Two shared lockruns at once (each holds until released).
+    let r1 = Holder::spawn(lockrun(&server, &["-s"]), &dir.path().join("r1"), "reports");
+    let r2 = Holder::spawn(lockrun(&server, &["-s"]), &dir.path().join("r2"), "reports");
+    // psql shares it, and cannot have it exclusively.
+    assert_eq!(
+        server.psql(&format!("SELECT pg_try_advisory_lock_shared({key})")),
+        "t"
+    );
+    assert_eq!(
+        server.psql(&format!("SELECT pg_try_advisory_lock({key})")),
+        "f"
+    );
+    let no_wait = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["-n", "reports", "--", "true"]);
+        code(run_timeout(lockrun(&server, &all), SOON).status)
+    };
+    assert_eq!(no_wait(&[]), 75);
+    let out = run_timeout(lockrun(&server, &["status", "reports"]), SOON);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("reports: held shared by 2 holders"), "{text}");
+    assert_eq!(r1.release(), 0);
+    assert_eq!(r2.release(), 0);
+
+    // psql holds it shared: lockrun -s shares it, plain lockrun cannot have it.
+    let psql = server.psql_session(&format!("SELECT pg_advisory_lock_shared({key})"));
+    assert_eq!(no_wait(&["-s"]), 0);
+    assert_eq!(no_wait(&[]), 75);
+    psql.close();
+    // psql holds it exclusively: lockrun -s cannot have it.
+    let psql = server.psql_session(&format!("SELECT pg_advisory_lock({key})"));
+    assert_eq!(no_wait(&["-s"]), 75);
+    psql.close();
+    assert_eq!(no_wait(&[]), 0);
+}
