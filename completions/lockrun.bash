@@ -35,7 +35,7 @@ _lockrun() {
 
     case "${cmd}" in
         lockrun)
-            opts="-b -v -q -c -w -n -E -h -V --backend --verbose --quiet --command --wait --no-wait --conflict-exit-code --ttl --slots --kill-after --kill-escaped --max-time --exec --help --version run status list release"
+            opts="-b -v -q -c -w -s -n -E -h -V --backend --verbose --quiet --command --wait --shared --no-wait --conflict-exit-code --ttl --slots --kill-after --kill-escaped --max-time --exec --help --version run status list release"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -145,7 +145,7 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__run)
-            opts="-c -w -n -E -b -v -q -h --command --wait --no-wait --conflict-exit-code --ttl --slots --kill-after --kill-escaped --max-time --exec --backend --verbose --quiet --help"
+            opts="-c -w -s -n -E -b -v -q -h --command --wait --shared --no-wait --conflict-exit-code --ttl --slots --kill-after --kill-escaped --max-time --exec --backend --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

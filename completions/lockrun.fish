@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_lockrun_global_optspecs
-    string join \n b/backend= v/verbose q/quiet c/command= w/wait= n/no-wait E/conflict-exit-code= ttl= slots= kill-after= kill-escaped max-time= exec h/help V/version
+    string join \n b/backend= v/verbose q/quiet c/command= w/wait= s/shared n/no-wait E/conflict-exit-code= ttl= slots= kill-after= kill-escaped max-time= exec h/help V/version
 end
 
 function __fish_lockrun_needs_command
@@ -34,6 +34,7 @@ complete -c lockrun -n "__fish_lockrun_needs_command" -l kill-after -d 'Grace be
 complete -c lockrun -n "__fish_lockrun_needs_command" -l max-time -d 'Stop the command (exit 124) if it runs longer than this' -r
 complete -c lockrun -n "__fish_lockrun_needs_command" -s v -l verbose -d 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
 complete -c lockrun -n "__fish_lockrun_needs_command" -s q -l quiet -d 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
+complete -c lockrun -n "__fish_lockrun_needs_command" -s s -l shared -d 'Take a shared (reader) lock: any number of shared holders at once, or one exclusive'
 complete -c lockrun -n "__fish_lockrun_needs_command" -s n -l no-wait -d 'Fail at once if the lock is held (wins over --wait and LOCKRUN_WAIT)'
 complete -c lockrun -n "__fish_lockrun_needs_command" -l kill-escaped -d 'Also stop processes that left the command\'s process group'
 complete -c lockrun -n "__fish_lockrun_needs_command" -l exec -d 'Exec mode (file backend only): take the lock, then become the command'
@@ -51,6 +52,7 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l slots -d 'Semaph
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l kill-after -d 'Grace between SIGTERM and SIGKILL when lockrun must stop the command' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l max-time -d 'Stop the command (exit 124) if it runs longer than this' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s b -l backend -d 'Where locks live [default: lock files in a private per-user directory]' -r -f
+complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s s -l shared -d 'Take a shared (reader) lock: any number of shared holders at once, or one exclusive'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s n -l no-wait -d 'Fail at once if the lock is held (wins over --wait and LOCKRUN_WAIT)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l kill-escaped -d 'Also stop processes that left the command\'s process group'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l exec -d 'Exec mode (file backend only): take the lock, then become the command'

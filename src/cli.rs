@@ -27,7 +27,6 @@ Examples:
   lockrun nightly-backup -- ./backup.sh        # wait for the lock, then run
   lockrun -n deploy -- make deploy             # already running? exit 75 at once
   lockrun -w 10m -b redis://ci-redis db-migrate -- make migrate
-  lockrun -s reports -- ./read-only-report.sh  # shared: many readers at once
   lockrun status nightly-backup                # who holds it, since when
 
 A lock called status, list, release or run: lockrun run status -- CMD.
