@@ -1519,7 +1519,13 @@ impl Inspect for EtcdBackend {
         let mut removed = Vec::new();
         for (state, kv) in self.slot_states(name, &kvs, slots).await? {
             let Some(kv) = kv else { continue };
-            let mut doomed = vec![kv.key.clone()];
+            // Held shared: every shared key at the front of the queue holds.
+            let holding = state.shared_by.map_or(1, |n| n as usize);
+            let mut doomed: Vec<String> =
+                kvs.iter().take(holding).map(|kv| kv.key.clone()).collect();
+            if doomed.is_empty() {
+                doomed.push(kv.key.clone());
+            }
             doomed.extend(
                 claims
                     .iter()

@@ -509,6 +509,19 @@ if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then wake(KEYS[2], 1, 1, ARGV[2]) e
 return 1
 ";
 
+/// `release --force` of shared holders: remove exactly the shared leases
+/// read (ARGV[2..]: their tokens), so a retry removes nothing new, and wake
+/// an exclusive waiter. KEYS: readers, rinfo, wake; ARGV[1]: wake life.
+const FORCE_RELEASE_SHARED: &str = r"
+local removed = 0
+for i = 2, #ARGV do
+  removed = removed + redis.call('ZREM', KEYS[1], ARGV[i])
+  redis.call('HDEL', KEYS[2], ARGV[i])
+end
+if removed > 0 then wake(KEYS[3], 1, 1, ARGV[1]) end
+return removed
+";
+
 /// The live shared leases of a lock: `{count, holder, fence, soonest pttl}`.
 /// KEYS: readers, rinfo. Read-only.
 const INSPECT_SHARED: &str = r"
@@ -629,6 +642,8 @@ static RELEASE_SHARED_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{WAKE_FN}{RW_FN}{RELEASE_SHARED}")));
 static WITHDRAW_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{WAKE_FN}{WITHDRAW}")));
+static FORCE_RELEASE_SHARED_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{WAKE_FN}{FORCE_RELEASE_SHARED}")));
 static INSPECT_SHARED_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{RW_FN}{INSPECT_SHARED}")));
 static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW));
@@ -1691,8 +1706,40 @@ impl Inspect for RedisBackend {
             .filter(|((slot, _), _)| slot.held)
             .map(|((slot, state), (key, _))| (slot, state, key))
             .collect();
+        let (shared, held): (Vec<_>, Vec<_>) = held
+            .into_iter()
+            .partition(|(slot, _, _)| slot.shared_by.is_some());
+        let mut removed: Vec<SlotState> = Vec::new();
+        if let Some((slot, _, _)) = shared.into_iter().next() {
+            let rw = self.rw_keys(name);
+            let tokens: Vec<String> = self
+                .call("reading the shared holders", CALL_TIMEOUT, async |conn| {
+                    redis::cmd("ZRANGE")
+                        .arg(&rw.readers)
+                        .arg(0)
+                        .arg(-1)
+                        .query_async(conn)
+                        .await
+                })
+                .await?;
+            let mut invocation = FORCE_RELEASE_SHARED_SCRIPT.key(&rw.readers);
+            invocation
+                .key(&rw.rinfo)
+                .key(self.wake_key(name))
+                .arg(wake_life_ms());
+            for token in &tokens {
+                invocation.arg(token);
+            }
+            let deleted: i64 = self
+                .call("force-releasing", CALL_TIMEOUT, async |conn| {
+                    invocation.invoke_async(conn).await
+                })
+                .await?;
+            tracing::debug!(deleted, "force-released shared holders");
+            removed.push(slot);
+        }
         if held.is_empty() {
-            return Ok(Vec::new());
+            return Ok(removed);
         }
         let mut invocation = FORCE_RELEASE_SCRIPT.key(self.wake_key(name));
         for (_, _, key) in &held {
@@ -1708,7 +1755,8 @@ impl Inspect for RedisBackend {
             })
             .await?;
         tracing::debug!(deleted, read = held.len(), "force-released");
-        Ok(held.into_iter().map(|(slot, _, _)| slot).collect())
+        removed.extend(held.into_iter().map(|(slot, _, _)| slot));
+        Ok(removed)
     }
 
     fn display_url(&self) -> String {

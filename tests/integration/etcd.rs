@@ -574,3 +574,24 @@ fn etcdctl_lock_waits_for_shared_holders_and_they_for_it() {
     assert!(ctl.wait_timeout(SOON).success());
     assert!(ran.exists());
 }
+
+#[test]
+fn release_force_breaks_every_shared_holder() {
+    let server = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let hold = |tag: &str| {
+        Holder::spawn(
+            lockrun_at(&url, &["-s", "--ttl", TTL]),
+            &dir.path().join(tag),
+            "brk",
+        )
+    };
+    let mut r1 = hold("r1");
+    let mut r2 = hold("r2");
+    let out = run_timeout(lockrun_at(&url, &["release", "--force", "brk"]), SOON);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(r1.wait_exit(SOON).0, 76);
+    assert_eq!(r2.wait_exit(SOON).0, 76);
+    assert!(server.keys("brk/").is_empty());
+}

@@ -1164,3 +1164,20 @@ fn a_continuous_stream_of_readers_does_not_starve_a_writer() {
     assert!(spawned > 3, "the stream went on while the writer waited");
     hist.assert_clean();
 }
+
+#[test]
+fn release_force_breaks_every_shared_holder() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let mut r1 = hold(&url, dir.path(), "brk", &["-s"]);
+    let mut r2 = hold(&url, dir.path(), "brk", &["-s"]);
+    let out = run_timeout(lockrun(&url, &["release", "--force", "brk"]), SOON);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("released brk"), "{}", stderr_of(&out));
+    // Each notices at its next renewal and stops its command.
+    assert_eq!(r1.wait_exit(SOON).0, 76);
+    assert_eq!(r2.wait_exit(SOON).0, 76);
+    let out = run_timeout(lockrun(&url, &["-n", "brk", "--", "true"]), SOON);
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+}
