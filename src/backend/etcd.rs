@@ -26,6 +26,11 @@
 //! * Release revokes the lease: the key (and a slot claim) go with it in one
 //!   step. A wait ended by a signal or by `--wait` revokes it too, from
 //!   `Drop`; after a SIGKILL the lease expires after the ttl.
+//! * Shared holders (`--shared`) follow etcd's read-write recipe: their key
+//!   is `P NAME/read/<lease id in hex>`; one holds when no exclusive key
+//!   (any other key of the queue) has a lower create revision, and watches
+//!   the last such key. Exclusive contenders keep the Mutex rule, so they
+//!   wait for shared keys too, and `etcdctl lock` does the same.
 //! * Slot numbers: a holder of a `--slots N` lock claims `P NAME@K` (the
 //!   lowest free K, created with its lease) for `LOCKRUN_SLOT`; those keys are
 //!   outside the queue, so etcdctl and the ranking never see them.

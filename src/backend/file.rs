@@ -1,6 +1,7 @@
 //! The embedded default backend: flock(2) on `DIR/NAME.lock`.
 //!
-//! * flock(1) on the same path and lockrun exclude each other, both ways.
+//! * flock(1) on the same path and lockrun exclude each other, both ways;
+//!   `--shared` is LOCK_SH, so `flock -s` and `lockrun -s` share the lock.
 //! * Waiting blocks in the kernel on a helper thread; cancelling the wait is
 //!   dropping the channel (the thread's late lock is released at once) or
 //!   exiting the process.

@@ -6,6 +6,9 @@
 //!   checks the session is still the one that took the lock and still holds
 //!   it (`pg_locks`). The connection ending (dropped, `pg_terminate_backend`,
 //!   a server restart) is a loss *event* ([`Backend::loss_hint`]).
+//!   `--shared` is `pg_try_advisory_lock_shared` on the same key (and
+//!   `pg_advisory_unlock_shared`), so it interoperates with other tools'
+//!   shared and exclusive advisory locks.
 //! * Keys: a NAME that is a canonical decimal `bigint` (`424242`, `-7`) is
 //!   the key itself; any other NAME, and slot K of any NAME, is
 //!   [`KEY_SQL`] of `lockrun:NAME` (or `lockrun:NAME@K`), computed by the

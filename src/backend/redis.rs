@@ -10,6 +10,13 @@
 //! | `P{NAME}:slot:K` | hash, PX ttl | slot K of a `--slots N` lock, same fields |
 //! | `P{NAME}:fence` | string | fencing counter, never expires |
 //! | `P{NAME}:wake` | list, PX 2s | wake-up tokens: one pushed per release, at most N |
+//! | `P{NAME}:readers` | sorted set | shared leases (`--shared`): token → expiry (server ms) |
+//! | `P{NAME}:rinfo` | hash | shared leases' records: token → `FENCE HOLDER-JSON` |
+//! | `P{NAME}:wwait` | sorted set | exclusive waiters refused by shared leases: token → expiry |
+//! | `P{NAME}:rwake` | list, PX 2s | wake-up tokens for shared waiters |
+//!
+//! The sorted sets and `:rinfo` expire with their longest-lived member.
+//! Writer preference: see [`ACQUIRE_SHARED`] and docs/DESIGN.md, "Shared locks".
 //!
 //! * Acquire, renew and release are single Lua scripts, so each is atomic
 //!   and one round trip. A release or renewal compares the random 128-bit

@@ -1174,7 +1174,11 @@ fn release_force_breaks_every_shared_holder() {
     let mut r2 = hold(&url, dir.path(), "brk", &["-s"]);
     let out = run_timeout(lockrun(&url, &["release", "--force", "brk"]), SOON);
     assert!(out.status.success(), "{}", stderr_of(&out));
-    assert!(stderr_of(&out).contains("released brk"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("released brk"),
+        "{}",
+        stderr_of(&out)
+    );
     // Each notices at its next renewal and stops its command.
     assert_eq!(r1.wait_exit(SOON).0, 76);
     assert_eq!(r2.wait_exit(SOON).0, 76);
