@@ -1185,3 +1185,29 @@ fn release_force_breaks_every_shared_holder() {
     let out = run_timeout(lockrun(&url, &["-n", "brk", "--", "true"]), SOON);
     assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
 }
+
+#[test]
+fn an_exclusive_waiter_that_gives_up_lets_readers_in_at_once() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let reader = hold(&url, dir.path(), "gu", &["-s"]);
+    let reader_no_wait =
+        || code(run_timeout(lockrun(&url, &["-s", "-n", "gu", "--", "true"]), SOON).status);
+    // Gives up at --wait: its entry in :wwait goes with it.
+    let out = run_timeout(lockrun(&url, &["-w", "2s", "gu", "--", "true"]), SOON);
+    assert_eq!(code(out.status), 75, "{}", stderr_of(&out));
+    assert_eq!(server.cli(&["ZCARD", &wwait_key("gu")]), "0");
+    assert_eq!(reader_no_wait(), 0);
+    // Ended by a signal while waiting: the same.
+    let mut writer = Proc::spawn(lockrun(&url, &["-q", "gu", "--", "true"]), "writer");
+    wait_until("the exclusive waiter registered", SOON, || {
+        server.cli(&["ZCARD", &wwait_key("gu")]) == "1"
+    });
+    assert_eq!(reader_no_wait(), 75);
+    writer.signal(nix::sys::signal::Signal::SIGINT);
+    assert_eq!(code(writer.wait_timeout(SOON)), 130);
+    assert_eq!(server.cli(&["ZCARD", &wwait_key("gu")]), "0");
+    assert_eq!(reader_no_wait(), 0);
+    assert_eq!(reader.release(), 0);
+}
