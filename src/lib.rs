@@ -156,7 +156,9 @@ fn init_logging(verbose: u8, quiet: bool) {
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .without_time()
-                .with_target(false),
+                .with_target(false)
+                // No escape sequences in a CI log or a file, nor with NO_COLOR.
+                .with_ansi(ui::use_color()),
         )
         .with(filter)
         .try_init();

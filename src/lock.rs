@@ -443,7 +443,13 @@ impl<'a, I: Interrupts, D: WaitDisplay> Wait<'a, I, D> {
     ) -> Result<Option<T>> {
         if !self.logged {
             self.logged = true;
-            tracing::info!(name = %self.req.name, holder = ?self.holder, "lock busy, waiting");
+            // Display, not Debug: a log shows "HOST pid N (CMD) for 3m12s",
+            // never `Some(HolderInfo { … })`.
+            let holder = self
+                .holder
+                .as_ref()
+                .map_or_else(|| "unknown".to_owned(), HolderInfo::describe);
+            tracing::info!(name = %self.req.name, %holder, "lock busy, waiting");
         }
         self.display.show(
             &self.req.name,

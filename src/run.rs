@@ -151,7 +151,7 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
                 let _ = backend.release(lease).await;
                 return Err(Error::interrupted(signal));
             }
-            tracing::info!(name = %req.name, slot = lease.slot(), fence = ?lease.fence(), "acquired");
+            tracing::info!(name = %req.name, slot = lease.slot(), fence = %fence_text(lease.fence()), "acquired");
             let spec = spec(backend.display_url(), &lease);
             match supervise::run_locked(
                 &mut backend,
@@ -178,6 +178,11 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
     .await;
     guardian.dismiss();
     result
+}
+
+/// A fence for the log: the number, or "none" (not `Some(3)`).
+fn fence_text(fence: Option<u64>) -> String {
+    fence.map_or_else(|| "none".to_owned(), |f| f.to_string())
 }
 
 fn command_line(program: &OsString, args: &[OsString]) -> String {
@@ -224,7 +229,7 @@ async fn run_exec(
     let mut indicator = WaitIndicator::new(global.quiet);
     let lease =
         crate::acquire::acquire(&mut backend, &req, policy, signals, &mut indicator).await?;
-    tracing::info!(name = %req.name, fence = ?lease.fence(), "acquired; exec");
+    tracing::info!(name = %req.name, fence = %fence_text(lease.fence()), "acquired; exec");
     let mut env = vec![
         ("LOCKRUN_NAME".to_owned(), req.name.to_string()),
         ("LOCKRUN_BACKEND".to_owned(), backend.display_url()),

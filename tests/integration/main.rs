@@ -24,3 +24,4 @@ mod json;
 mod snapshots;
 mod tty;
 mod untrusted;
+mod ux;
