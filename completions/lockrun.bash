@@ -207,7 +207,7 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__status)
-            opts="-b -v -q -h --slots --json --backend --verbose --quiet --help"
+            opts="-b -v -q -h --slots --json --exit-status --backend --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -31,7 +31,7 @@ complete -c lockrun -n "__fish_lockrun_needs_command" -s E -l conflict-exit-code
 complete -c lockrun -n "__fish_lockrun_needs_command" -l ttl -d 'Lease length for remote backends, renewed every ttl/3 while the command runs' -r
 complete -c lockrun -n "__fish_lockrun_needs_command" -l slots -d 'Semaphore: allow up to N holders at once (the command learns its slot in LOCKRUN_SLOT)' -r
 complete -c lockrun -n "__fish_lockrun_needs_command" -l kill-after -d 'Grace between SIGTERM and SIGKILL when lockrun must stop the command' -r
-complete -c lockrun -n "__fish_lockrun_needs_command" -l max-time -d 'Stop the command (exit 124) if it runs longer than this' -r
+complete -c lockrun -n "__fish_lockrun_needs_command" -l max-time -d 'Stop the command (exit 124) if it runs longer than this; 0 means no limit' -r
 complete -c lockrun -n "__fish_lockrun_needs_command" -s v -l verbose -d 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
 complete -c lockrun -n "__fish_lockrun_needs_command" -s q -l quiet -d 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
 complete -c lockrun -n "__fish_lockrun_needs_command" -s n -l no-wait -d 'Fail at once if the lock is held (wins over --wait and LOCKRUN_WAIT)'
@@ -49,7 +49,7 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s E -l conflict-ex
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l ttl -d 'Lease length for remote backends, renewed every ttl/3 while the command runs' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l slots -d 'Semaphore: allow up to N holders at once (the command learns its slot in LOCKRUN_SLOT)' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l kill-after -d 'Grace between SIGTERM and SIGKILL when lockrun must stop the command' -r
-complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l max-time -d 'Stop the command (exit 124) if it runs longer than this' -r
+complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l max-time -d 'Stop the command (exit 124) if it runs longer than this; 0 means no limit' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s b -l backend -d 'Where locks live [default: lock files in a private per-user directory]' -r -f
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s n -l no-wait -d 'Fail at once if the lock is held (wins over --wait and LOCKRUN_WAIT)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l kill-escaped -d 'Also stop processes that left the command\'s process group'
@@ -60,6 +60,7 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s h -l help -d 'Pr
 complete -c lockrun -n "__fish_lockrun_using_subcommand status" -l slots -d 'Number of slots, if NAME is used with --slots [default: discovered]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand status" -s b -l backend -d 'Where locks live [default: lock files in a private per-user directory]' -r -f
 complete -c lockrun -n "__fish_lockrun_using_subcommand status" -l json -d 'Machine-readable output (schema "lockrun.status/1")'
+complete -c lockrun -n "__fish_lockrun_using_subcommand status" -l exit-status -d 'Exit 0 if NAME is free, 1 if it is held (any slot), for scripts'
 complete -c lockrun -n "__fish_lockrun_using_subcommand status" -s v -l verbose -d 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
 complete -c lockrun -n "__fish_lockrun_using_subcommand status" -s q -l quiet -d 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
 complete -c lockrun -n "__fish_lockrun_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -13,10 +13,21 @@ pub(crate) const LIST_SCHEMA: &str = "lockrun.list/1";
 
 pub(crate) async fn status(args: &StatusArgs, global: &GlobalArgs) -> Result<Exit> {
     let name = LockName::parse(&args.name)?;
-    let mut backend = AnyBackend::connect(BackendConfig::parse(global.backend.as_deref())?).await?;
+    let config = BackendConfig::parse(global.backend.as_deref())?;
+    must_exist(&config)?;
+    let mut backend = AnyBackend::connect(config).await?;
     let slots = backend.status(&name, args.slots).await?;
+    let note = backend.note().await;
     let url = backend.display_url();
-    if args.json {
+    let answer = if args.exit_status && slots.iter().any(|s| s.held) {
+        Exit::Held
+    } else {
+        Exit::Success
+    };
+    if let Some(note) = &note {
+        eprintln!("lockrun: {}", crate::ui::error_line(note));
+    }
+    let printed = if args.json {
         let doc = json!({
             "schema": STATUS_SCHEMA,
             "name": name.as_str(),
@@ -27,11 +38,32 @@ pub(crate) async fn status(args: &StatusArgs, global: &GlobalArgs) -> Result<Exi
         print_lines([doc.to_string()])
     } else {
         print_lines(slots.iter().map(slot_line))
+    }?;
+    Ok(if printed == Exit::Success {
+        answer
+    } else {
+        printed
+    })
+}
+
+/// `status` and `list` only read: a mistyped `file:///DIR` must not create
+/// DIR (as taking a lock there does), but say that nothing is there.
+fn must_exist(config: &BackendConfig) -> Result<()> {
+    if let BackendConfig::File(crate::backend::file::FileConfig { dir: Some(dir) }) = config
+        && !dir.exists()
+    {
+        return Err(Error::unavailable(format!(
+            "lock directory {} does not exist (lockrun creates it when a lock is first taken there); check the --backend URL",
+            dir.display()
+        )));
     }
+    Ok(())
 }
 
 pub(crate) async fn list(args: &ListArgs, global: &GlobalArgs) -> Result<Exit> {
-    let mut backend = AnyBackend::connect(BackendConfig::parse(global.backend.as_deref())?).await?;
+    let config = BackendConfig::parse(global.backend.as_deref())?;
+    must_exist(&config)?;
+    let mut backend = AnyBackend::connect(config).await?;
     let locks = backend.list().await?;
     let url = backend.display_url();
     if args.json {

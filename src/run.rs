@@ -63,7 +63,7 @@ pub(crate) fn plan(args: &RunArgs, global: &GlobalArgs) -> Result<RunPlan> {
         if !matches!(backend, BackendConfig::File(_)) {
             return refuse("a lease backend (Redis, CloudShell); it needs the file backend");
         }
-        if args.max_time.is_some() {
+        if max_time(args).is_some() {
             return refuse("--max-time");
         }
         if args.slots.is_some() {
@@ -132,7 +132,7 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
     let inherited = crate::os::children_of_self().unwrap_or_default();
     let stop = StopPolicy {
         kill_after: args.kill_after,
-        max_time: args.max_time,
+        max_time: max_time(args),
         kill_escaped: args.kill_escaped,
         inherited: &inherited,
     };
@@ -178,6 +178,13 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
     .await;
     guardian.dismiss();
     result
+}
+
+/// `--max-time`, where 0 (also from `LOCKRUN_MAX_TIME=0`) means no limit, as
+/// `timeout 0` does: a zero limit would kill the command at once, racing
+/// its start, which nobody means.
+fn max_time(args: &RunArgs) -> Option<std::time::Duration> {
+    args.max_time.filter(|limit| !limit.is_zero())
 }
 
 /// A fence for the log: the number, or "none" (not `Some(3)`).

@@ -483,6 +483,8 @@ pub(crate) struct RedisBackend {
     /// The server takes BLPOP timeouts in whole seconds only (Redis < 6).
     integer_timeouts: bool,
     told_about_restart: bool,
+    /// Set when the last try was refused by the restart guard: why.
+    restart_reason: Option<String>,
 }
 
 /// A BLPOP on the wake list that may still be blocked on the server (or
@@ -542,6 +544,7 @@ impl RedisBackend {
             lost_waits: 0,
             integer_timeouts: false,
             told_about_restart: false,
+            restart_reason: None,
         };
         backend.connection(CONNECT_TIMEOUT).await?;
         Ok(backend)
@@ -944,6 +947,21 @@ impl RedisBackend {
     /// When to look again without a wake-up: just after the
     /// shortest busy lease would expire by itself, jittered so the waiters
     /// of a holder that died do not all arrive at once.
+    /// "the Redis server at H started 3s ago; locks are granted from T …":
+    /// the restart guard, `wait` before it ends. One text for the busy
+    /// message, the log and `status`.
+    fn restart_guard(&self, wait: Duration) -> String {
+        let up = self.config.max_ttl.saturating_sub(wait);
+        let from = crate::lock::unix_now() + wait.as_millis().div_ceil(1000) as u64;
+        format!(
+            "the Redis server at {} started {} ago; locks are granted from {} (max-ttl {} after its start, so that a holder from before a restart has run out)",
+            self.config.address(),
+            crate::lock::compact_duration(up),
+            crate::lock::rfc3339(from),
+            humantime::format_duration(self.config.max_ttl),
+        )
+    }
+
     fn fallback_delay(&self, req: &LockRequest) -> Duration {
         let base = self
             .soonest_expiry
@@ -1142,6 +1160,7 @@ impl Polling for RedisBackend {
         // so our idea of when it expires errs on the safe side.
         let sent = BootTime::now();
         if slot == 1 {
+            self.restart_reason = None;
             self.soonest_expiry = None;
             self.round_started = Instant::now();
         }
@@ -1186,15 +1205,12 @@ impl Polling for RedisBackend {
             }
             "2" => {
                 let wait = Duration::from_millis(field(1).parse().unwrap_or(0));
+                let reason = self.restart_guard(wait);
                 if !self.told_about_restart {
                     self.told_about_restart = true;
-                    tracing::warn!(
-                        "redis at {} started less than max-ttl ({}) ago: no lock is granted for {} more, in case a holder from before a restart is still running",
-                        self.config.address(),
-                        humantime::format_duration(self.config.max_ttl),
-                        humantime::format_duration(wait)
-                    );
+                    tracing::info!("{reason}");
                 }
+                self.restart_reason = Some(reason);
                 self.soonest_expiry = Some(self.soonest_expiry.map_or(wait, |s| s.min(wait)));
                 Ok(Attempt::Held(None))
             }
@@ -1202,6 +1218,10 @@ impl Polling for RedisBackend {
                 "redis returned an unexpected reply {other:?} to the acquire script"
             ))),
         }
+    }
+
+    fn busy_reason(&self) -> Option<String> {
+        self.restart_reason.clone()
     }
 
     async fn wait(&mut self, req: &LockRequest, _round: u32) -> Result<WaitOutcome<RedisLease>> {
@@ -1263,7 +1283,10 @@ impl Inspect for RedisBackend {
     async fn list(&mut self) -> Result<Vec<SlotState>> {
         let pattern = format!("{}{{*}}:*", glob_escape(&self.config.prefix));
         let keys = self.scan(&pattern).await?;
-        // name -> its lock keys; a name with only a fence counter is known but free.
+        // name -> its lock keys. The fence counter never expires (an expired
+        // one would restart low and the fence would go backwards), so a name
+        // with only a fence counter is not listed: else `list` would show
+        // every name ever used.
         let mut names: std::collections::BTreeMap<String, Vec<(String, Option<u32>)>> =
             std::collections::BTreeMap::default();
         for key in keys {
@@ -1281,11 +1304,7 @@ impl Inspect for RedisBackend {
             }
             let slot = match suffix {
                 ":lock" => None,
-                // A name with only a fence counter is known but free.
-                ":fence" => {
-                    names.entry(name.to_owned()).or_default();
-                    continue;
-                }
+                ":fence" => continue,
                 _ => match suffix.strip_prefix(":slot:").and_then(|s| s.parse().ok()) {
                     Some(slot) => Some(slot),
                     // The wake list (and anything else) is not a lock.
@@ -1297,23 +1316,31 @@ impl Inspect for RedisBackend {
         let mut out = Vec::new();
         for (name, mut keys) in names {
             let name = LockName::parse(std::ffi::OsStr::new(&name))?;
-            if keys.is_empty() {
-                out.push(SlotState {
-                    key: name.as_str().to_owned(),
-                    slot: None,
-                    held: false,
-                    holder: None,
-                    expires_in_ms: None,
-                    needs_manual_release: false,
-                    queue: Vec::new(),
-                    waiters: None,
-                });
-                continue;
-            }
             keys.sort_by_key(|(_, slot)| *slot);
             out.extend(self.slot_states(&name, &keys).await?);
         }
         Ok(out)
+    }
+
+    async fn note(&mut self) -> Option<String> {
+        let info: String = self
+            .call(
+                "reading the server's uptime",
+                CONNECT_TIMEOUT,
+                async |conn| redis::cmd("INFO").arg("server").query_async(conn).await,
+            )
+            .await
+            .ok()?;
+        let up: u64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("uptime_in_seconds:"))?
+            .trim()
+            .parse()
+            .ok()?;
+        // The acquire script's rule: whole seconds, counted one up.
+        let guard = duration_ms(self.config.max_ttl);
+        let up_ms = (up + 1).saturating_mul(1000);
+        (up_ms < guard).then(|| self.restart_guard(Duration::from_millis(guard - up_ms)))
     }
 
     async fn force_release(
