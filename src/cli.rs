@@ -16,7 +16,7 @@ const USAGE: &str = "\
 lockrun [OPTIONS] NAME -- COMMAND [ARGS...]
        lockrun [OPTIONS] NAME -c 'SHELL COMMAND'
        lockrun run [OPTIONS] NAME -- COMMAND [ARGS...]
-       lockrun status [--json] [--slots N] NAME
+       lockrun status [--json] [--exit-status] [--slots N] NAME
        lockrun list [--json]
        lockrun release --force [--slots N] NAME";
 

@@ -101,7 +101,10 @@ pub const TABLE: &[(&str, &str)] = &[
         "77",
         "backend refused our credentials, or the lock directory/file is not ours",
     ),
-    ("64", "bad arguments: name, URL, duration, missing command"),
+    (
+        "64",
+        "bad arguments: name, URL (also a file:///DIR that is not a directory), duration, missing command",
+    ),
     ("124", "--max-time ran out; the command was stopped"),
     (
         "126",

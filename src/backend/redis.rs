@@ -140,7 +140,7 @@ impl RedisConfig {
         let shown = super::url::redacted(url);
         let bad = |why: &str| {
             Error::usage(format!(
-                "invalid redis URL {shown:?}: {why}; use redis://[user:password@]host[:port][/db][?prefix=P] or rediss://… for TLS"
+                "invalid redis URL {shown:?}: {why}; use redis://[user@]host[:port][/db][?prefix=P] or rediss://… for TLS, with the password in LOCKRUN_REDIS_PASSWORD"
             ))
         };
         let parts = super::url::parse(url).map_err(|why| bad(&why))?;
@@ -646,7 +646,7 @@ impl RedisBackend {
             let hint = if self.config.password.is_some() {
                 "check the user name and password"
             } else {
-                "the server wants a password: put it in the URL or in LOCKRUN_REDIS_PASSWORD"
+                "the server wants a password: set LOCKRUN_REDIS_PASSWORD (a USER:PASSWORD@ in the URL works too, but ps(1) shows it)"
             };
             return Error::no_permission(format!(
                 "redis at {address} refused our credentials while {what}: {detail}; {hint}"
