@@ -311,7 +311,10 @@ impl RedisConfig {
 }
 
 /// Take the lock if free. Replies (all strings):
-/// `{"1", fence}` acquired; `{"0", holder, fence, pttl}` held;
+/// `{"1", fence, other}` acquired, where `other` is "1" when KEYS[3] (the
+/// other kind of lock of the same NAME: slot 1 of a semaphore for a plain
+/// lock, the plain lock for a semaphore) exists, i.e. is held;
+/// `{"0", holder, fence, pttl}` held;
 /// `{"2", ms}` refused because the server started less than max-ttl
 /// (ARGV[4]) ago: a holder from before a restart may still be running.
 /// A key that is ours already (a retry whose first reply was lost) counts
@@ -348,7 +351,7 @@ end
 local f = string.format('%d', fence)
 redis.call('HSET', KEYS[1], 'token', ARGV[1], 'holder', ARGV[3], 'fence', f)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {'1', f}
+return {'1', f, tostring(redis.call('EXISTS', KEYS[3]))}
 ";
 
 /// Compare-and-extend: 1 extended, -1 it is someone else's, 0 the key is
@@ -1149,9 +1152,13 @@ impl Polling for RedisBackend {
         let holder =
             serde_json::to_string(&req.holder).map_err(|e| Error::internal(e.to_string()))?;
         let ttl_ms = u64::try_from(req.ttl.as_millis()).unwrap_or(u64::MAX);
+        // The other kind of lock of this NAME (same hash tag), for the
+        // warning that a plain lock and a semaphore do not exclude each other.
+        let other_key = self.lock_key(&req.name, 1, if req.slots > 1 { 1 } else { 2 });
         let mut invocation = ACQUIRE_SCRIPT.key(&key);
         invocation
             .key(&fence_key)
+            .key(&other_key)
             .arg(&token)
             .arg(ttl_ms)
             .arg(&holder)
@@ -1181,6 +1188,22 @@ impl Polling for RedisBackend {
                     Error::unavailable(format!("redis returned a bad fence {:?}", field(1)))
                 })?;
                 self.lost_waits = 0;
+                if field(2) == "1" {
+                    let (ours, theirs) = if req.slots > 1 {
+                        ("a semaphore (--slots)", "a plain lock")
+                    } else {
+                        ("a plain lock", "a semaphore (--slots)")
+                    };
+                    tracing::warn!(
+                        "{name} is also used as {theirs} and {other} is held now; {ours} of {name} does not exclude it: use the same --slots everywhere {name} is used",
+                        name = req.name,
+                        other = if req.slots > 1 {
+                            req.name.to_string()
+                        } else {
+                            req.name.slot_key(1, 2)
+                        },
+                    );
+                }
                 Ok(Attempt::Acquired(RedisLease {
                     key,
                     token,

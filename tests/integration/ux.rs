@@ -281,6 +281,39 @@ mod redis {
     }
 
     #[test]
+    fn plain_lock_and_semaphore_of_one_name_warn_both_ways() {
+        let server = RedisServer::start_for_ttl(1000);
+        let url = format!("redis://127.0.0.1:{}/0?max-ttl=1s", server.port);
+        server.settle();
+        let dir = tempfile::tempdir().unwrap();
+        let lockrun = |extra: &[&str]| {
+            let mut cmd = lockrun_cmd();
+            cmd.args(["-b", &url, "--ttl", "1s"]).args(extra);
+            cmd
+        };
+        let slots = Holder::spawn(lockrun(&["--slots", "2"]), &dir.path().join("s"), "mixed");
+        let out = run_timeout(lockrun(&["mixed", "--", "true"]), SOON);
+        assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+        let err = stderr_of(&out);
+        assert!(
+            err.contains("mixed is also used as a semaphore (--slots) and mixed@1 is held now"),
+            "{err}"
+        );
+        slots.release();
+        let plain = Holder::spawn(lockrun(&[]), &dir.path().join("p"), "mixed");
+        let out = run_timeout(lockrun(&["--slots", "2", "mixed", "--", "true"]), SOON);
+        assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+        let err = stderr_of(&out);
+        assert!(
+            err.contains("mixed is also used as a plain lock and mixed is held now"),
+            "{err}"
+        );
+        plain.release();
+        let out = run_timeout(lockrun(&["mixed", "--", "true"]), SOON);
+        assert_eq!(stderr_of(&out), "");
+    }
+
+    #[test]
     fn list_leaves_out_names_with_only_a_fence_counter() {
         let server = RedisServer::start_for_ttl(1000);
         let url = format!("redis://127.0.0.1:{}/0?max-ttl=1s", server.port);
