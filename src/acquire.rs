@@ -27,6 +27,7 @@ pub(crate) async fn poll_acquire<B: Polling, I: Interrupts, D: WaitDisplay>(
             // A signal that arrived between tries still aborts promptly.
             wait.check_signals()?;
         }
+        wait.because(backend.busy_reason());
         wait.give_up_if_over()?;
         wait.at_position(backend.queue_position());
         match wait.until(backend.wait(req, round)).await? {

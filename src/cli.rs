@@ -16,7 +16,7 @@ const USAGE: &str = "\
 lockrun [OPTIONS] NAME -- COMMAND [ARGS...]
        lockrun [OPTIONS] NAME -c 'SHELL COMMAND'
        lockrun run [OPTIONS] NAME -- COMMAND [ARGS...]
-       lockrun status [--json] [--slots N] NAME
+       lockrun status [--json] [--exit-status] [--slots N] NAME
        lockrun list [--json]
        lockrun release --force [--slots N] NAME";
 
@@ -215,7 +215,7 @@ pub struct RunArgs {
     #[arg(long, env = "LOCKRUN_KILL_ESCAPED", hide_env_values = true)]
     pub kill_escaped: bool,
 
-    /// Stop the command (exit 124) if it runs longer than this
+    /// Stop the command (exit 124) if it runs longer than this; 0 means no limit
     #[arg(
         long,
         value_name = "DURATION",
@@ -245,7 +245,8 @@ pub enum Command {
     /// Show whether NAME is held, by whom, since when and until when
     ///
     /// Reads the lock without taking it, so it never gets in the way of a
-    /// waiting or starting holder. Exit 0 whether the lock is held or free.
+    /// waiting or starting holder. Exit 0 whether the lock is held or free;
+    /// with --exit-status, 0 if free and 1 if held.
     Status(StatusArgs),
     /// List the locks the backend knows about
     List(ListArgs),
@@ -270,6 +271,10 @@ pub struct StatusArgs {
     /// Machine-readable output (schema "lockrun.status/1")
     #[arg(long)]
     pub json: bool,
+
+    /// Exit 0 if NAME is free, 1 if it is held (any slot), for scripts
+    #[arg(long)]
+    pub exit_status: bool,
 }
 
 #[derive(Debug, Args)]

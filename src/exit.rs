@@ -34,8 +34,13 @@ pub enum Exit {
     NotFound,
     /// lockrun itself got signal N while waiting for the lock: 128+N.
     Interrupted(i32),
+    /// `status --exit-status`: the lock is held.
+    Held,
 }
 
+/// `status --exit-status` when the lock is held (0 when free), as `grep -q`
+/// and `systemctl is-active` answer yes/no with 0/non-0.
+pub const HELD: u8 = 1;
 pub const USAGE: u8 = 64;
 pub const UNAVAILABLE: u8 = 69;
 pub const SOFTWARE: u8 = 70;
@@ -65,6 +70,7 @@ impl Exit {
             Exit::NoPermission => NOPERM,
             Exit::CannotExecute => CANNOT_EXECUTE,
             Exit::NotFound => NOT_FOUND,
+            Exit::Held => HELD,
         }
     }
 }
@@ -95,7 +101,10 @@ pub const TABLE: &[(&str, &str)] = &[
         "77",
         "backend refused our credentials, or the lock directory/file is not ours",
     ),
-    ("64", "bad arguments: name, URL, duration, missing command"),
+    (
+        "64",
+        "bad arguments: name, URL (also a file:///DIR that is not a directory), duration, missing command",
+    ),
     ("124", "--max-time ran out; the command was stopped"),
     (
         "126",

@@ -59,7 +59,51 @@ pub(crate) fn generate(what: Generate, out: &mut dyn Write) -> Result<()> {
 fn complete(shell: Shell, out: &mut dyn Write) -> std::io::Result<()> {
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "lockrun", &mut buf);
-    out.write_all(&buf)
+    let script = String::from_utf8_lossy(&buf);
+    out.write_all(dynamic(shell, &script).as_bytes())
+}
+
+/// What clap's static scripts cannot do, added per shell: lock names for
+/// `status`/`release` from the backend (`lockrun --complete-names`), and,
+/// after `--`, the command's own words instead of lockrun's options.
+fn dynamic(shell: Shell, script: &str) -> String {
+    const NAME_SPEC: &str = "':name -- Lock name:_default'";
+    match shell {
+        Shell::Bash => format!("{script}{}", include_str!("completion/bash.sh")),
+        Shell::Fish => format!(
+            "{}{}",
+            // clap's own candidates only before `--`.
+            script.replace(
+                "complete -c lockrun -n \"",
+                "complete -c lockrun -n \"not __lockrun_after_dashdash; and "
+            ),
+            include_str!("completion/fish.fish")
+        ),
+        Shell::Zsh => {
+            // zsh already completes the command after `--` (_cmdambivalent).
+            let script = script.replace(NAME_SPEC, "':name -- Lock name:_lockrun_names'");
+            let tail = "if [ \"$funcstack[1]\" = \"_lockrun\" ]; then";
+            match script.rfind(tail) {
+                Some(at) => format!(
+                    "{}{}{}",
+                    &script[..at],
+                    include_str!("completion/zsh.zsh").trim_start(),
+                    script[at..]
+                        .replace(
+                            "    _lockrun \"$@\"",
+                            // From now on, not clap's _lockrun this file redefined.
+                            "    compdef _lockrun_dynamic lockrun\n    _lockrun_dynamic \"$@\"",
+                        )
+                        .replace(
+                            "compdef _lockrun lockrun",
+                            "compdef _lockrun_dynamic lockrun"
+                        )
+                ),
+                None => script,
+            }
+        }
+        _ => script.to_owned(),
+    }
 }
 
 /// The man page's prose, with placeholders for what comes from the code.

@@ -13,10 +13,21 @@ pub(crate) const LIST_SCHEMA: &str = "lockrun.list/1";
 
 pub(crate) async fn status(args: &StatusArgs, global: &GlobalArgs) -> Result<Exit> {
     let name = LockName::parse(&args.name)?;
-    let mut backend = AnyBackend::connect(BackendConfig::parse(global.backend.as_deref())?).await?;
+    let config = BackendConfig::parse(global.backend.as_deref())?;
+    must_exist(&config)?;
+    let mut backend = AnyBackend::connect(config).await?;
     let slots = backend.status(&name, args.slots).await?;
+    let note = backend.note().await;
     let url = backend.display_url();
-    if args.json {
+    let answer = if args.exit_status && slots.iter().any(|s| s.held) {
+        Exit::Held
+    } else {
+        Exit::Success
+    };
+    if let Some(note) = &note {
+        eprintln!("lockrun: {}", crate::ui::error_line(note));
+    }
+    let printed = if args.json {
         let doc = json!({
             "schema": STATUS_SCHEMA,
             "name": name.as_str(),
@@ -27,11 +38,68 @@ pub(crate) async fn status(args: &StatusArgs, global: &GlobalArgs) -> Result<Exi
         print_lines([doc.to_string()])
     } else {
         print_lines(slots.iter().map(slot_line))
+    }?;
+    Ok(if printed == Exit::Success {
+        answer
+    } else {
+        printed
+    })
+}
+
+/// `lockrun --complete-names [URL]`, for the shell completions: every lock
+/// name the backend (URL, else `LOCKRUN_BACKEND`, else the default) knows,
+/// one a line. Never an error message or a wait at a prompt: a backend that
+/// fails or takes more than two seconds yields no names, and exit 0.
+pub(crate) fn complete_names(url: Option<&std::ffi::OsString>) -> u8 {
+    let url = url
+        .and_then(|u| u.to_str().map(str::to_owned))
+        .or_else(|| std::env::var("LOCKRUN_BACKEND").ok());
+    let Ok(config) = BackendConfig::parse(url.as_deref()) else {
+        return 0;
+    };
+    if must_exist(&config).is_err() {
+        return 0;
     }
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return 0;
+    };
+    let locks = runtime.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            AnyBackend::connect(config).await?.list().await
+        })
+        .await
+    });
+    let Ok(Ok(locks)) = locks else { return 0 };
+    let mut names: Vec<&str> = locks
+        .iter()
+        .map(|s| s.key.split('@').next().unwrap_or(&s.key))
+        .collect();
+    names.dedup();
+    let _ = print_lines(names.into_iter().map(str::to_owned));
+    0
+}
+
+/// `status` and `list` only read: a mistyped `file:///DIR` must not create
+/// DIR (as taking a lock there does), but say that nothing is there.
+fn must_exist(config: &BackendConfig) -> Result<()> {
+    if let BackendConfig::File(crate::backend::file::FileConfig { dir: Some(dir) }) = config
+        && !dir.exists()
+    {
+        return Err(Error::unavailable(format!(
+            "lock directory {} does not exist (lockrun creates it when a lock is first taken there); check the --backend URL",
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) async fn list(args: &ListArgs, global: &GlobalArgs) -> Result<Exit> {
-    let mut backend = AnyBackend::connect(BackendConfig::parse(global.backend.as_deref())?).await?;
+    let config = BackendConfig::parse(global.backend.as_deref())?;
+    must_exist(&config)?;
+    let mut backend = AnyBackend::connect(config).await?;
     let locks = backend.list().await?;
     let url = backend.display_url();
     if args.json {

@@ -34,6 +34,10 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     if args.get(1).is_some_and(|arg| arg == "--generate") {
         return generate::main(&args[2..]);
     }
+    // Called by the shell completions (see src/completion/): hidden, like --generate.
+    if args.get(1).is_some_and(|arg| arg == "--complete-names") {
+        return inspect::complete_names(args.get(2));
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => return report_parse_error(&e),
@@ -157,7 +161,9 @@ fn init_logging(verbose: u8, quiet: bool) {
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
                 .without_time()
-                .with_target(false),
+                .with_target(false)
+                // No escape sequences in a CI log or a file, nor with NO_COLOR.
+                .with_ansi(ui::use_color()),
         )
         .with(filter)
         .try_init();

@@ -332,6 +332,12 @@ pub(crate) trait Inspect {
     /// Every lock the backend knows about.
     async fn list(&mut self) -> Result<Vec<SlotState>>;
 
+    /// Something `status` should say about the backend as a whole: why a
+    /// lock that shows free is not granted yet (a restarted Redis).
+    async fn note(&mut self) -> Option<String> {
+        None
+    }
+
     /// Break the lock whatever its owner; returns what was removed.
     async fn force_release(
         &mut self,
@@ -362,6 +368,12 @@ pub(crate) trait Polling: Backend {
     fn queue_position(&self) -> Option<u32> {
         None
     }
+
+    /// Why the last round granted nothing when no holder was seen (a
+    /// restarted Redis grants nothing for a while), for the busy message.
+    fn busy_reason(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A waiter's side of [`Backend::acquire`]: how long it may wait, what
@@ -374,6 +386,8 @@ pub(crate) struct Wait<'a, I, D> {
     holder: Option<HolderInfo>,
     /// Our place in the backend's queue (1 = holder), where it keeps one.
     position: Option<u32>,
+    /// Why nothing was granted although nobody holds the lock.
+    reason: Option<String>,
     signals: &'a mut I,
     display: &'a mut D,
     logged: bool,
@@ -392,6 +406,7 @@ impl<'a, I: Interrupts, D: WaitDisplay> Wait<'a, I, D> {
             started: Instant::now(),
             holder: None,
             position: None,
+            reason: None,
             signals,
             display,
             logged: false,
@@ -403,6 +418,11 @@ impl<'a, I: Interrupts, D: WaitDisplay> Wait<'a, I, D> {
         if holder.is_some() {
             self.holder = holder;
         }
+    }
+
+    /// Why the backend granted nothing although nobody holds the lock.
+    pub(crate) fn because(&mut self, reason: Option<String>) {
+        self.reason = reason;
     }
 
     /// Our place in the queue, where the backend keeps one (etcd).
@@ -425,16 +445,30 @@ impl<'a, I: Interrupts, D: WaitDisplay> Wait<'a, I, D> {
     /// may not wait any longer (`--wait` ran out), as busy.
     pub(crate) fn give_up_if_over(&mut self) -> Result<()> {
         match self.policy {
-            WaitPolicy::NoWait => Err(busy(self.req, self.holder.as_ref(), None)),
+            WaitPolicy::NoWait => Err(self.busy(None)),
             WaitPolicy::Until(deadline) if Instant::now() >= deadline => {
                 self.display.clear();
-                Err(busy(
-                    self.req,
-                    self.holder.as_ref(),
-                    Some(self.started.elapsed()),
-                ))
+                Err(self.busy(Some(self.started.elapsed())))
             }
             _ => Ok(()),
+        }
+    }
+
+    fn busy(&self, waited: Option<Duration>) -> Error {
+        match &self.reason {
+            // Nobody holds it, the backend just grants nothing yet: say so,
+            // not "held (holder unknown)".
+            Some(reason) if self.holder.is_none() => {
+                let after = waited.map_or_else(
+                    || "; use --wait DURATION to wait for it".to_owned(),
+                    |w| format!("; gave up after waiting {}", compact_duration(w)),
+                );
+                Error::Busy(format!(
+                    "{} is not granted yet: {reason}{after}",
+                    self.req.name
+                ))
+            }
+            _ => busy(self.req, self.holder.as_ref(), waited),
         }
     }
 
@@ -449,7 +483,13 @@ impl<'a, I: Interrupts, D: WaitDisplay> Wait<'a, I, D> {
     ) -> Result<Option<T>> {
         if !self.logged {
             self.logged = true;
-            tracing::info!(name = %self.req.name, holder = ?self.holder, "lock busy, waiting");
+            // Display, not Debug: a log shows "HOST pid N (CMD) for 3m12s",
+            // never `Some(HolderInfo { … })`.
+            let holder = self
+                .holder
+                .as_ref()
+                .map_or_else(|| "unknown".to_owned(), HolderInfo::describe);
+            tracing::info!(name = %self.req.name, %holder, "lock busy, waiting");
         }
         self.display.show(
             &self.req.name,

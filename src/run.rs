@@ -66,7 +66,7 @@ pub(crate) fn plan(args: &RunArgs, global: &GlobalArgs) -> Result<RunPlan> {
         if !matches!(backend, BackendConfig::File(_)) {
             return refuse("a lease backend (Redis, CloudShell); it needs the file backend");
         }
-        if args.max_time.is_some() {
+        if max_time(args).is_some() {
             return refuse("--max-time");
         }
         if args.slots.is_some() {
@@ -137,7 +137,7 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
     let inherited = crate::os::children_of_self().unwrap_or_default();
     let stop = StopPolicy {
         kill_after: args.kill_after,
-        max_time: args.max_time,
+        max_time: max_time(args),
         kill_escaped: args.kill_escaped,
         inherited: &inherited,
     };
@@ -156,7 +156,7 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
                 let _ = backend.release(lease).await;
                 return Err(Error::interrupted(signal));
             }
-            tracing::info!(name = %req.name, slot = lease.slot(), fence = ?lease.fence(), "acquired");
+            tracing::info!(name = %req.name, slot = lease.slot(), fence = %fence_text(lease.fence()), "acquired");
             let spec = spec(backend.display_url(), &lease);
             match supervise::run_locked(
                 &mut backend,
@@ -183,6 +183,18 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
     .await;
     guardian.dismiss();
     result
+}
+
+/// `--max-time`, where 0 (also from `LOCKRUN_MAX_TIME=0`) means no limit, as
+/// `timeout 0` does: a zero limit would kill the command at once, racing
+/// its start, which nobody means.
+fn max_time(args: &RunArgs) -> Option<std::time::Duration> {
+    args.max_time.filter(|limit| !limit.is_zero())
+}
+
+/// A fence for the log: the number, or "none" (not `Some(3)`).
+fn fence_text(fence: Option<u64>) -> String {
+    fence.map_or_else(|| "none".to_owned(), |f| f.to_string())
 }
 
 fn command_line(program: &OsString, args: &[OsString]) -> String {
@@ -230,7 +242,7 @@ async fn run_exec(
     let mut indicator = WaitIndicator::new(global.quiet);
     let lease =
         crate::acquire::acquire(&mut backend, &req, policy, signals, &mut indicator).await?;
-    tracing::info!(name = %req.name, fence = ?lease.fence(), "acquired; exec");
+    tracing::info!(name = %req.name, fence = %fence_text(lease.fence()), "acquired; exec");
     let mut env = vec![
         ("LOCKRUN_NAME".to_owned(), req.name.to_string()),
         ("LOCKRUN_BACKEND".to_owned(), backend.display_url()),

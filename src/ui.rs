@@ -1,10 +1,14 @@
 //! What lockrun itself shows a person: the waiting indicator and the shape
 //! of its one-line messages.
 //!
-//! The waiting indicator is one self-updating line on stderr while the lock
-//! is busy, only when stderr is a terminal and not `--quiet`. It never grows
-//! past the terminal's width (a wrapped line could not be redrawn in place),
-//! and it is cleared before the child starts so the child gets a clean line.
+//! On a terminal the waiting indicator is one self-updating line on stderr
+//! while the lock is busy. It never grows past the terminal's width (a
+//! wrapped line could not be redrawn in place), and it is cleared before the
+//! child starts so the child gets a clean line. When stderr is not a terminal
+//! (a CI log, a cron mail, a file) or `TERM=dumb`, there is nothing to redraw:
+//! a waiting lockrun writes one plain line when the wait starts and a short
+//! one every minute after, so a job that waits does not look hung, and
+//! nothing once the lock is acquired. `--quiet` silences both.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -14,8 +18,29 @@ use crate::lock::{HolderInfo, LockName, compact_duration};
 /// Used when the terminal does not say how wide it is.
 const FALLBACK_WIDTH: usize = 80;
 
+/// How often a waiting lockrun says it is still waiting when stderr is a log.
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Test-only: the interval of the "still waiting" lines instead of a minute,
+/// so that tests need not wait a minute. Not a user option (documented as
+/// test-only in docs/DESIGN.md).
+pub(crate) const LOG_INTERVAL_ENV: &str = "LOCKRUN_TEST_WAIT_LOG_INTERVAL";
+
+enum Mode {
+    /// `--quiet`: nothing.
+    Off,
+    /// The self-updating line.
+    Terminal,
+    /// Plain lines for a log: one when the wait starts (`next` is `None`
+    /// until then), one every `every` after.
+    Log {
+        every: Duration,
+        next: Option<Instant>,
+    },
+}
+
 pub(crate) struct WaitIndicator {
-    enabled: bool,
+    mode: Mode,
     drawn: bool,
 }
 
@@ -24,10 +49,17 @@ impl WaitIndicator {
     pub(crate) const TICK: Duration = Duration::from_millis(500);
 
     pub(crate) fn new(quiet: bool) -> Self {
-        WaitIndicator {
-            enabled: !quiet && std::io::stderr().is_terminal(),
-            drawn: false,
-        }
+        let mode = if quiet {
+            Mode::Off
+        } else if stderr_is_terminal() {
+            Mode::Terminal
+        } else {
+            Mode::Log {
+                every: log_interval(),
+                next: None,
+            }
+        };
+        WaitIndicator { mode, drawn: false }
     }
 
     pub(crate) fn show(
@@ -37,16 +69,34 @@ impl WaitIndicator {
         position: Option<u32>,
         waiting_since: Instant,
     ) {
-        if !self.enabled {
-            return;
+        match &mut self.mode {
+            Mode::Off => {}
+            Mode::Terminal => {
+                let width = terminal_width().unwrap_or(FALLBACK_WIDTH);
+                let line = waiting_line_at(name, holder, position, waiting_since.elapsed(), width);
+                let mut err = std::io::stderr().lock();
+                // \r + erase-line redraws the same line however often it is shown.
+                let _ = write!(err, "\r\x1b[2K{line}");
+                let _ = err.flush();
+                self.drawn = true;
+            }
+            Mode::Log { every, next } => {
+                let now = Instant::now();
+                let line = match *next {
+                    None => log_start_line(name, holder, position),
+                    Some(due) if now >= due => {
+                        log_still_line(name, holder, position, waiting_since.elapsed())
+                    }
+                    Some(_) => return,
+                };
+                *next = Some(now + *every);
+                // One write of a whole line: lines of several waiters sharing
+                // a log do not interleave.
+                let _ = std::io::stderr()
+                    .lock()
+                    .write_all(format!("{line}\n").as_bytes());
+            }
         }
-        let width = terminal_width().unwrap_or(FALLBACK_WIDTH);
-        let line = waiting_line_at(name, holder, position, waiting_since.elapsed(), width);
-        let mut err = std::io::stderr().lock();
-        // \r + erase-line redraws the same line however often it is shown.
-        let _ = write!(err, "\r\x1b[2K{line}");
-        let _ = err.flush();
-        self.drawn = true;
     }
 
     pub(crate) fn clear(&mut self) {
@@ -61,7 +111,16 @@ impl WaitIndicator {
 
 impl crate::lock::WaitDisplay for WaitIndicator {
     fn tick(&self) -> Option<Duration> {
-        self.enabled.then_some(Self::TICK)
+        match &self.mode {
+            Mode::Off => None,
+            Mode::Terminal => Some(Self::TICK),
+            // Until the next line is due (the wait may have been resumed
+            // part-way through an interval); never a busy loop.
+            Mode::Log { every, next } => Some(
+                next.map_or(*every, |due| due.saturating_duration_since(Instant::now()))
+                    .max(Duration::from_millis(10)),
+            ),
+        }
     }
 
     fn show(
@@ -84,6 +143,63 @@ impl Drop for WaitIndicator {
     fn drop(&mut self) {
         self.clear();
     }
+}
+
+/// Is stderr a terminal that can redraw a line? `TERM=dumb` (Emacs shell
+/// buffers, some CI runners that allocate a pty) cannot.
+fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
+}
+
+/// May lockrun's diagnostics (the log lines of `-v`) be coloured? Only on
+/// a terminal, and never when `NO_COLOR` is set to anything non-empty
+/// (<https://no-color.org>).
+pub(crate) fn use_color() -> bool {
+    stderr_is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+fn log_interval() -> Duration {
+    std::env::var(LOG_INTERVAL_ENV)
+        .ok()
+        .and_then(|text| crate::duration::option(&text).ok())
+        .map_or(LOG_EVERY, |d| d.max(Duration::from_millis(10)))
+}
+
+/// ", 3rd in line" when we are queued behind other waiters.
+fn in_line(position: Option<u32>) -> String {
+    position
+        .filter(|p| *p > 1)
+        .map_or_else(String::new, |p| format!(", {} in line", ordinal(p)))
+}
+
+/// "lockrun: waiting for NAME, held by HOST pid N (CMD) for 3m12s".
+pub(crate) fn log_start_line(
+    name: &LockName,
+    holder: Option<&HolderInfo>,
+    position: Option<u32>,
+) -> String {
+    let by = holder.map_or_else(
+        || " (holder unknown)".to_owned(),
+        |h| format!(", held by {}", sanitize(&h.describe())),
+    );
+    format!("lockrun: waiting for {name}{}{by}", in_line(position))
+}
+
+/// "lockrun: still waiting for NAME after 1m00s (held by HOST pid N)".
+pub(crate) fn log_still_line(
+    name: &LockName,
+    holder: Option<&HolderInfo>,
+    position: Option<u32>,
+    waited: Duration,
+) -> String {
+    let by = holder.map_or_else(String::new, |h| {
+        format!(" (held by {} pid {})", sanitize(&h.host), h.pid)
+    });
+    format!(
+        "lockrun: still waiting for {name}{} after {}{by}",
+        in_line(position),
+        compact_duration(waited)
+    )
 }
 
 /// "lockrun: waited 5s for NAME; held by HOST pid N for 3m12s (CMD)", at
@@ -109,9 +225,7 @@ pub(crate) fn waiting_line_at(
 ) -> String {
     let max = width.saturating_sub(1).max(20);
     let mut head = format!("lockrun: waited {} for {name}", compact_duration(waited));
-    if let Some(position) = position.filter(|p| *p > 1) {
-        head.push_str(&format!(", {} in line", ordinal(position)));
-    }
+    head.push_str(&in_line(position));
     let Some(holder) = holder else {
         return fit(&format!("{head}; holder unknown"), max);
     };
@@ -292,6 +406,34 @@ mod tests {
             "{line}"
         );
         assert!(line.ends_with(" (make deploy)"), "{line}");
+    }
+
+    #[test]
+    fn log_lines_are_plain_and_name_the_holder() {
+        let name = LockName::parse(OsStr::new("deploy")).unwrap();
+        let start = log_start_line(&name, Some(&holder("make deploy")), None);
+        assert!(
+            start.starts_with(
+                "lockrun: waiting for deploy, held by build-7 pid 4242 (make deploy) for 3m1"
+            ),
+            "{start}"
+        );
+        assert_eq!(
+            log_start_line(&name, None, Some(3)),
+            "lockrun: waiting for deploy, 3rd in line (holder unknown)"
+        );
+        let still = log_still_line(
+            &name,
+            Some(&holder("evil\x1b[2J")),
+            None,
+            Duration::from_secs(60),
+        );
+        assert_eq!(
+            still,
+            "lockrun: still waiting for deploy after 1m00s (held by build-7 pid 4242)"
+        );
+        let odd = log_start_line(&name, Some(&holder("evil\x1b[2J")), None);
+        assert!(!odd.chars().any(char::is_control), "{odd:?}");
     }
 
     #[test]

@@ -43,6 +43,10 @@ pub(crate) struct FileConfig {
 pub(crate) struct FileBackend {
     dir: PathBuf,
     waiters: Option<Waiters>,
+    /// The directory is shared by a group (setgid or group-writable): lock
+    /// files we create must be group-writable too, or the next member of
+    /// the group could lock the file but not write its holder record.
+    group_shared: bool,
 }
 
 pub(crate) struct FileLease {
@@ -116,18 +120,24 @@ pub(crate) fn default_dir() -> PathBuf {
 
 impl FileBackend {
     pub(crate) fn open(config: &FileConfig) -> Result<Self> {
-        let dir = match &config.dir {
+        let (dir, group_shared) = match &config.dir {
             Some(dir) => {
                 ensure_shared_dir(dir)?;
-                dir.clone()
+                let group_shared = std::fs::metadata(dir)
+                    .is_ok_and(|meta| meta.mode() & (libc::S_ISGID | 0o020) != 0);
+                (dir.clone(), group_shared)
             }
             None => {
                 let dir = default_dir();
                 ensure_private_dir(&dir)?;
-                dir
+                (dir, false)
             }
         };
-        Ok(FileBackend { dir, waiters: None })
+        Ok(FileBackend {
+            dir,
+            waiters: None,
+            group_shared,
+        })
     }
 
     fn lock_path(&self, key: &str) -> PathBuf {
@@ -169,12 +179,54 @@ impl FileBackend {
                 locked.path.display()
             )));
         }
+        if self.group_shared {
+            share_with_group(&locked.file);
+        }
         write_record(&locked.file, &record, previous_len)?;
+        self.warn_if_other_kind_held(req);
         Ok(FileLease {
             slot: locked.slot,
             locked,
             fence: Some(fence),
         })
+    }
+
+    /// A plain lock and a semaphore (`--slots`) of the same NAME are
+    /// different files and do not exclude each other: say so when the
+    /// other kind is held right now. Costs one failed stat when NAME has
+    /// never been used the other way.
+    fn warn_if_other_kind_held(&self, req: &LockRequest) {
+        let name = &req.name;
+        let other: Vec<String> = if req.slots > 1 {
+            vec![name.as_str().to_owned()]
+        } else if self.lock_path(&name.slot_key(1, 2)).exists() {
+            self.keys_of(name, None)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|key| key.contains('@'))
+                .collect()
+        } else {
+            return;
+        };
+        let held: Vec<String> = other
+            .into_iter()
+            .filter(|key| {
+                std::fs::symlink_metadata(self.lock_path(key)).is_ok()
+                    && self.slot_state(key).is_ok_and(|s| s.held)
+            })
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let (ours, theirs) = if req.slots > 1 {
+            ("a semaphore (--slots)", "a plain lock")
+        } else {
+            ("a plain lock", "a semaphore (--slots)")
+        };
+        tracing::warn!(
+            "{name} is also used as {theirs} and {} is held now; {ours} of {name} does not exclude it: use the same --slots everywhere {name} is used",
+            held.join(", ")
+        );
     }
 
     fn slot_state(&self, key: &str) -> Result<SlotState> {
@@ -620,11 +672,20 @@ fn read_record_len(file: &File) -> (Option<HolderInfo>, usize) {
 /// says holds the flock. The record is only trusted when it names that
 /// pid; otherwise it is a previous holder's (dead, or replaced by a
 /// flock(1) or another program that writes no record), and the holder is
-/// described from the kernel's pid instead. Without a kernel answer (no
-/// /proc/locks) the record is all there is.
+/// described from the kernel's pid instead. A record naming that pid is
+/// still a previous holder's if it was written on another host (a lock
+/// directory shared over the network) or before the process with that pid
+/// started (the pid was reused). Without a kernel answer (no /proc/locks)
+/// the record is all there is.
 fn trusted_holder(record: Option<HolderInfo>, kernel_pid: Option<u32>) -> Option<HolderInfo> {
     match (record, kernel_pid) {
-        (Some(record), Some(pid)) if record.pid == pid => Some(record),
+        (Some(record), Some(pid))
+            if record.pid == pid
+                && record.host == hostname()
+                && !started_after(pid, record.since) =>
+        {
+            Some(record)
+        }
         (Some(record), None) => Some(record),
         (_, Some(pid)) => Some(HolderInfo {
             host: this_host(),
@@ -635,6 +696,38 @@ fn trusted_holder(record: Option<HolderInfo>, kernel_pid: Option<u32>) -> Option
             fence: None,
         }),
         (None, None) => None,
+    }
+}
+
+/// Make a lock file of ours readable and writable for the group, as the
+/// group directory it is in is meant to be shared (umask 022 would make
+/// it 0644). Files of other users are left as they are.
+fn share_with_group(file: &File) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = file.metadata() else { return };
+    let mode = meta.mode() & 0o7777;
+    if meta.uid() == nix::unistd::getuid().as_raw() && mode & 0o060 != 0o060 {
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(mode | 0o060));
+    }
+}
+
+/// Did `pid` start after `since` (Unix seconds)? Then a record naming it
+/// was written by an earlier process that had the same pid.
+fn started_after(pid: u32, since: u64) -> bool {
+    let Some(stat) = i32::try_from(pid).ok().and_then(crate::os::proc_stat) else {
+        return false;
+    };
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|text| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|b| b.trim().parse::<u64>().ok())
+    });
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    match (boot, u64::try_from(ticks)) {
+        // One second of slack for btime's rounding.
+        (Some(boot), Ok(ticks)) if ticks > 0 => boot + stat.start / ticks > since + 1,
+        _ => false,
     }
 }
 
@@ -731,6 +824,15 @@ fn kernel_lock_state(path: &Path, meta: &std::fs::Metadata) -> Result<KernelLock
 
 fn this_host() -> String {
     HolderInfo::for_this_process("").host
+}
+
+/// This machine's name as holder records carry it (without the user
+/// lookup of [`this_host`]).
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown-host".into())
 }
 
 /// The default directory: created 0700, and refused if it is a symlink or

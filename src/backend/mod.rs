@@ -264,6 +264,10 @@ impl Inspect for AnyBackend {
         delegate!(self, |b| b.list().await)
     }
 
+    async fn note(&mut self) -> Option<String> {
+        delegate!(self, |b| b.note().await)
+    }
+
     async fn force_release(
         &mut self,
         name: &LockName,

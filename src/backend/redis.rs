@@ -147,7 +147,7 @@ impl RedisConfig {
         let shown = super::url::redacted(url);
         let bad = |why: &str| {
             Error::usage(format!(
-                "invalid redis URL {shown:?}: {why}; use redis://[user:password@]host[:port][/db][?prefix=P] or rediss://… for TLS"
+                "invalid redis URL {shown:?}: {why}; use redis://[user@]host[:port][/db][?prefix=P] or rediss://… for TLS, with the password in LOCKRUN_REDIS_PASSWORD"
             ))
         };
         let parts = super::url::parse(url).map_err(|why| bad(&why))?;
@@ -318,14 +318,18 @@ impl RedisConfig {
 }
 
 /// Take the lock if free. Replies (all strings):
-/// `{"1", fence}` acquired; `{"0", holder, fence, pttl}` held;
+/// `{"1", fence, other}` acquired, where `other` is "1" when the last key
+/// (the other kind of lock of the same NAME: slot 1 of a semaphore for a
+/// plain lock, the plain lock for a semaphore) exists, i.e. is held;
+/// `{"0", holder, fence, pttl}` held;
 /// `{"2", ms}` refused because the server started less than max-ttl
 /// (ARGV[4]) ago: a holder from before a restart may still be running.
 /// A key that is ours already (a retry whose first reply was lost) counts
 /// as acquired. A key of another type (someone else's `SET`) counts as held
 /// and is never overwritten.
 ///
-/// A plain lock (not a slot) also passes KEYS[3..5], the shared holders
+/// A plain lock (not a slot) also passes KEYS[3..5] before that last key,
+/// the shared holders
 /// (`:readers`, `:rinfo`) and the waiting exclusive holders (`:wwait`):
 /// it is then held while any shared lease is live, and a try refused by
 /// shared holders (reply field 5 `shared`) records ARGV[1] in `:wwait` for
@@ -335,7 +339,7 @@ impl RedisConfig {
 /// exclusive waiters then cost what they always did.
 const ACQUIRE: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
-local rw = #KEYS >= 5
+local rw = #KEYS >= 6
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind == 'hash' then
   local cur = redis.call('HMGET', KEYS[1], 'token', 'holder', 'fence')
@@ -376,7 +380,7 @@ local f = string.format('%d', fence)
 redis.call('HSET', KEYS[1], 'token', ARGV[1], 'holder', ARGV[3], 'fence', f)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if rw then redis.call('ZREM', KEYS[4], ARGV[1]) end
-return {'1', f}
+return {'1', f, tostring(redis.call('EXISTS', KEYS[#KEYS]))}
 ";
 
 /// Lua shared by the readers/writer scripts. Shared leases are members of
@@ -692,6 +696,8 @@ pub(crate) struct RedisBackend {
     /// Set while an exclusive waiter may have an entry in `:wwait`: what
     /// [`WITHDRAW`] needs if it gives up (`Drop`).
     waiting_writer: Option<Withdraw>,
+    /// Set when the last try was refused by the restart guard: why.
+    restart_reason: Option<String>,
 }
 
 /// An exclusive waiter's entry in `:wwait`, to withdraw on giving up.
@@ -771,6 +777,7 @@ impl RedisBackend {
             told_about_restart: false,
             attempt_token: None,
             waiting_writer: None,
+            restart_reason: None,
         };
         backend.connection(CONNECT_TIMEOUT).await?;
         Ok(backend)
@@ -910,7 +917,7 @@ impl RedisBackend {
             let hint = if self.config.password.is_some() {
                 "check the user name and password"
             } else {
-                "the server wants a password: put it in the URL or in LOCKRUN_REDIS_PASSWORD"
+                "the server wants a password: set LOCKRUN_REDIS_PASSWORD (a USER:PASSWORD@ in the URL works too, but ps(1) shows it)"
             };
             return Error::no_permission(format!(
                 "redis at {address} refused our credentials while {what}: {detail}; {hint}"
@@ -1225,6 +1232,21 @@ impl RedisBackend {
     /// When to look again without a wake-up: just after the
     /// shortest busy lease would expire by itself, jittered so the waiters
     /// of a holder that died do not all arrive at once.
+    /// "the Redis server at H started 3s ago; locks are granted from T …":
+    /// the restart guard, `wait` before it ends. One text for the busy
+    /// message, the log and `status`.
+    fn restart_guard(&self, wait: Duration) -> String {
+        let up = self.config.max_ttl.saturating_sub(wait);
+        let from = crate::lock::unix_now() + wait.as_millis().div_ceil(1000) as u64;
+        format!(
+            "the Redis server at {} started {} ago; locks are granted from {} (max-ttl {} after its start, so that a holder from before a restart has run out)",
+            self.config.address(),
+            crate::lock::compact_duration(up),
+            crate::lock::rfc3339(from),
+            humantime::format_duration(self.config.max_ttl),
+        )
+    }
+
     fn fallback_delay(&self, req: &LockRequest) -> Duration {
         let base = self
             .soonest_expiry
@@ -1466,6 +1488,11 @@ impl Polling for RedisBackend {
         }
         if req.shared {
             invocation.key(&rw.rwake);
+        } else {
+            // The other kind of lock of this NAME (same hash tag), last, for
+            // the warning that a plain lock and a semaphore do not exclude
+            // each other.
+            invocation.key(self.lock_key(&req.name, 1, if req.slots > 1 { 1 } else { 2 }));
         }
         invocation
             .arg(&token)
@@ -1477,6 +1504,7 @@ impl Polling for RedisBackend {
         // so our idea of when it expires errs on the safe side.
         let sent = BootTime::now();
         if slot == 1 {
+            self.restart_reason = None;
             self.soonest_expiry = None;
             self.round_started = Instant::now();
         }
@@ -1499,6 +1527,22 @@ impl Polling for RedisBackend {
                 self.lost_waits = 0;
                 self.attempt_token = None;
                 self.waiting_writer = None;
+                if field(2) == "1" {
+                    let (ours, theirs) = if req.slots > 1 {
+                        ("a semaphore (--slots)", "a plain lock")
+                    } else {
+                        ("a plain lock", "a semaphore (--slots)")
+                    };
+                    tracing::warn!(
+                        "{name} is also used as {theirs} and {other} is held now; {ours} of {name} does not exclude it: use the same --slots everywhere {name} is used",
+                        name = req.name,
+                        other = if req.slots > 1 {
+                            req.name.to_string()
+                        } else {
+                            req.name.slot_key(1, 2)
+                        },
+                    );
+                }
                 Ok(Attempt::Acquired(RedisLease {
                     key,
                     shared: req.shared.then(|| (rw.readers.clone(), rw.rinfo.clone())),
@@ -1539,15 +1583,12 @@ impl Polling for RedisBackend {
             }
             "2" => {
                 let wait = Duration::from_millis(field(1).parse().unwrap_or(0));
+                let reason = self.restart_guard(wait);
                 if !self.told_about_restart {
                     self.told_about_restart = true;
-                    tracing::warn!(
-                        "redis at {} started less than max-ttl ({}) ago: no lock is granted for {} more, in case a holder from before a restart is still running",
-                        self.config.address(),
-                        humantime::format_duration(self.config.max_ttl),
-                        humantime::format_duration(wait)
-                    );
+                    tracing::info!("{reason}");
                 }
+                self.restart_reason = Some(reason);
                 self.soonest_expiry = Some(self.soonest_expiry.map_or(wait, |s| s.min(wait)));
                 Ok(Attempt::Held(None))
             }
@@ -1555,6 +1596,10 @@ impl Polling for RedisBackend {
                 "redis returned an unexpected reply {other:?} to the acquire script"
             ))),
         }
+    }
+
+    fn busy_reason(&self) -> Option<String> {
+        self.restart_reason.clone()
     }
 
     async fn wait(&mut self, req: &LockRequest, _round: u32) -> Result<WaitOutcome<RedisLease>> {
@@ -1627,7 +1672,10 @@ impl Inspect for RedisBackend {
     async fn list(&mut self) -> Result<Vec<SlotState>> {
         let pattern = format!("{}{{*}}:*", glob_escape(&self.config.prefix));
         let keys = self.scan(&pattern).await?;
-        // name -> its lock keys; a name with only a fence counter is known but free.
+        // name -> its lock keys. The fence counter never expires (an expired
+        // one would restart low and the fence would go backwards), so a name
+        // with only a fence counter is not listed: else `list` would show
+        // every name ever used.
         let mut names: std::collections::BTreeMap<String, Vec<(String, Option<u32>)>> =
             std::collections::BTreeMap::default();
         for key in keys {
@@ -1657,11 +1705,8 @@ impl Inspect for RedisBackend {
                     }
                     continue;
                 }
-                // A name with only a fence counter is known but free.
-                ":fence" => {
-                    names.entry(name.to_owned()).or_default();
-                    continue;
-                }
+                // A name with only a fence counter is not a lock any more.
+                ":fence" => continue,
                 _ => match suffix.strip_prefix(":slot:").and_then(|s| s.parse().ok()) {
                     Some(slot) => Some(slot),
                     // The wake list (and anything else) is not a lock.
@@ -1676,24 +1721,31 @@ impl Inspect for RedisBackend {
         let mut out = Vec::new();
         for (name, mut keys) in names {
             let name = LockName::parse(std::ffi::OsStr::new(&name))?;
-            if keys.is_empty() {
-                out.push(SlotState {
-                    key: name.as_str().to_owned(),
-                    slot: None,
-                    held: false,
-                    holder: None,
-                    expires_in_ms: None,
-                    needs_manual_release: false,
-                    shared_by: None,
-                    queue: Vec::new(),
-                    waiters: None,
-                });
-                continue;
-            }
             keys.sort_by_key(|(_, slot)| *slot);
             out.extend(self.slot_states(&name, &keys).await?);
         }
         Ok(out)
+    }
+
+    async fn note(&mut self) -> Option<String> {
+        let info: String = self
+            .call(
+                "reading the server's uptime",
+                CONNECT_TIMEOUT,
+                async |conn| redis::cmd("INFO").arg("server").query_async(conn).await,
+            )
+            .await
+            .ok()?;
+        let up: u64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("uptime_in_seconds:"))?
+            .trim()
+            .parse()
+            .ok()?;
+        // The acquire script's rule: whole seconds, counted one up.
+        let guard = duration_ms(self.config.max_ttl);
+        let up_ms = (up + 1).saturating_mul(1000);
+        (up_ms < guard).then(|| self.restart_guard(Duration::from_millis(guard - up_ms)))
     }
 
     async fn force_release(

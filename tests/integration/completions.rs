@@ -7,7 +7,7 @@ use std::process::Command;
 
 use clap::CommandFactory;
 
-use crate::util::{SOON, Sandbox, run_timeout, stderr_of};
+use crate::util::{BIN, SOON, Sandbox, run_timeout, stderr_of};
 use crate::util::{Tmux, require};
 
 fn completions(file: &str) -> PathBuf {
@@ -82,7 +82,8 @@ printf '%s\n' "${{COMPREPLY[@]}}""#,
         words = quoted.join(" "),
     );
     let mut cmd = Command::new("bash");
-    cmd.args(["--norc", "--noprofile", "-c", &script]);
+    cmd.env("PATH", path_with_lockrun())
+        .args(["--norc", "--noprofile", "-c", &script]);
     let out = run_timeout(cmd, SOON);
     assert!(out.status.success(), "bash: {}", stderr_of(&out));
     String::from_utf8(out.stdout).unwrap()
@@ -118,6 +119,63 @@ fn bash_completes_options_and_subcommands() {
     );
 }
 
+/// `PATH` with the lockrun under test first: the completions call
+/// `lockrun --complete-names` for lock names.
+fn path_with_lockrun() -> String {
+    let dir = std::path::Path::new(BIN)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
+}
+
+/// A lock directory that knows the locks `deploy` and `pool` (two slots).
+fn known_locks() -> Sandbox {
+    let sb = Sandbox::new();
+    for args in [
+        &["deploy", "--", "true"][..],
+        &["--slots", "2", "pool", "--", "true"],
+    ] {
+        let out = run_timeout(sb.lockrun(args), SOON);
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    }
+    sb
+}
+
+#[test]
+fn bash_completes_lock_names_and_the_command_after_dashdash() {
+    let sb = known_locks();
+    let url = sb.backend_url();
+    for sub in ["status", "release"] {
+        let offered = bash_complete(&["lockrun", "-b", &url, sub, ""]);
+        assert_eq!(offered, "deploy\npool\n", "{sub}");
+    }
+    let offered = bash_complete(&["lockrun", "--backend", &url, "status", "de"]);
+    assert_eq!(offered, "deploy\n");
+    // After `--`: commands, not lockrun's options.
+    let offered = bash_complete(&["lockrun", "deploy", "--", "ech"]);
+    assert!(offered.lines().any(|l| l == "echo"), "{offered}");
+    let offered = bash_complete(&["lockrun", "deploy", "--", "ls", "--"]);
+    assert!(!offered.contains("--wait"), "{offered}");
+    let offered = bash_complete(&["lockrun", "run", "status", "--", "ech"]);
+    assert!(offered.lines().any(|l| l == "echo"), "{offered}");
+}
+
+#[test]
+fn fish_completes_lock_names_and_the_command_after_dashdash() {
+    let sb = known_locks();
+    let url = sb.backend_url();
+    let offered = fish_complete(&format!("lockrun -b {url} status "));
+    assert_eq!(offered, "deploy\npool", "{offered}");
+    let offered = fish_complete(&format!("lockrun -b {url} release p"));
+    assert_eq!(offered, "pool", "{offered}");
+    let offered = fish_complete("lockrun deploy -- ech");
+    assert!(offered.lines().any(|l| l == "echo"), "{offered}");
+    let offered = fish_complete("lockrun deploy -- sh --");
+    assert!(!offered.contains("--wait"), "{offered}");
+}
+
 fn fish_complete(line: &str) -> String {
     require("fish", "fish");
     let script = format!(
@@ -126,7 +184,8 @@ fn fish_complete(line: &str) -> String {
     );
     let sandbox = Sandbox::new();
     let mut cmd = Command::new("fish");
-    cmd.env("HOME", sandbox.dir.path())
+    cmd.env("PATH", path_with_lockrun())
+        .env("HOME", sandbox.dir.path())
         .env("XDG_CONFIG_HOME", sandbox.path("config"))
         .env("XDG_DATA_HOME", sandbox.path("data"))
         .args(["--no-config", "-c", &script]);
@@ -211,6 +270,45 @@ fn zsh_completes_options() {
         "descriptions shown:\n{text}"
     );
     assert!(!text.contains("--generate"), "hidden flag offered:\n{text}");
+}
+
+/// zsh: `lockrun -b URL status <Tab>` lists the backend's lock names.
+#[test]
+fn zsh_completes_lock_names() {
+    require("zsh", "zsh");
+    let sb = known_locks();
+    let dir = completions("_lockrun").parent().unwrap().to_path_buf();
+    std::fs::write(
+        sb.path(".zshrc"),
+        format!(
+            "fpath=('{}' $fpath)\nautoload -Uz compinit\ncompinit -u -D\n\
+             zstyle ':completion:*' list-prompt ''\nPS1='READY> '\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let command = format!(
+        "env ZDOTDIR='{0}' HOME='{0}' PATH='{1}' zsh -i",
+        sb.dir.path().display(),
+        path_with_lockrun()
+    );
+    let tmux = Tmux::start(sb.dir.path(), 200, 50, &command);
+    tmux.wait_for_screen("the zsh prompt", |screen| {
+        screen.iter().any(|r| r.starts_with("READY>"))
+    });
+    tmux.send_keys(&[&format!("lockrun -b {} status ", sb.backend_url()), "Tab"]);
+    tmux.wait_for_screen("zsh to list the lock names", |screen| {
+        let text = screen.join("\n");
+        text.contains("deploy") && text.contains("pool")
+    });
+    // After `--`, the command's own words: here its name.
+    tmux.send_keys(&["C-c"]);
+    tmux.send_keys(&["lockrun deploy -- lockru", "Tab"]);
+    tmux.wait_for_screen("zsh to complete the command after --", |screen| {
+        screen
+            .iter()
+            .any(|r| r.ends_with("lockrun deploy -- lockrun"))
+    });
 }
 
 /// Shells the tests cannot run here: the scripts at least name every option.

@@ -239,7 +239,7 @@ fn help_shows_usage_and_real_examples() {
             "{text}"
         );
         assert!(
-            text.contains("lockrun status [--json] [--slots N] NAME"),
+            text.contains("lockrun status [--json] [--exit-status] [--slots N] NAME"),
             "{text}"
         );
         let examples: Vec<&str> = text

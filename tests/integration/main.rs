@@ -25,3 +25,4 @@ mod json;
 mod snapshots;
 mod tty;
 mod untrusted;
+mod ux;

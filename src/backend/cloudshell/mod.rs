@@ -467,7 +467,7 @@ impl CloudShellBackend {
         ours: Option<&str>,
         failure: &str,
     ) -> Result<()> {
-        tracing::info!(aliases = ?aliases, failure, "no answer to RemoveServicesFromReservation; waiting for it to be carried out");
+        tracing::info!(aliases = %aliases.join(", "), failure, "no answer to RemoveServicesFromReservation; waiting for it to be carried out");
         let deadline = self.settle_deadline();
         let mut round = 0u32;
         let seen = loop {
