@@ -1308,3 +1308,39 @@ fn a_lock_file_removed_while_lockrun_is_stopped_still_stops_the_command() {
     assert_eq!(code(status), 76, "{stderr}");
     assert!(stderr.contains("removed"), "{stderr}");
 }
+
+/// The command's signal state: nothing blocked, SIGPIPE at its default
+/// (lockrun ignores it), a signal lockrun forwards (SIGUSR1) at its default
+/// even where the caller ignored it (lockrun's handler replaced that), and a
+/// signal the caller ignored that lockrun never touches (SIGALRM) still
+/// ignored. The command's process resets only the signals lockrun changed.
+#[test]
+fn the_command_gets_the_callers_signal_dispositions() {
+    use std::os::unix::process::CommandExt;
+    let sb = Sandbox::new();
+    let mut cmd = sb.lockrun(&["sigs", "--", "cat", "/proc/self/status"]);
+    // SAFETY: signal(2) only, between fork and exec of the test's child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGALRM, libc::SIG_IGN);
+            libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let out = run_timeout(cmd, SOON);
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+    let status = String::from_utf8_lossy(&out.stdout);
+    let mask = |field: &str| {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap_or_else(|| panic!("no {field} in {status}"));
+        u64::from_str_radix(line[field.len()..].trim(), 16).unwrap()
+    };
+    let bit = |sig: i32| 1u64 << (sig - 1);
+    assert_eq!(mask("SigBlk:"), 0, "signals left blocked");
+    let ignored = mask("SigIgn:");
+    assert_ne!(ignored & bit(libc::SIGALRM), 0, "SIGALRM no longer ignored");
+    assert_eq!(ignored & bit(libc::SIGPIPE), 0, "SIGPIPE left ignored");
+    assert_eq!(ignored & bit(libc::SIGUSR1), 0, "SIGUSR1 left ignored");
+}
