@@ -15,6 +15,7 @@ pub(crate) mod os;
 pub(crate) mod run;
 pub(crate) mod signals;
 pub(crate) mod spawn;
+pub mod startup;
 pub mod supervise;
 pub(crate) mod terminal;
 pub(crate) mod ui;
