@@ -12,6 +12,7 @@ pub(crate) mod guardian;
 pub(crate) mod inspect;
 pub mod lock;
 pub(crate) mod os;
+pub(crate) mod raw;
 pub(crate) mod run;
 pub(crate) mod signals;
 pub(crate) mod spawn;

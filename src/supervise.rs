@@ -366,6 +366,14 @@ async fn escaped(
     // orphan is reparented to lockrun, its subreaper): with no child but
     // the guardian there is nothing to look for, and no need to read
     // every process's /proc entry inside the critical section.
+    // The guardian is a clone child (it sends no SIGCHLD), so one waitid
+    // without __WALL answers "no other child" when lockrun had none before.
+    if guardian.is_clone_child()
+        && policy.inherited.is_empty()
+        && !crate::os::has_signalling_child()
+    {
+        return;
+    }
     if crate::os::children_of_self().is_some_and(|kids| kids.iter().all(|k| exclude.contains(k))) {
         return;
     }

@@ -232,6 +232,17 @@ fn a_signal_while_waiting_aborts_cleanly() {
 
 #[test]
 fn sigkilled_lockrun_frees_the_lock_and_takes_the_child_along() {
+    sigkilled_lockrun_takes_the_child_along(&[]);
+}
+
+/// The same with the guardian forked (`LOCKRUN_GUARDIAN=fork`, the path
+/// for tools that cannot follow a CLONE_VM process) instead of cloned.
+#[test]
+fn sigkilled_lockrun_with_a_forked_guardian_takes_the_child_along() {
+    sigkilled_lockrun_takes_the_child_along(&[("LOCKRUN_GUARDIAN", "fork")]);
+}
+
+fn sigkilled_lockrun_takes_the_child_along(env: &[(&str, &str)]) {
     let sb = Sandbox::new();
     let bg = sb.path("bg.pid");
     let ready = sb.path("victim.ready");
@@ -241,7 +252,7 @@ fn sigkilled_lockrun_frees_the_lock_and_takes_the_child_along() {
         ready.display()
     );
     let mut cmd = sb.lockrun(&["victim", "--", "sh", "-c", &script]);
-    cmd.stdin(Stdio::piped());
+    cmd.stdin(Stdio::piped()).envs(env.iter().copied());
     let holder = Proc::spawn(cmd, "holder");
     let child_pid: i32 = wait_for_content(&ready).parse().unwrap();
     let grandchild: i32 = wait_for_content(&bg).parse().unwrap();
