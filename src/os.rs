@@ -82,6 +82,19 @@ pub(crate) fn boottime_nanos_signal_safe() -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
+/// A lower bound, in clock ticks since boot, for the start time
+/// (`/proc/PID/stat` field 22) of any process started from now on.
+/// CLOCK_MONOTONIC, never ahead of the boot-time clock the kernel stamps
+/// processes with (older kernels stamped the monotonic one), rounded down.
+pub(crate) fn start_time_lower_bound() -> u64 {
+    // SAFETY: sysconf takes an integer (glibc answers from the auxv).
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1);
+    let now = clock(libc::CLOCK_MONOTONIC);
+    now.as_secs().saturating_mul(hz) + u64::from(now.subsec_nanos()) * hz / 1_000_000_000
+}
+
 /// The fields of `/proc/PID/stat` lockrun uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ProcStat {
@@ -362,6 +375,20 @@ mod tests {
             })
         );
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn a_process_started_later_starts_no_earlier_than_the_bound() {
+        let bound = start_time_lower_bound();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let start = proc_stat(child.id() as i32).map(|s| s.start);
+        let _ = child.kill();
+        let _ = child.wait();
+        let start = start.expect("the child's /proc/PID/stat");
+        assert!(start >= bound, "started at tick {start}, bound {bound}");
     }
 
     #[test]
