@@ -1,4 +1,4 @@
-//! The guardian: a tiny forked process that enforces what lockrun itself
+//! The guardian: a tiny process of its own that enforces what lockrun itself
 //! may be unable to enforce, because lockrun can be stopped (SIGSTOP, a
 //! debugger, Ctrl-Z), starved, or SIGKILLed while its command runs.
 //!
@@ -13,7 +13,8 @@
 //!   deadline forward, and lockrun is told (one byte back) when the guardian
 //!   had to act, so the exit code says the lock was lost.
 //!
-//! It is forked before the lock is taken, so starting it costs nothing
+//! It is started (`clone(CLONE_VM)`, see [`Guardian::start`]) before the
+//! lock is taken, so starting it costs nothing
 //! inside the critical section, and it sits in a process group of its own,
 //! so a SIGKILL to lockrun's whole group does not take it along. The
 //! command registers itself from between fork and exec, so there is no
@@ -77,43 +78,83 @@ const FILE_CHECK_MS: i32 = 50;
 pub(crate) struct Guardian {
     pid: Pid,
     socket: tokio::net::UnixStream,
+    /// Started with `clone(CLONE_VM)`: a clone child, which sends no
+    /// SIGCHLD and which `waitid` only finds with `__WALL`.
+    clone_child: bool,
 }
 
 impl Guardian {
-    /// Fork the guardian. Must be called inside the tokio runtime.
+    /// Start the guardian. Must be called inside the tokio runtime.
+    ///
+    /// Where the raw system call instruction is written out
+    /// ([`crate::raw::SHARED_MEMORY_OK`]) it is `clone(CLONE_VM)` on a stack
+    /// of its own: no page tables copied, and no copy-on-write fault for
+    /// every page lockrun writes afterwards, which made the fork the most
+    /// expensive step of an uncontended run (bench/analysis.md). The
+    /// guardian still has its own descriptor table, signal dispositions and
+    /// process group, and it dies with nothing of lockrun's: when lockrun
+    /// exits, the memory stays mapped for the guardian until it exits too.
+    /// It is a "clone child" (no SIGCHLD when it dies), so that a `waitid`
+    /// without `__WALL` tells whether lockrun has any *other* child.
     pub(crate) fn start() -> Result<Guardian> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| Error::internal(format!("cannot create the guardian's socket: {e}")))?;
         let close = CloseMethod::from_env();
         let their_fd = theirs.as_raw_fd();
-        // SAFETY: the forked process only makes async-signal-safe system
-        // calls (see guardian_main) and never returns into Rust code that
-        // could touch state shared with other threads of the parent.
-        match unsafe { libc::fork() } {
-            // SAFETY: we are the freshly forked child, as guardian_main requires.
-            0 => unsafe { guardian_main(their_fd, close) },
-            -1 => Err(Error::internal(format!(
-                "cannot start the guardian process: {}",
-                std::io::Error::last_os_error()
-            ))),
-            pid => {
-                drop(theirs);
-                ours.set_nonblocking(true).map_err(|e| {
-                    Error::internal(format!("cannot set up the guardian's socket: {e}"))
-                })?;
-                let socket = tokio::net::UnixStream::from_std(ours).map_err(|e| {
-                    Error::internal(format!("cannot set up the guardian's socket: {e}"))
-                })?;
-                Ok(Guardian {
-                    pid: Pid::from_raw(pid),
-                    socket,
-                })
+        // Every signal blocked around the clone or fork, so that none of
+        // lockrun's handlers (which would write lockrun's memory) runs in
+        // the guardian before it has reset them; restored right after.
+        // SAFETY: pthread_sigmask on sigsets on our stack.
+        let old_mask = unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&raw mut all);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &raw const all, &raw mut old);
+            old
+        };
+        // `LOCKRUN_GUARDIAN=fork`: a plain fork, for tools that cannot
+        // follow a CLONE_VM process (valgrind) and for the tests of that path.
+        let clone_child = crate::raw::SHARED_MEMORY_OK
+            && std::env::var_os("LOCKRUN_GUARDIAN").is_none_or(|v| v != "fork");
+        let pid = if clone_child {
+            clone_guardian(their_fd, close)
+        } else {
+            // SAFETY: the forked process only makes async-signal-safe system
+            // calls (see guardian_main) and never returns into Rust code that
+            // could touch state shared with other threads of the parent.
+            match unsafe { libc::fork() } {
+                // SAFETY: we are the freshly forked child, with every signal
+                // blocked, as guardian_main requires.
+                0 => unsafe { guardian_main(their_fd, close) },
+                -1 => Err(std::io::Error::last_os_error()),
+                pid => Ok(pid),
             }
-        }
+        };
+        // SAFETY: restoring the mask saved above.
+        unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &raw const old_mask, std::ptr::null_mut())
+        };
+        let pid =
+            pid.map_err(|e| Error::internal(format!("cannot start the guardian process: {e}")))?;
+        drop(theirs);
+        ours.set_nonblocking(true)
+            .map_err(|e| Error::internal(format!("cannot set up the guardian's socket: {e}")))?;
+        let socket = tokio::net::UnixStream::from_std(ours)
+            .map_err(|e| Error::internal(format!("cannot set up the guardian's socket: {e}")))?;
+        Ok(Guardian {
+            pid: Pid::from_raw(pid),
+            socket,
+            clone_child,
+        })
     }
 
     pub(crate) fn pid(&self) -> Pid {
         self.pid
+    }
+
+    /// Is the guardian a clone child (see the field)?
+    pub(crate) fn is_clone_child(&self) -> bool {
+        self.clone_child
     }
 
     /// The descriptor the command writes its registration to, between fork
@@ -245,7 +286,8 @@ impl Guardian {
     /// moments until lockrun exits.
     pub(crate) fn dismiss(self) {
         self.send(MSG_DISMISS, 0, 0);
-        let _ = waitpid(self.pid, Some(WaitPidFlag::WNOHANG));
+        // __WALL: a clone child is only found with it.
+        let _ = waitpid(self.pid, Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL));
     }
 
     fn send(&self, kind: u64, a: u64, b: u64) {
@@ -304,47 +346,141 @@ pub(crate) fn register(fd: RawFd, term_at_nanos: u64) -> Registered {
     }
 }
 
-/// The guardian's whole life, in the forked process.
+/// The guardian's stack: never unmapped, as the guardian may outlive every
+/// use lockrun has for it (lockrun does not wait for it to exit). Pages
+/// that are never touched cost nothing.
+const GUARDIAN_STACK: usize = 256 * 1024;
+
+/// `clone(CLONE_VM)` the guardian (see [`Guardian::start`]); its pid.
+fn clone_guardian(socket: RawFd, close: CloseMethod) -> std::io::Result<libc::pid_t> {
+    // SAFETY: mmap of fresh anonymous memory; checked below.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            GUARDIAN_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    // The arguments travel in the pointer itself: nothing on lockrun's
+    // stack, which moves on at once, is read by the guardian.
+    let arg = (socket as u32 as usize) | (usize::from(close == CloseMethod::Scan) << 32);
+    // SAFETY: the caller blocks every signal around this (see
+    // `Guardian::start`). `guardian_entry` uses only raw system calls (`crate::raw`: no errno,
+    // no thread data) and its own stack, never allocates, and reads only
+    // its argument and constants, so it shares nothing that lockrun's
+    // threads change. No CLONE_FILES / CLONE_SIGHAND / CLONE_THREAD: its
+    // descriptors, dispositions and exit are its own. Exit signal 0.
+    let (pid, clone_errno) = unsafe {
+        let top = stack
+            .cast::<u8>()
+            .add(GUARDIAN_STACK)
+            .cast::<libc::c_void>();
+        let pid = libc::clone(
+            guardian_entry,
+            top,
+            libc::CLONE_VM,
+            arg as *mut libc::c_void,
+        );
+        (pid, std::io::Error::last_os_error())
+    };
+    if pid < 0 {
+        // SAFETY: the stack no process uses (the clone failed).
+        unsafe { libc::munmap(stack, GUARDIAN_STACK) };
+        return Err(clone_errno);
+    }
+    Ok(pid)
+}
+
+/// The cloned guardian's first instruction.
+extern "C" fn guardian_entry(arg: *mut libc::c_void) -> libc::c_int {
+    let arg = arg as usize;
+    let socket = (arg & 0xffff_ffff) as RawFd;
+    let close = if arg >> 32 == 1 {
+        CloseMethod::Scan
+    } else {
+        CloseMethod::CloseRange
+    };
+    // SAFETY: a fresh clone that runs nothing else, as guardian_main requires.
+    unsafe { guardian_main(socket, close) }
+}
+
+/// The guardian's whole life, in its own process.
+///
+/// Every call is a raw system call (`crate::raw`): the process may share
+/// lockrun's memory and its main thread's thread data, so nothing here may
+/// set errno, allocate, or touch any state of lockrun's. It starts with
+/// every signal blocked (blocked by the caller around the clone or fork).
 ///
 /// # Safety
-/// Must only be called in a freshly forked child.
+/// Must only be called in a freshly cloned or forked child, with every
+/// signal blocked.
 unsafe fn guardian_main(socket: RawFd, close: CloseMethod) -> ! {
-    // SAFETY: plain system calls on integers, stack buffers and static C
-    // strings; this is a forked child that runs nothing else and never
-    // allocates.
+    use crate::raw::sys;
+    // SAFETY: raw system calls on integers, stack buffers and static C
+    // strings; this process runs nothing else and never allocates.
     unsafe {
         // Its own process group: a SIGKILL sent to lockrun's whole group
         // (`kill -9 %1`, `timeout -s KILL`) must not take the guardian along.
-        libc::setpgid(0, 0);
+        sys!(libc::SYS_setpgid, 0, 0);
         // Terminal and job-control signals are for lockrun and its child,
         // not for the guardian, which must outlive them to do its job.
-        for sig in [
-            libc::SIGINT,
-            libc::SIGTERM,
-            libc::SIGHUP,
-            libc::SIGQUIT,
-            libc::SIGUSR1,
-            libc::SIGUSR2,
-            libc::SIGTSTP,
-            libc::SIGTTIN,
-            libc::SIGTTOU,
-            libc::SIGPIPE,
-        ] {
-            libc::signal(sig, libc::SIG_IGN);
+        // Every other disposition lockrun changed goes back to the default:
+        // a handler of lockrun's would write lockrun's memory from here.
+        for &sig in &crate::signals::CHANGED {
+            let ignore = matches!(
+                sig,
+                libc::SIGINT
+                    | libc::SIGTERM
+                    | libc::SIGHUP
+                    | libc::SIGQUIT
+                    | libc::SIGUSR1
+                    | libc::SIGUSR2
+                    | libc::SIGTSTP
+                    | libc::SIGPIPE
+            );
+            set_disposition(sig, if ignore { libc::SIG_IGN } else { libc::SIG_DFL });
         }
+        for sig in [libc::SIGTTIN, libc::SIGTTOU] {
+            set_disposition(sig, libc::SIG_IGN);
+        }
+        let none = 0u64;
+        sys!(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &raw const none,
+            0,
+            8
+        );
         // Hold nothing of lockrun's: not a lock file, not its sockets, not
         // the stdout a caller reads to EOF, not the working directory's mount.
-        libc::chdir(c"/".as_ptr());
+        sys!(libc::SYS_chdir, c"/".as_ptr());
         // Out of the way first: with stdin closed, the socket may be fd 0.
-        let moved = libc::fcntl(socket, libc::F_DUPFD, 10);
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        let moved = sys!(libc::SYS_fcntl, socket, libc::F_DUPFD, 10);
+        let null = sys!(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            c"/dev/null".as_ptr(),
+            libc::O_RDWR
+        );
         for fd in 0..3 {
-            libc::dup2(null, fd);
+            if null != fd {
+                sys!(libc::SYS_dup3, null, fd, 0);
+            }
         }
-        libc::dup2(moved, 3);
+        sys!(libc::SYS_dup3, moved, 3, 0);
         crate::os::close_from(4, close);
         let sock = 3;
-        let timer = libc::timerfd_create(libc::CLOCK_BOOTTIME, libc::TFD_CLOEXEC);
+        let timer = sys!(
+            libc::SYS_timerfd_create,
+            libc::CLOCK_BOOTTIME,
+            libc::TFD_CLOEXEC
+        ) as i32;
 
         let mut group: i32 = 0;
         let mut term_at: u64 = 0;
@@ -355,18 +491,18 @@ unsafe fn guardian_main(socket: RawFd, close: CloseMethod) -> ! {
         let mut buf = [0u8; MSG_LEN * 16];
         let mut have = 0usize;
         loop {
-            let now = crate::os::boottime_nanos_signal_safe();
+            let now = crate::raw::boottime_nanos();
             if group > 0 && kill_at > 0 && !killed {
                 // Reported before the signal goes out: lockrun, seeing the
                 // command die of it, must find the report already there, or
                 // it would pass the death off as the command's own (143).
                 if now >= kill_at {
                     report(sock, REPORT_KILL);
-                    libc::kill(-group, libc::SIGKILL);
+                    sys!(libc::SYS_kill, -group, libc::SIGKILL);
                     killed = true;
                 } else if !termed && now >= term_at {
                     report(sock, REPORT_TERM);
-                    libc::kill(-group, libc::SIGTERM);
+                    sys!(libc::SYS_kill, -group, libc::SIGTERM);
                     termed = true;
                 }
             }
@@ -375,9 +511,9 @@ unsafe fn guardian_main(socket: RawFd, close: CloseMethod) -> ! {
             // file at once, so the group dies at once.
             if lock_fd >= 0 && group > 0 && !killed {
                 let mut st: libc::stat = std::mem::zeroed();
-                if libc::fstat(lock_fd, &raw mut st) == 0 && st.st_nlink == 0 {
+                if sys!(libc::SYS_fstat, lock_fd, &raw mut st) == 0 && st.st_nlink == 0 {
                     report(sock, REPORT_FILE_LOST);
-                    libc::kill(-group, libc::SIGKILL);
+                    sys!(libc::SYS_kill, -group, libc::SIGKILL);
                     killed = true;
                 }
             }
@@ -386,7 +522,8 @@ unsafe fn guardian_main(socket: RawFd, close: CloseMethod) -> ! {
                 (true, false) => term_at,
                 (true, true) => kill_at,
             };
-            let mut poll_timeout = -1;
+            // Milliseconds; negative: none.
+            let mut poll_timeout: i64 = -1;
             if timer >= 0 {
                 let spec = libc::itimerspec {
                     it_interval: libc::timespec {
@@ -399,15 +536,16 @@ unsafe fn guardian_main(socket: RawFd, close: CloseMethod) -> ! {
                     },
                 };
                 // A zero it_value disarms the timer.
-                libc::timerfd_settime(
+                sys!(
+                    libc::SYS_timerfd_settime,
                     timer,
                     libc::TFD_TIMER_ABSTIME,
                     &raw const spec,
-                    std::ptr::null_mut(),
+                    0
                 );
             } else if next > 0 {
                 // No timerfd: poll's monotonic timeout, re-checked on BOOTTIME.
-                poll_timeout = (next.saturating_sub(now) / 1_000_000 + 1).min(1000) as i32;
+                poll_timeout = (next.saturating_sub(now) / 1_000_000 + 1).min(1000) as i64;
             }
             let mut fds = [
                 libc::pollfd {
@@ -421,20 +559,30 @@ unsafe fn guardian_main(socket: RawFd, close: CloseMethod) -> ! {
                     revents: 0,
                 },
             ];
-            let nfds = if timer >= 0 { 2 } else { 1 };
+            let nfds: usize = if timer >= 0 { 2 } else { 1 };
             if lock_fd >= 0 && group > 0 && !killed {
                 poll_timeout = if poll_timeout < 0 {
-                    FILE_CHECK_MS
+                    i64::from(FILE_CHECK_MS)
                 } else {
-                    poll_timeout.min(FILE_CHECK_MS)
+                    poll_timeout.min(i64::from(FILE_CHECK_MS))
                 };
             }
-            if libc::poll(fds.as_mut_ptr(), nfds, poll_timeout) < 0 {
+            // ppoll: aarch64 has no poll(2).
+            let timeout = libc::timespec {
+                tv_sec: (poll_timeout.max(0) / 1000) as libc::time_t,
+                tv_nsec: ((poll_timeout.max(0) % 1000) * 1_000_000) as libc::c_long,
+            };
+            let timeout_ptr = if poll_timeout < 0 {
+                std::ptr::null()
+            } else {
+                &raw const timeout
+            };
+            if sys!(libc::SYS_ppoll, fds.as_mut_ptr(), nfds, timeout_ptr, 0, 8) < 0 {
                 continue; // EINTR
             }
             if timer >= 0 && fds[1].revents != 0 {
                 let mut expirations = 0u64;
-                libc::read(timer, (&raw mut expirations).cast(), 8);
+                sys!(libc::SYS_read, timer, &raw mut expirations, 8);
             }
             if fds[0].revents == 0 {
                 continue;
@@ -450,19 +598,24 @@ unsafe fn guardian_main(socket: RawFd, close: CloseMethod) -> ! {
             header.msg_iovlen = 1;
             header.msg_control = control.as_mut_ptr().cast();
             header.msg_controllen = std::mem::size_of_val(&control) as _;
-            let n = libc::recvmsg(sock, &raw mut header, libc::MSG_CMSG_CLOEXEC);
+            let n = sys!(
+                libc::SYS_recvmsg,
+                sock,
+                &raw mut header,
+                libc::MSG_CMSG_CLOEXEC
+            );
             let mut cmsg = libc::CMSG_FIRSTHDR(&raw const header);
             while !cmsg.is_null() {
                 if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
                     let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>());
                     if lock_fd >= 0 {
-                        libc::close(lock_fd);
+                        sys!(libc::SYS_close, lock_fd);
                     }
                     lock_fd = fd;
                 }
                 cmsg = libc::CMSG_NXTHDR(&raw const header, cmsg);
             }
-            if n < 0 && *libc::__errno_location() == libc::EINTR {
+            if n == -(libc::EINTR as isize) {
                 continue;
             }
             if n <= 0 {
@@ -470,9 +623,9 @@ unsafe fn guardian_main(socket: RawFd, close: CloseMethod) -> ! {
                 // gone. The group dies first; only then does the lock go,
                 // when the copy held here closes as the guardian exits.
                 if group > 0 {
-                    libc::kill(-group, libc::SIGKILL);
+                    sys!(libc::SYS_kill, -group, libc::SIGKILL);
                 }
-                libc::_exit(0);
+                exit();
             }
             have += n as usize;
             let mut at = 0;
@@ -502,7 +655,7 @@ unsafe fn guardian_main(socket: RawFd, close: CloseMethod) -> ! {
                             termed = kill > 0 && term == 0;
                         }
                     }
-                    MSG_DISMISS => libc::_exit(0),
+                    MSG_DISMISS => exit(),
                     _ => {}
                 }
                 at += MSG_LEN;
@@ -513,13 +666,34 @@ unsafe fn guardian_main(socket: RawFd, close: CloseMethod) -> ! {
     }
 }
 
+/// `sigaction(sig, {handler, no flags, empty mask})` as a raw system call.
+/// The kernel's structure starts with the handler and the flags; what
+/// follows (restorer, mask) is zero here.
+///
+/// # Safety
+/// A raw system call, for the guardian process.
+unsafe fn set_disposition(sig: libc::c_int, handler: libc::sighandler_t) {
+    let action: [usize; 4] = [handler, 0, 0, 0];
+    // SAFETY: the action lives on our stack for the whole call; 8 is the
+    // kernel's sigset size.
+    unsafe { crate::raw::sys!(libc::SYS_rt_sigaction, sig, &raw const action, 0, 8) };
+}
+
+/// The guardian's end: exit_group(0), as a raw system call.
+fn exit() -> ! {
+    loop {
+        // SAFETY: ends this process only (it is no thread of lockrun's).
+        unsafe { crate::raw::sys!(libc::SYS_exit_group, 0) };
+    }
+}
+
 /// One byte back to lockrun; if it is stopped, the socket keeps it.
 ///
 /// # Safety
-/// A raw write, for the guardian process.
+/// A raw system call, for the guardian process.
 unsafe fn report(sock: RawFd, what: u8) {
     // SAFETY: write of one byte from the stack.
     unsafe {
-        libc::write(sock, (&raw const what).cast(), 1);
+        crate::raw::sys!(libc::SYS_write, sock, &raw const what, 1);
     }
 }

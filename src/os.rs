@@ -82,6 +82,19 @@ pub(crate) fn boottime_nanos_signal_safe() -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
+/// A lower bound, in clock ticks since boot, for the start time
+/// (`/proc/PID/stat` field 22) of any process started from now on.
+/// CLOCK_MONOTONIC, never ahead of the boot-time clock the kernel stamps
+/// processes with (older kernels stamped the monotonic one), rounded down.
+pub(crate) fn start_time_lower_bound() -> u64 {
+    // SAFETY: sysconf takes an integer (glibc answers from the auxv).
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .unwrap_or(100)
+        .max(1);
+    let now = clock(libc::CLOCK_MONOTONIC);
+    now.as_secs().saturating_mul(hz) + u64::from(now.subsec_nanos()) * hz / 1_000_000_000
+}
+
 /// The fields of `/proc/PID/stat` lockrun uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ProcStat {
@@ -220,30 +233,34 @@ impl CloseMethod {
 /// Close every descriptor numbered `from` or above.
 ///
 /// # Safety
-/// Only for a freshly forked child that runs nothing but raw system calls:
-/// every call here is async-signal-safe and nothing allocates.
+/// Only for the guardian's process (it shares lockrun's memory): raw system
+/// calls only (no errno), nothing allocates, no thread data is touched.
 pub(crate) unsafe fn close_from(from: i32, method: CloseMethod) {
+    use crate::raw::sys;
     // SAFETY: raw system calls on integers and stack buffers; see above.
     unsafe {
         if method == CloseMethod::CloseRange
-            && libc::syscall(libc::SYS_close_range, from as u32, u32::MAX, 0u32) == 0
+            && sys!(libc::SYS_close_range, from as u32, u32::MAX, 0u32) == 0
         {
             return;
         }
-        let dir = libc::open(
+        let dir = sys!(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
             c"/proc/self/fd".as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC
         );
         if dir >= 0 {
+            let dir = dir as i32;
             let mut buf = [0u8; 4096];
             let mut to_close = [0i32; 256];
             // Closing while listing may skip entries: list, close, repeat
             // until a pass finds nothing left to close.
             loop {
-                libc::lseek(dir, 0, libc::SEEK_SET);
+                sys!(libc::SYS_lseek, dir, 0, libc::SEEK_SET);
                 let mut found = 0usize;
                 'list: loop {
-                    let n = libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len());
+                    let n = sys!(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len());
                     if n <= 0 {
                         break;
                     }
@@ -275,27 +292,69 @@ pub(crate) unsafe fn close_from(from: i32, method: CloseMethod) {
                     }
                 }
                 for &fd in &to_close[..found] {
-                    libc::close(fd);
+                    sys!(libc::SYS_close, fd);
                 }
                 if found == 0 {
                     break;
                 }
             }
-            libc::close(dir);
+            sys!(libc::SYS_close, dir);
             return;
         }
         let mut limit = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) == 0 {
+        let max = if sys!(
+            libc::SYS_prlimit64,
+            0,
+            libc::RLIMIT_NOFILE,
+            0,
+            &raw mut limit
+        ) == 0
+        {
             limit.rlim_cur.min(1 << 20) as i32
         } else {
             1024
         };
         for fd in from..max {
-            libc::close(fd);
+            sys!(libc::SYS_close, fd);
         }
+    }
+}
+
+/// Does this process have any child, running or not (even a clone child,
+/// `__WALL`)? One `waitid` that reaps nothing, instead of reading
+/// `/proc/self/task/*/children`.
+pub(crate) fn has_any_child() -> bool {
+    waitid_finds(libc::__WALL)
+}
+
+/// Does this process have a child that is not a "clone child" (one whose
+/// death sends no SIGCHLD)? The guardian is one when it shares lockrun's
+/// memory; the command and every orphan reparented to lockrun are not.
+pub(crate) fn has_signalling_child() -> bool {
+    waitid_finds(0)
+}
+
+fn waitid_finds(extra: libc::c_int) -> bool {
+    // SAFETY: waitid with WNOWAIT | WNOHANG into a zeroed siginfo on our
+    // stack: it reports, it reaps nothing and never blocks.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let rc = libc::waitid(
+            libc::P_ALL,
+            0,
+            &raw mut info,
+            libc::WEXITED
+                | libc::WSTOPPED
+                | libc::WCONTINUED
+                | libc::WNOHANG
+                | libc::WNOWAIT
+                | extra,
+        );
+        // ECHILD: none at all; anything else (0, EINTR): assume there is one.
+        !(rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
     }
 }
 
@@ -316,6 +375,20 @@ mod tests {
             })
         );
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn a_process_started_later_starts_no_earlier_than_the_bound() {
+        let bound = start_time_lower_bound();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let start = proc_stat(child.id() as i32).map(|s| s.start);
+        let _ = child.kill();
+        let _ = child.wait();
+        let start = start.expect("the child's /proc/PID/stat");
+        assert!(start >= bound, "started at tick {start}, bound {bound}");
     }
 
     #[test]

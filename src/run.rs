@@ -134,7 +134,12 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
     };
     // Before the guardian and the command exist: any child now is one this
     // pid had before `exec lockrun`, not the command's.
-    let inherited = crate::os::children_of_self().unwrap_or_default();
+    // One waitid answers "none" in the usual case, without reading /proc.
+    let inherited = if crate::os::has_any_child() {
+        crate::os::children_of_self().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let stop = StopPolicy {
         kill_after: args.kill_after,
         max_time: max_time(args),

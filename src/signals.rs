@@ -25,6 +25,28 @@ pub(crate) const FORWARDED: [Signal; 6] = [
 /// Job control and terminal signals: never a reason to give up waiting.
 const JOB_CONTROL: [Signal; 3] = [Signal::SIGTSTP, Signal::SIGCONT, Signal::SIGWINCH];
 
+/// Every signal whose disposition lockrun's process may have changed from
+/// what it inherited: the handlers installed here, tokio's SIGCHLD handler
+/// (the child wait without a pidfd), Rust's stack-overflow handlers
+/// (SIGSEGV, SIGBUS) and SIGPIPE (ignored at start-up). The command's
+/// process puts exactly these back before its exec (`spawn`); a handler
+/// added anywhere else must be added here (a unit test checks).
+pub(crate) const CHANGED: [libc::c_int; 13] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGTSTP,
+    libc::SIGCONT,
+    libc::SIGWINCH,
+    libc::SIGCHLD,
+    libc::SIGPIPE,
+    libc::SIGSEGV,
+    libc::SIGBUS,
+];
+
 pub(crate) struct Signals {
     streams: Vec<(Signal, tokio::signal::unix::Signal)>,
 }
@@ -109,5 +131,47 @@ impl crate::lock::Interrupts for Signals {
 
     fn pending(&mut self) -> Option<i32> {
         Signals::pending(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changed_lists_every_forwarded_and_job_control_signal() {
+        for sig in FORWARDED.iter().chain(&JOB_CONTROL) {
+            assert!(CHANGED.contains(&(*sig as libc::c_int)), "{sig} missing");
+        }
+    }
+
+    /// After the handlers are installed, every signal that is caught is
+    /// one `CHANGED` names: the command's process resets only those.
+    #[test]
+    fn every_caught_signal_is_listed_as_changed() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let _signals = Signals::install().unwrap();
+            let _child = signal(SignalKind::child()).unwrap();
+            for sig in 1..=libc::SIGRTMAX() {
+                // SAFETY: a query only (no new action), into a zeroed struct.
+                let handler = unsafe {
+                    let mut old: libc::sigaction = std::mem::zeroed();
+                    if libc::sigaction(sig, std::ptr::null(), &raw mut old) != 0 {
+                        continue;
+                    }
+                    old.sa_sigaction
+                };
+                if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
+                    assert!(
+                        CHANGED.contains(&sig),
+                        "signal {sig} is caught but not in CHANGED"
+                    );
+                }
+            }
+        });
     }
 }

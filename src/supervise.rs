@@ -139,6 +139,10 @@ async fn supervise<B: Backend>(
     let term_at_nanos = deadline
         .and_then(|d| d.term_at)
         .map_or(0, BootTime::as_nanos);
+    // Nothing that started before the command can be one of its processes:
+    // a lower bound for their start times, read before the spawn instead of
+    // from /proc/PID/stat after it (9 system calls off the critical path).
+    let command_start = crate::os::start_time_lower_bound();
     let mut child = match spawn(
         spec,
         claim_terminal,
@@ -157,8 +161,6 @@ async fn supervise<B: Backend>(
     };
     let pgid = Pid::from_raw(child.id());
     tracing::info!(pid = pgid.as_raw(), "child started");
-    // Nothing that started before the command can be one of its processes.
-    let command_start = crate::os::proc_stat(pgid.as_raw()).map_or(0, |s| s.start);
 
     let max_deadline = policy.max_time.and_then(|d| Instant::now().checked_add(d));
     let mut stop: Option<StopReason> = None;
@@ -366,6 +368,14 @@ async fn escaped(
     // orphan is reparented to lockrun, its subreaper): with no child but
     // the guardian there is nothing to look for, and no need to read
     // every process's /proc entry inside the critical section.
+    // The guardian is a clone child (it sends no SIGCHLD), so one waitid
+    // without __WALL answers "no other child" when lockrun had none before.
+    if guardian.is_clone_child()
+        && policy.inherited.is_empty()
+        && !crate::os::has_signalling_child()
+    {
+        return;
+    }
     if crate::os::children_of_self().is_some_and(|kids| kids.iter().all(|k| exclude.contains(k))) {
         return;
     }

@@ -232,6 +232,17 @@ fn a_signal_while_waiting_aborts_cleanly() {
 
 #[test]
 fn sigkilled_lockrun_frees_the_lock_and_takes_the_child_along() {
+    sigkilled_lockrun_takes_the_child_along(&[]);
+}
+
+/// The same with the guardian forked (`LOCKRUN_GUARDIAN=fork`, the path
+/// for tools that cannot follow a CLONE_VM process) instead of cloned.
+#[test]
+fn sigkilled_lockrun_with_a_forked_guardian_takes_the_child_along() {
+    sigkilled_lockrun_takes_the_child_along(&[("LOCKRUN_GUARDIAN", "fork")]);
+}
+
+fn sigkilled_lockrun_takes_the_child_along(env: &[(&str, &str)]) {
     let sb = Sandbox::new();
     let bg = sb.path("bg.pid");
     let ready = sb.path("victim.ready");
@@ -241,7 +252,7 @@ fn sigkilled_lockrun_frees_the_lock_and_takes_the_child_along() {
         ready.display()
     );
     let mut cmd = sb.lockrun(&["victim", "--", "sh", "-c", &script]);
-    cmd.stdin(Stdio::piped());
+    cmd.stdin(Stdio::piped()).envs(env.iter().copied());
     let holder = Proc::spawn(cmd, "holder");
     let child_pid: i32 = wait_for_content(&ready).parse().unwrap();
     let grandchild: i32 = wait_for_content(&bg).parse().unwrap();
@@ -1315,4 +1326,40 @@ fn a_lock_file_removed_while_lockrun_is_stopped_still_stops_the_command() {
     let (status, stderr) = holder.finish(SOON);
     assert_eq!(code(status), 76, "{stderr}");
     assert!(stderr.contains("removed"), "{stderr}");
+}
+
+/// The command's signal state: nothing blocked, SIGPIPE at its default
+/// (lockrun ignores it), a signal lockrun forwards (SIGUSR1) at its default
+/// even where the caller ignored it (lockrun's handler replaced that), and a
+/// signal the caller ignored that lockrun never touches (SIGALRM) still
+/// ignored. The command's process resets only the signals lockrun changed.
+#[test]
+fn the_command_gets_the_callers_signal_dispositions() {
+    use std::os::unix::process::CommandExt;
+    let sb = Sandbox::new();
+    let mut cmd = sb.lockrun(&["sigs", "--", "cat", "/proc/self/status"]);
+    // SAFETY: signal(2) only, between fork and exec of the test's child.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGALRM, libc::SIG_IGN);
+            libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let out = run_timeout(cmd, SOON);
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+    let status = String::from_utf8_lossy(&out.stdout);
+    let mask = |field: &str| {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap_or_else(|| panic!("no {field} in {status}"));
+        u64::from_str_radix(line[field.len()..].trim(), 16).unwrap()
+    };
+    let bit = |sig: i32| 1u64 << (sig - 1);
+    assert_eq!(mask("SigBlk:"), 0, "signals left blocked");
+    let ignored = mask("SigIgn:");
+    assert_ne!(ignored & bit(libc::SIGALRM), 0, "SIGALRM no longer ignored");
+    assert_eq!(ignored & bit(libc::SIGPIPE), 0, "SIGPIPE left ignored");
+    assert_eq!(ignored & bit(libc::SIGUSR1), 0, "SIGUSR1 left ignored");
 }

@@ -1,0 +1,55 @@
+//! What Rust std's start-up would have done, minus what lockrun pays for
+//! and does not need.
+//!
+//! The binary has its own C `main` (`#![no_main]` in `main.rs`), so std's
+//! `lang_start` does not run. Of its work, lockrun keeps:
+//!
+//! * descriptors 0, 1 and 2 open (`/dev/null` for a closed one), so that a
+//!   file lockrun opens (the lock file) can never become the command's
+//!   stdout or stderr;
+//! * SIGPIPE ignored, so a closed pipe is an error lockrun reports, not a
+//!   silent death (`spawn` gives the command the default back);
+//! * standard output flushed at the end ([`finish`]).
+//!
+//! It drops the main thread's stack-overflow guard: finding the stack's
+//! bounds makes glibc parse `/proc/self/maps` with sscanf (about a tenth
+//! of the instructions of a whole uncontended run, and 9 system calls,
+//! see bench/analysis.md). A stack overflow on the main thread still dies
+//! of SIGSEGV (the kernel's guard gap), only without std's message.
+//! `std::env::args_os` is unaffected: on Linux std takes argv from its
+//! `.init_array` hook, not from `lang_start`.
+
+use std::io::Write;
+
+/// Call first thing in `main`.
+pub fn init() {
+    // SAFETY: poll on three integers with an on-stack array, open of a
+    // static C string, and signal with a constant disposition; none of it
+    // touches memory Rust owns.
+    unsafe {
+        let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+            fd,
+            events: 0,
+            revents: 0,
+        });
+        // One system call for all three, as std does it; a closed one
+        // reports POLLNVAL.
+        if libc::poll(fds.as_mut_ptr(), 3, 0) >= 0 {
+            for pfd in fds {
+                if pfd.revents & libc::POLLNVAL != 0
+                    && libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) == -1
+                {
+                    // Without fds 0–2 lockrun could hand the lock file to
+                    // the command as its output: refuse, as std does.
+                    libc::abort();
+                }
+            }
+        }
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// Call last thing in `main`: what `println!` buffered goes out.
+pub fn finish() {
+    let _ = std::io::stdout().flush();
+}
