@@ -112,10 +112,13 @@ impl Guardian {
             libc::pthread_sigmask(libc::SIG_SETMASK, &raw const all, &raw mut old);
             old
         };
-        // `LOCKRUN_GUARDIAN=fork`: a plain fork, for tools that cannot
-        // follow a CLONE_VM process (valgrind) and for the tests of that path.
+        // A fork by default: a CLONE_VM guardian shares lockrun's memory and
+        // so its fate under the OOM killer, which kills every process using
+        // the victim's memory; the guardian would then die with lockrun and
+        // leave the command's group running after the lock is gone.
+        // `LOCKRUN_GUARDIAN=clone` trades that for a cheaper start.
         let clone_child = crate::raw::SHARED_MEMORY_OK
-            && std::env::var_os("LOCKRUN_GUARDIAN").is_none_or(|v| v != "fork");
+            && std::env::var_os("LOCKRUN_GUARDIAN").is_some_and(|v| v == "clone");
         let pid = if clone_child {
             clone_guardian(their_fd, close)
         } else {

@@ -235,11 +235,11 @@ fn sigkilled_lockrun_frees_the_lock_and_takes_the_child_along() {
     sigkilled_lockrun_takes_the_child_along(&[]);
 }
 
-/// The same with the guardian forked (`LOCKRUN_GUARDIAN=fork`, the path
-/// for tools that cannot follow a CLONE_VM process) instead of cloned.
+/// The same with the guardian started with clone(CLONE_VM)
+/// (`LOCKRUN_GUARDIAN=clone`) instead of forked.
 #[test]
-fn sigkilled_lockrun_with_a_forked_guardian_takes_the_child_along() {
-    sigkilled_lockrun_takes_the_child_along(&[("LOCKRUN_GUARDIAN", "fork")]);
+fn sigkilled_lockrun_with_a_cloned_guardian_takes_the_child_along() {
+    sigkilled_lockrun_takes_the_child_along(&[("LOCKRUN_GUARDIAN", "clone")]);
 }
 
 fn sigkilled_lockrun_takes_the_child_along(env: &[(&str, &str)]) {
