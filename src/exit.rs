@@ -32,6 +32,11 @@ pub enum Exit {
     CannotExecute,
     /// The command was not found (as shells do).
     NotFound,
+    /// A nested lockrun's environment says an ancestor holds the lock, but
+    /// the backend does not confirm it: not waiting for itself (EX_CONFIG).
+    NotReentrant,
+    /// `release NAME` (without `--force`): no keeper of ours holds NAME.
+    NothingToRelease,
     /// lockrun itself got signal N while waiting for the lock: 128+N.
     Interrupted(i32),
 }
@@ -43,6 +48,8 @@ pub const TEMPFAIL: u8 = 75;
 pub const RELEASE_FAILED: u8 = 74;
 pub const LOCK_LOST: u8 = 76;
 pub const NOPERM: u8 = 77;
+pub const NOT_REENTRANT: u8 = 78;
+pub const NOTHING_TO_RELEASE: u8 = 1;
 pub const MAX_TIME: u8 = 124;
 pub const CANNOT_EXECUTE: u8 = 126;
 pub const NOT_FOUND: u8 = 127;
@@ -65,6 +72,8 @@ impl Exit {
             Exit::NoPermission => NOPERM,
             Exit::CannotExecute => CANNOT_EXECUTE,
             Exit::NotFound => NOT_FOUND,
+            Exit::NotReentrant => NOT_REENTRANT,
+            Exit::NothingToRelease => NOTHING_TO_RELEASE,
         }
     }
 }
@@ -94,6 +103,14 @@ pub const TABLE: &[(&str, &str)] = &[
     (
         "77",
         "backend refused our credentials, or the lock directory/file is not ours",
+    ),
+    (
+        "78",
+        "nested lockrun: LOCKRUN_NAME/LOCKRUN_HELD say an ancestor holds this lock, but the backend does not confirm it; nothing was run",
+    ),
+    (
+        "1",
+        "release NAME: no lock NAME held by a keeper of yours (lockrun acquire); nothing was released",
     ),
     ("64", "bad arguments: name, URL, duration, missing command"),
     ("124", "--max-time ran out; the command was stopped"),
