@@ -167,10 +167,7 @@ fn write_state(path: &Path, state: &State) -> Result<()> {
     std::fs::write(&tmp, text)
         .and_then(|()| std::fs::rename(&tmp, path))
         .map_err(|e| {
-            Error::unavailable(format!(
-                "cannot write keeper state {}: {e}",
-                path.display()
-            ))
+            Error::unavailable(format!("cannot write keeper state {}: {e}", path.display()))
         })
 }
 
@@ -435,7 +432,9 @@ async fn keep(
         ttl: args.ttl,
         holder: HolderInfo {
             token: Some(crate::reentry::new_token()),
-            ..HolderInfo::for_this_process(&format!("lockrun acquire {name} (keeper for pid {pid})"))
+            ..HolderInfo::for_this_process(&format!(
+                "lockrun acquire {name} (keeper for pid {pid})"
+            ))
         },
     };
     let mut backend = match AnyBackend::connect(config.clone()).await {
@@ -543,8 +542,14 @@ async fn hold(
             break;
         }
         // A lease past its expiry is lost, whatever a late reply says.
-        if lease.expires_at().is_some_and(crate::os::BootTime::has_passed) {
-            return Some(("lost", "the lease ran out before it could be renewed".into()));
+        if lease
+            .expires_at()
+            .is_some_and(crate::os::BootTime::has_passed)
+        {
+            return Some((
+                "lost",
+                "the lease ran out before it could be renewed".into(),
+            ));
         }
         let sent = Instant::now();
         match backend.renew(&mut lease).await {
@@ -573,8 +578,10 @@ pub(crate) async fn release(args: &ReleaseArgs, global: &GlobalArgs) -> Result<E
     let states = read_states(&name, &tag);
     let ours = |s: &State| match args.for_pid {
         Some(pid) => s.for_pid == pid,
-        None => crate::reentry::is_ancestor(s.for_pid)
-            && Process::of(s.for_pid).is_some_and(|p| p.start == s.for_start),
+        None => {
+            crate::reentry::is_ancestor(s.for_pid)
+                && Process::of(s.for_pid).is_some_and(|p| p.start == s.for_start)
+        }
     };
     let (mine, others): (Vec<_>, Vec<_>) = states.into_iter().partition(|(_, s)| ours(s));
     if mine.is_empty() {
@@ -629,9 +636,7 @@ pub(crate) async fn release(args: &ReleaseArgs, global: &GlobalArgs) -> Result<E
         let line = |what: &str| {
             crate::ui::sanitize(&format!(
                 "the keeper of {} {what} at {}: {}",
-                last.key,
-                last.backend,
-                last.reason
+                last.key, last.backend, last.reason
             ))
         };
         match last.state.as_str() {

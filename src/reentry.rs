@@ -152,10 +152,7 @@ pub(crate) async fn check(
         // The name, but on another backend: a different lock.
         return Ok(Nested::No);
     }
-    let token_required = !matches!(
-        backend,
-        AnyBackend::Postgres(_) | AnyBackend::CloudShell(_)
-    );
+    let token_required = !matches!(backend, AnyBackend::Postgres(_) | AnyBackend::CloudShell(_));
     let states = backend.status(name, slots).await?;
     if states
         .iter()
@@ -169,7 +166,10 @@ pub(crate) async fn check(
     let now = match states.iter().find(|s| s.held) {
         None => "it is not held now".to_owned(),
         Some(s) => match &s.holder {
-            Some(h) => format!("it is held by {}, not by an ancestor of this process", h.describe()),
+            Some(h) => format!(
+                "it is held by {}, not by an ancestor of this process",
+                h.describe()
+            ),
             None => "it is held, by a holder lockrun cannot identify".to_owned(),
         },
     };

@@ -15,12 +15,14 @@ mod etcd;
 mod file;
 mod postgres;
 mod redis;
+mod reentry;
 
 mod completions;
 mod errors;
 mod faults;
 mod generated;
 mod json;
+mod keeper;
 mod snapshots;
 mod tty;
 mod untrusted;
