@@ -59,7 +59,7 @@ struct State {
     for_start: u64,
     since: u64,
     /// "held", "lost" or "release-failed".
-    state: String,
+    phase: String,
     #[serde(default)]
     reason: String,
 }
@@ -474,7 +474,7 @@ async fn keep(
         for_pid: watched.pid,
         for_start: watched.start,
         since: crate::lock::unix_now(),
-        state: "held".into(),
+        phase: "held".into(),
         reason: String::new(),
     };
     if let Err(e) = write_state(&path, &state) {
@@ -504,7 +504,7 @@ async fn keep(
             let _ = std::fs::remove_file(&path);
         }
         Some((kind, reason)) => {
-            state.state = kind.into();
+            state.phase = kind.into();
             state.reason = reason;
             let _ = write_state(&path, &state);
         }
@@ -639,7 +639,7 @@ pub(crate) async fn release(args: &ReleaseArgs, global: &GlobalArgs) -> Result<E
                 last.key, last.backend, last.reason
             ))
         };
-        match last.state.as_str() {
+        match last.phase.as_str() {
             "lost" => outcome = Err(Error::Lost(line("had lost the lock"))),
             "release-failed" => {
                 outcome = Err(Error::unavailable(line("could not release the lock")));
