@@ -90,7 +90,7 @@ pub const TABLE: &[(&str, &str)] = &[
     ),
     (
         "76",
-        "the lock was lost while the command ran; the command was stopped",
+        "the lock was lost while the command ran; the command was stopped (release: the keeper had lost it)",
     ),
     (
         "74",

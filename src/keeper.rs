@@ -599,7 +599,7 @@ pub(crate) async fn release(args: &ReleaseArgs, global: &GlobalArgs) -> Result<E
             |pid| format!("pid {pid}"),
         );
         return Err(Error::NothingToRelease(format!(
-            "no lock {name} kept for {whose}; nothing was released{hint}"
+            "no lock {name} kept for {whose}; nothing was released{hint} (to break whoever holds it: lockrun release --force {name})"
         )));
     }
     let mut outcome: Result<Exit> = Ok(Exit::Success);
