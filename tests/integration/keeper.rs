@@ -262,3 +262,43 @@ fn a_lost_keeper_lock_is_reported_by_release() {
     assert_eq!(code, 76, "{stderr}");
     assert!(stderr.contains("lost"), "{stderr}");
 }
+
+/// acquire, busy for others, release frees it: on any backend `base` names.
+fn assert_acquire_busy_release(base: impl Fn(&[&str]) -> Command) {
+    let job = job();
+    let pid = job.pid().to_string();
+    let keeper = acquire(base(&[]), "k", job.pid());
+    let (busy, stderr) = exit_of(base(&["-n", "k", "--", "true"]));
+    assert_eq!(busy, 75, "{stderr}");
+    let (released, stderr) = exit_of(base(&["release", "--for-pid", &pid, "k"]));
+    assert_eq!(released, 0, "{stderr}");
+    assert!(!alive(keeper.pid));
+    let (free, stderr) = exit_of(base(&["-n", "k", "--", "true"]));
+    assert_eq!(free, 0, "{stderr}");
+}
+
+#[test]
+fn acquire_and_release_on_etcd() {
+    let server = crate::etcd_server::EtcdServer::start();
+    assert_acquire_busy_release(|args| {
+        let mut cmd = lockrun_cmd();
+        cmd.env("LOCKRUN_TTL", "3s")
+            .args(["--backend", &server.url()])
+            .args(args);
+        cmd
+    });
+}
+
+#[test]
+fn acquire_and_release_on_postgres() {
+    let server = crate::postgres::PgServer::start();
+    assert_acquire_busy_release(|args| {
+        let mut cmd = lockrun_cmd();
+        cmd.env("LOCKRUN_PG_PASSWORD", crate::postgres::PASSWORD)
+            .env_remove("PGPASSWORD")
+            .env("LOCKRUN_TTL", "3s")
+            .args(["--backend", &server.url()])
+            .args(args);
+        cmd
+    });
+}

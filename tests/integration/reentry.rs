@@ -114,16 +114,14 @@ fn a_forged_or_stale_claim_fails_at_once_with_78() {
     }
 }
 
-#[test]
-fn the_same_lock_nested_reenters_on_redis() {
-    let server = RedisServer::start();
-    let mut outer = lockrun_cmd();
-    outer
-        .env("LOCKRUN_TTL", "3s")
-        .args(["--backend", &server.url()]);
+/// The outer lockrun's command runs the same lock nested (re-entered at
+/// once, though -n), then without the claim (busy: still held). `env`:
+/// what the nested lockruns need besides what they inherit (secrets are
+/// removed from a command's environment, so a script passes its own).
+fn assert_reenters(outer: Command, env: &str) {
     let script = format!(
-        "{b} -n x -- sh -c 'echo inner $LOCKRUN_NAME'; echo inner=$?; \
-         env -u LOCKRUN_HELD -u LOCKRUN_NAME {b} -q -n x -- true; echo unclaimed=$?",
+        "{env} {b} -n x -- sh -c 'echo inner $LOCKRUN_NAME'; echo inner=$?; \
+         env -u LOCKRUN_HELD -u LOCKRUN_NAME {env} {b} -q -n x -- true; echo unclaimed=$?",
         b = bin()
     );
     let out = nested(outer, "x", &script);
@@ -134,4 +132,38 @@ fn the_same_lock_nested_reenters_on_redis() {
         "{}",
         stderr_of(&out)
     );
+}
+
+#[test]
+fn the_same_lock_nested_reenters_on_redis() {
+    let server = RedisServer::start();
+    let mut outer = lockrun_cmd();
+    // In the environment, so that the nested lockruns get it too.
+    outer
+        .env("LOCKRUN_TTL", "3s")
+        .args(["--backend", &server.url()]);
+    assert_reenters(outer, "");
+}
+
+#[test]
+fn the_same_lock_nested_reenters_on_etcd() {
+    let server = crate::etcd_server::EtcdServer::start();
+    let mut outer = lockrun_cmd();
+    outer
+        .env("LOCKRUN_TTL", "3s")
+        .args(["--backend", &server.url()]);
+    assert_reenters(outer, "");
+}
+
+#[test]
+fn the_same_lock_nested_reenters_on_postgres() {
+    let server = crate::postgres::PgServer::start();
+    let mut outer = lockrun_cmd();
+    outer
+        .env("LOCKRUN_PG_PASSWORD", crate::postgres::PASSWORD)
+        .env_remove("PGPASSWORD")
+        .env("LOCKRUN_TTL", "3s")
+        .args(["--backend", &server.url()]);
+    let password = format!("LOCKRUN_PG_PASSWORD={}", crate::postgres::PASSWORD);
+    assert_reenters(outer, &password);
 }
