@@ -260,14 +260,28 @@ async fn start_keeper(watched: Process, quiet: bool, json: bool) -> Result<Exit>
             } else if libc::dup2(write_fd, REPORT_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // Nothing else the job had open may stay open in the keeper
-            // (Linux 5.11+; the keeper closes them itself otherwise).
-            libc::syscall(
+            // Nothing else the job had open may stay open in the keeper: a
+            // CI runner waits for every copy of a step's pipes to close.
+            // Close-on-exec (Linux 5.11+) keeps std's own exec-error pipe
+            // working; without close_range, close them one by one (std
+            // then cannot report a failed exec: the report pipe's EOF does).
+            if libc::syscall(
                 libc::SYS_close_range,
                 REPORT_FD + 1,
                 libc::c_uint::MAX,
                 libc::CLOSE_RANGE_CLOEXEC,
-            );
+            ) != 0
+            {
+                let mut limit: libc::rlimit = std::mem::zeroed();
+                let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) == 0 {
+                    limit.rlim_cur.min(65_536) as RawFd
+                } else {
+                    1024
+                };
+                for fd in REPORT_FD + 1..max {
+                    libc::close(fd);
+                }
+            }
             Ok(())
         });
     }
@@ -323,29 +337,6 @@ async fn start_keeper(watched: Process, quiet: bool, json: bool) -> Result<Exit>
     }
 }
 
-/// Close every descriptor but stdio and the report pipe, in case the
-/// kernel had no `close_range` for `start_keeper`.
-fn close_inherited() {
-    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    let fds: Vec<RawFd> = entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|&fd| fd > REPORT_FD)
-        .collect();
-    for fd in fds {
-        // Set close-on-exec rather than closing: the directory listing's
-        // own descriptor is among them, and the keeper runs nothing.
-        // SAFETY: fcntl on an integer descriptor; at worst EBADF.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags >= 0 {
-                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
-            }
-        }
-    }
-}
-
 /// What may end the keeper's wait: a signal, the watched process's exit,
 /// or the exit of the `acquire` process that waits for the report.
 struct KeeperInterrupts<'a> {
@@ -391,7 +382,6 @@ async fn keep(
     config: BackendConfig,
     spec: &str,
 ) -> Result<Exit> {
-    close_inherited();
     let mut fields = spec.split(':').map(str::parse::<u64>);
     let (Some(Ok(fd)), Some(Ok(pid)), Some(Ok(start))) =
         (fields.next(), fields.next(), fields.next())

@@ -114,10 +114,19 @@ fn by_default_the_lock_is_kept_for_the_calling_shell() {
 }
 
 #[test]
-fn the_keeper_keeps_no_pipe_of_the_caller_open() {
+fn the_keeper_keeps_no_descriptor_of_the_caller_open() {
     let sandbox = Sandbox::new();
     let job = job();
-    let mut cmd = sandbox.lockrun(&["acquire", "--for-pid", &job.pid().to_string(), "k"]);
+    // Through a shell that also leaves copies of both pipes on fds 7 and 8
+    // (not close-on-exec), as a CI runner's step may.
+    let script = format!(
+        "exec 7>&1 8>&2; exec {} -b {} acquire --for-pid {} k",
+        sh_quote(BIN),
+        sandbox.backend_url(),
+        job.pid()
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script]);
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut proc = Proc::spawn(cmd, "acquire");
     let mut stdout = proc.child.stdout.take().unwrap();
@@ -301,4 +310,51 @@ fn acquire_and_release_on_postgres() {
             .args(args);
         cmd
     });
+}
+
+/// The keepers (processes of this binary running `acquire`) for `url`.
+fn keepers_of(url: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            cmdline.contains(url) && cmdline.contains("acquire") && alive(*pid)
+        })
+        .collect()
+}
+
+#[test]
+fn a_waiting_acquire_that_is_stopped_leaves_no_keeper() {
+    let sandbox = Sandbox::new();
+    let url = sandbox.backend_url();
+    let holder = Holder::spawn(sandbox.lockrun(&[]), &sandbox.path("k.ready"), "k");
+    let job = job();
+    let pid = job.pid().to_string();
+    for signal in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGKILL,
+    ] {
+        let mut cmd = sandbox.lockrun(&["acquire", "--for-pid", &pid, "k"]);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        let mut front = Proc::spawn(cmd, "acquire");
+        // Both processes are there: the front and its waiting keeper.
+        wait_until("a keeper waiting for k", SOON, || {
+            keepers_of(&url).len() == 2
+        });
+        front.signal(signal);
+        let status = front.wait_timeout(SOON);
+        if signal == nix::sys::signal::Signal::SIGTERM {
+            assert_eq!(code(status), 143);
+        }
+        wait_until("the keeper to give up its wait", SOON, || {
+            keepers_of(&url).is_empty()
+        });
+    }
+    assert_eq!(holder.release(), 0);
+    assert!(
+        sandbox.lock_is_free("k"),
+        "no keeper took k after its job gave up"
+    );
 }
