@@ -38,8 +38,10 @@ use crate::lock::{
 };
 use crate::signals::Signals;
 
-/// Set in the keeper's environment: `FD:PID:START`, the report pipe and the
-/// process to watch (with its start time, against pid reuse).
+/// Set in the keeper's environment: `FD:PID:START:FRONT`, the report pipe,
+/// the process to watch (with its start time, against pid reuse) and the
+/// `acquire` process waiting for the report (the keeper's parent, until it
+/// exits; passed on, as it may be gone before the keeper looks).
 const KEEPER_ENV: &str = "LOCKRUN_KEEPER";
 
 /// The descriptor the report pipe gets in the keeper.
@@ -62,6 +64,10 @@ struct State {
     phase: String,
     #[serde(default)]
     reason: String,
+    /// The holder record's re-entry token (see `reentry`), for the job's
+    /// own lockruns of NAME.
+    #[serde(default)]
+    token: String,
 }
 
 /// A process, told apart from a later one with the same pid by its start time.
@@ -146,11 +152,15 @@ fn state_dir() -> PathBuf {
 /// `release` must name the backend as `acquire` did (the same
 /// `--backend`/`LOCKRUN_BACKEND`), and needs no connection to find its keeper.
 fn backend_tag(config: &BackendConfig, global: &GlobalArgs) -> String {
+    tag_of(config, global.backend.as_deref())
+}
+
+fn tag_of(config: &BackendConfig, raw_backend: Option<&str>) -> String {
     match config {
         BackendConfig::File(crate::backend::file::FileConfig { dir: None }) => {
             crate::reentry::backend_id("file:")
         }
-        _ => crate::reentry::backend_id(global.backend.as_deref().unwrap_or_default().trim()),
+        _ => crate::reentry::backend_id(raw_backend.unwrap_or_default().trim()),
     }
 }
 
@@ -240,7 +250,12 @@ async fn start_keeper(watched: Process, quiet: bool, json: bool) -> Result<Exit>
         .args(std::env::args_os().skip(1).collect::<Vec<OsString>>())
         .env(
             KEEPER_ENV,
-            format!("{REPORT_FD}:{}:{}", watched.pid, watched.start),
+            format!(
+                "{REPORT_FD}:{}:{}:{}",
+                watched.pid,
+                watched.start,
+                std::process::id()
+            ),
         )
         .current_dir("/")
         .stdin(std::process::Stdio::null())
@@ -383,8 +398,8 @@ async fn keep(
     spec: &str,
 ) -> Result<Exit> {
     let mut fields = spec.split(':').map(str::parse::<u64>);
-    let (Some(Ok(fd)), Some(Ok(pid)), Some(Ok(start))) =
-        (fields.next(), fields.next(), fields.next())
+    let (Some(Ok(fd)), Some(Ok(pid)), Some(Ok(start)), Some(Ok(front))) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
     else {
         return Err(Error::usage(format!("invalid {KEEPER_ENV}")));
     };
@@ -413,7 +428,7 @@ async fn keep(
         );
     }
     let mut signals = Signals::install()?;
-    let front = nix::unistd::getppid().as_raw();
+    let front = front as i32;
     let me = Process::of(std::process::id())
         .ok_or_else(|| Error::internal("cannot read the keeper's own /proc entry"))?;
     let req = LockRequest {
@@ -466,6 +481,7 @@ async fn keep(
         since: crate::lock::unix_now(),
         phase: "held".into(),
         reason: String::new(),
+        token: req.holder.token.clone().unwrap_or_default(),
     };
     if let Err(e) = write_state(&path, &state) {
         let _ = backend.release(lease).await;
@@ -558,6 +574,34 @@ async fn hold(
         Ok(Err(e)) => Some(("release-failed", e.to_string())),
         Err(_) => Some(("release-failed", "the release timed out".into())),
     }
+}
+
+/// A live keeper of this user that holds `name` for one of this process's
+/// ancestors (the job): its pid and token, for `reentry`. A lockrun of the
+/// job for that lock must not wait for the job's own keeper.
+pub(crate) fn kept_for_this_job(
+    name: &LockName,
+    config: &BackendConfig,
+    raw_backend: Option<&str>,
+) -> Option<(u32, String)> {
+    read_states(name, &tag_of(config, raw_backend))
+        .into_iter()
+        .find_map(|(_, s)| {
+            let keeper = Process {
+                pid: s.keeper_pid,
+                start: s.keeper_start,
+            };
+            let job = Process {
+                pid: s.for_pid,
+                start: s.for_start,
+            };
+            (s.phase == "held"
+                && !s.token.is_empty()
+                && keeper.alive()
+                && job.alive()
+                && crate::reentry::is_ancestor(s.for_pid))
+            .then_some((s.keeper_pid, s.token))
+        })
 }
 
 /// `lockrun release NAME` without `--force`: end this job's keeper of NAME.

@@ -137,8 +137,12 @@ pub(crate) async fn check(
     name: &LockName,
     slots: Option<u32>,
     backend: &BackendConfig,
+    raw_backend: Option<&str>,
 ) -> Result<Nested> {
-    if !mentions(name) {
+    // `lockrun acquire` in the job: its keeper holds the lock for one of
+    // our ancestors, and its state file says with which token.
+    let kept = crate::keeper::kept_for_this_job(name, backend, raw_backend);
+    if !mentions(name) && kept.is_none() {
         return Ok(Nested::No);
     }
     let mut backend = AnyBackend::connect(backend.clone()).await?;
@@ -148,7 +152,7 @@ pub(crate) async fn check(
     let tokens = claimed_tokens(&held, name, &id);
     let parent_says = std::env::var("LOCKRUN_NAME").is_ok_and(|n| n == name.as_str())
         && std::env::var("LOCKRUN_BACKEND").is_ok_and(|b| b == url);
-    if tokens.is_empty() && !parent_says {
+    if tokens.is_empty() && !parent_says && kept.is_none() {
         // The name, but on another backend: a different lock.
         return Ok(Nested::No);
     }
@@ -162,6 +166,25 @@ pub(crate) async fn check(
     {
         tracing::info!(%name, "an ancestor holds the lock: re-entering");
         return Ok(Nested::Reenter);
+    }
+    if let Some((keeper, token)) = &kept {
+        let by_keeper = |h: &HolderInfo| {
+            h.pid == *keeper && h.token.as_ref() == Some(token) && h.host == this_host()
+        };
+        if states
+            .iter()
+            .filter(|s| s.held)
+            .filter_map(|s| s.holder.as_ref())
+            .any(by_keeper)
+        {
+            tracing::info!(%name, keeper, "this job's keeper holds the lock: re-entering");
+            return Ok(Nested::Reenter);
+        }
+        if tokens.is_empty() && !parent_says {
+            // Only the state file claimed it, and the backend says
+            // otherwise: take the lock as usual.
+            return Ok(Nested::No);
+        }
     }
     let now = match states.iter().find(|s| s.held) {
         None => "it is not held now".to_owned(),

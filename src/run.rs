@@ -87,8 +87,13 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
     let mut signals = Signals::install()?;
     // Nested inside a holder of this very lock: run at once, or fail at
     // once; never wait for ourselves.
-    if let crate::reentry::Nested::Reenter =
-        crate::reentry::check(&plan.name, args.slots, &plan.backend).await?
+    if let crate::reentry::Nested::Reenter = crate::reentry::check(
+        &plan.name,
+        args.slots,
+        &plan.backend,
+        global.backend.as_deref(),
+    )
+    .await?
     {
         return crate::reentry::exec(&plan.program, &plan.args, &mut signals);
     }

@@ -88,25 +88,38 @@ fn by_default_the_lock_is_kept_for_the_calling_shell() {
     let sandbox = Sandbox::new();
     let url = sandbox.backend_url();
     let b = sh_quote(BIN);
-    // One shell, as a CI job's script: acquire, a later step finds the
-    // lock busy, release frees it; a second acquire is then left to the
-    // shell's exit.
+    let (ready, go) = (sandbox.path("ready"), sandbox.path("go"));
+    // One shell, as a CI job's script: acquire; a later step of the job
+    // runs under the job's lock at once (re-entry, though -n) while a
+    // process outside the job (the test) finds it busy; release frees it;
+    // a second acquire is then left to the shell's exit.
     let script = format!(
         "{b} -b {url} acquire k || exit 9; \
-         {b} -b {url} -q -n k -- true; echo busy=$?; \
+         {b} -b {url} -n k -- echo step; \
+         touch {r}; while [ ! -e {g} ]; do sleep 0.01; done; \
          {b} -b {url} release k; echo released=$?; \
          {b} -b {url} -n k -- echo free; \
-         {b} -b {url} acquire k; echo again=$?"
+         {b} -b {url} acquire k; echo again=$?",
+        r = ready.display(),
+        g = go.display()
     );
     let mut sh = Command::new("sh");
-    sh.args(["-c", &script]);
-    let out = run_timeout(sh, SOON);
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "busy=75\nreleased=0\nfree\nagain=0\n",
-        "{}",
-        stderr_of(&out)
-    );
+    sh.args(["-c", &script]).stdout(Stdio::piped());
+    let mut shell = Proc::spawn(sh, "job shell");
+    wait_for_file(&ready);
+    let (busy, stderr) = exit_of(sandbox.lockrun(&["-n", "k", "--", "true"]));
+    assert_eq!(busy, 75, "outside the job: {stderr}");
+    touch(&go);
+    assert_eq!(code(shell.wait_timeout(SOON)), 0);
+    let mut stdout = String::new();
+    shell
+        .child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert_eq!(stdout, "step\nreleased=0\nfree\nagain=0\n");
     // The shell has exited: its keeper lets go.
     wait_until("the keeper to free k after the shell", SOON, || {
         sandbox.lock_is_free("k")
