@@ -329,7 +329,9 @@ async fn start_keeper(watched: Process, quiet: bool, json: bool) -> Result<Exit>
     let text = text.trim_end();
     if let Some(doc) = text.strip_prefix("ok ") {
         if json {
-            println!("{doc}");
+            // A closed stdout does not undo the acquisition: the keeper
+            // holds the lock either way, and exit 0 says so.
+            let _ = writeln!(std::io::stdout(), "{doc}");
         }
         return Ok(Exit::Success);
     }
@@ -403,6 +405,9 @@ async fn keep(
     else {
         return Err(Error::usage(format!("invalid {KEEPER_ENV}")));
     };
+    if fd != REPORT_FD as u64 || pid > u64::from(u32::MAX) || front > i32::MAX as u64 {
+        return Err(Error::usage(format!("invalid {KEEPER_ENV}")));
+    }
     // SAFETY: `start_keeper` put the pipe's write end on this descriptor.
     let mut report = Report(unsafe { File::from_raw_fd(fd as RawFd) });
     // A broken report pipe must be an error on write, not a fatal signal.
