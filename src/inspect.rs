@@ -13,7 +13,13 @@ pub(crate) const LIST_SCHEMA: &str = "lockrun.list/1";
 
 pub(crate) async fn status(args: &StatusArgs, global: &GlobalArgs) -> Result<Exit> {
     let name = LockName::parse(&args.name)?;
-    let mut backend = AnyBackend::connect(BackendConfig::parse(global.backend.as_deref())?).await?;
+    let config = BackendConfig::parse(global.backend.as_deref())?;
+    // A lock that `lockrun acquire` kept and lost: said on stderr, so that
+    // stdout stays one line per slot.
+    for note in crate::keeper::lost_notes(&name, &config, global.backend.as_deref()) {
+        eprintln!("{note}");
+    }
+    let mut backend = AnyBackend::connect(config).await?;
     let slots = backend.status(&name, args.slots).await?;
     let url = backend.display_url();
     if args.json {

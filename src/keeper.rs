@@ -609,6 +609,25 @@ pub(crate) fn kept_for_this_job(
         })
 }
 
+/// One line per keeper of this user that lost `name` on this backend and
+/// has not been released since, for `status` (stderr).
+pub(crate) fn lost_notes(
+    name: &LockName,
+    config: &BackendConfig,
+    raw_backend: Option<&str>,
+) -> Vec<String> {
+    read_states(name, &tag_of(config, raw_backend))
+        .into_iter()
+        .filter(|(_, s)| s.phase == "lost")
+        .map(|(_, s)| {
+            crate::ui::sanitize(&format!(
+                "lockrun: note: the keeper of {} for pid {} (lockrun acquire) lost the lock: {}; 'lockrun release {}' clears this",
+                s.key, s.for_pid, s.reason, s.name
+            ))
+        })
+        .collect()
+}
+
 /// `lockrun release NAME` without `--force`: end this job's keeper of NAME.
 pub(crate) async fn release(args: &ReleaseArgs, global: &GlobalArgs) -> Result<Exit> {
     let name = LockName::parse(&args.name)?;

@@ -275,6 +275,9 @@ fn a_lost_keeper_lock_is_reported_by_release() {
     let keeper = acquire(redis(&[]), "k", job.pid());
     server.cli(&["DEL", "lockrun:{k}:lock"]);
     wait_until("the keeper to notice the loss", SOON, || !alive(keeper.pid));
+    let (status, stderr) = exit_of(redis(&["status", "k"]));
+    assert_eq!(status, 0, "{stderr}");
+    assert!(stderr.contains("lost the lock"), "status says so: {stderr}");
     let (code, stderr) = exit_of(redis(&[
         "release",
         "--for-pid",
