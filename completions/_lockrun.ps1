@@ -47,10 +47,11 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
-            [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Run a command under the lock (the default; needed when the lock is called status, list, release or run)')
+            [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Run a command under the lock (the default; needed when the lock is called status, list, acquire, release or run)')
             [CompletionResult]::new('status', 'status', [CompletionResultType]::ParameterValue, 'Show whether NAME is held, by whom, since when and until when')
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the locks the backend knows about')
-            [CompletionResult]::new('release', 'release', [CompletionResultType]::ParameterValue, 'Break a lock whose holder died (needs --force)')
+            [CompletionResult]::new('acquire', 'acquire', [CompletionResultType]::ParameterValue, 'Take NAME and keep it for later steps of a job, until PID exits')
+            [CompletionResult]::new('release', 'release', [CompletionResultType]::ParameterValue, 'End a lock that ''lockrun acquire'' keeps; with --force, break any holder''s lock')
             break
         }
         'lockrun;run' {
@@ -106,8 +107,30 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             break
         }
+        'lockrun;acquire' {
+            [CompletionResult]::new('--for-pid', '--for-pid', [CompletionResultType]::ParameterName, 'Keep the lock until this process exits [default: lockrun''s parent]')
+            [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Give up after waiting this long (30s, 5m, 1h30m, or seconds) [default: wait forever]')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Give up after waiting this long (30s, 5m, 1h30m, or seconds) [default: wait forever]')
+            [CompletionResult]::new('-E', '-E ', [CompletionResultType]::ParameterName, 'Exit code when the lock could not be had')
+            [CompletionResult]::new('--conflict-exit-code', '--conflict-exit-code', [CompletionResultType]::ParameterName, 'Exit code when the lock could not be had')
+            [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'Lease length for remote backends, renewed every ttl/3 by the keeper')
+            [CompletionResult]::new('--slots', '--slots', [CompletionResultType]::ParameterName, 'Semaphore: take one of N slots of NAME')
+            [CompletionResult]::new('-b', '-b', [CompletionResultType]::ParameterName, 'Where locks live [default: lock files in a private per-user directory]')
+            [CompletionResult]::new('--backend', '--backend', [CompletionResultType]::ParameterName, 'Where locks live [default: lock files in a private per-user directory]')
+            [CompletionResult]::new('-n', '-n', [CompletionResultType]::ParameterName, 'Fail at once if the lock is held (wins over --wait and LOCKRUN_WAIT)')
+            [CompletionResult]::new('--no-wait', '--no-wait', [CompletionResultType]::ParameterName, 'Fail at once if the lock is held (wins over --wait and LOCKRUN_WAIT)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON line (schema "lockrun.acquire/1") once the lock is held')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
         'lockrun;release' {
             [CompletionResult]::new('--slots', '--slots', [CompletionResultType]::ParameterName, 'Number of slots, if NAME is used with --slots [default: discovered]')
+            [CompletionResult]::new('--for-pid', '--for-pid', [CompletionResultType]::ParameterName, 'End the keeper that ''lockrun acquire --for-pid PID'' started [default: the job''s]')
             [CompletionResult]::new('-b', '-b', [CompletionResultType]::ParameterName, 'Where locks live [default: lock files in a private per-user directory]')
             [CompletionResult]::new('--backend', '--backend', [CompletionResultType]::ParameterName, 'Where locks live [default: lock files in a private per-user directory]')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Really break the lock, whoever holds it')

@@ -16,6 +16,9 @@ _lockrun() {
             ",$1")
                 cmd="lockrun"
                 ;;
+            lockrun,acquire)
+                cmd="lockrun__subcmd__acquire"
+                ;;
             lockrun,list)
                 cmd="lockrun__subcmd__list"
                 ;;
@@ -35,7 +38,7 @@ _lockrun() {
 
     case "${cmd}" in
         lockrun)
-            opts="-b -v -q -c -w -s -n -E -h -V --backend --verbose --quiet --command --wait --shared --no-wait --conflict-exit-code --ttl --slots --kill-after --kill-escaped --max-time --exec --help --version run status list release"
+            opts="-b -v -q -c -w -s -n -E -h -V --backend --verbose --quiet --command --wait --shared --no-wait --conflict-exit-code --ttl --slots --kill-after --kill-escaped --max-time --exec --help --version run status list acquire release"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -96,6 +99,56 @@ _lockrun() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        lockrun__subcmd__acquire)
+            opts="-w -n -E -b -v -q -h --for-pid --wait --no-wait --conflict-exit-code --ttl --slots --json --backend --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --for-pid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -w)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --conflict-exit-code)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -E)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --slots)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backend)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -b)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         lockrun__subcmd__list)
             opts="-b -v -q -h --json --backend --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -119,13 +172,17 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__release)
-            opts="-b -v -q -h --slots --force --backend --verbose --quiet --help"
+            opts="-b -v -q -h --slots --force --for-pid --backend --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --slots)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --for-pid)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -44,10 +44,11 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
             cand --version 'Print version'
-            cand run 'Run a command under the lock (the default; needed when the lock is called status, list, release or run)'
+            cand run 'Run a command under the lock (the default; needed when the lock is called status, list, acquire, release or run)'
             cand status 'Show whether NAME is held, by whom, since when and until when'
             cand list 'List the locks the backend knows about'
-            cand release 'Break a lock whose holder died (needs --force)'
+            cand acquire 'Take NAME and keep it for later steps of a job, until PID exits'
+            cand release 'End a lock that ''lockrun acquire'' keeps; with --force, break any holder''s lock'
         }
         &'lockrun;run'= {
             cand -c 'Run STRING with /bin/sh -c instead of COMMAND'
@@ -99,8 +100,29 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
         }
+        &'lockrun;acquire'= {
+            cand --for-pid 'Keep the lock until this process exits [default: lockrun''s parent]'
+            cand -w 'Give up after waiting this long (30s, 5m, 1h30m, or seconds) [default: wait forever]'
+            cand --wait 'Give up after waiting this long (30s, 5m, 1h30m, or seconds) [default: wait forever]'
+            cand -E 'Exit code when the lock could not be had'
+            cand --conflict-exit-code 'Exit code when the lock could not be had'
+            cand --ttl 'Lease length for remote backends, renewed every ttl/3 by the keeper'
+            cand --slots 'Semaphore: take one of N slots of NAME'
+            cand -b 'Where locks live [default: lock files in a private per-user directory]'
+            cand --backend 'Where locks live [default: lock files in a private per-user directory]'
+            cand -n 'Fail at once if the lock is held (wins over --wait and LOCKRUN_WAIT)'
+            cand --no-wait 'Fail at once if the lock is held (wins over --wait and LOCKRUN_WAIT)'
+            cand --json 'Print one JSON line (schema "lockrun.acquire/1") once the lock is held'
+            cand -v 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
+            cand --verbose 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
+            cand -q 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
+            cand --quiet 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
         &'lockrun;release'= {
             cand --slots 'Number of slots, if NAME is used with --slots [default: discovered]'
+            cand --for-pid 'End the keeper that ''lockrun acquire --for-pid PID'' started [default: the job''s]'
             cand -b 'Where locks live [default: lock files in a private per-user directory]'
             cand --backend 'Where locks live [default: lock files in a private per-user directory]'
             cand --force 'Really break the lock, whoever holds it'

@@ -40,10 +40,11 @@ complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_c
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -l exec -d 'Exec mode (file backend only): take the lock, then become the command'
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -s V -l version -d 'Print version'
-complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -a "run" -d 'Run a command under the lock (the default; needed when the lock is called status, list, release or run)'
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -a "run" -d 'Run a command under the lock (the default; needed when the lock is called status, list, acquire, release or run)'
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -a "status" -d 'Show whether NAME is held, by whom, since when and until when'
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -a "list" -d 'List the locks the backend knows about'
-complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -a "release" -d 'Break a lock whose holder died (needs --force)'
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -a "acquire" -d 'Take NAME and keep it for later steps of a job, until PID exits'
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -a "release" -d 'End a lock that \'lockrun acquire\' keeps; with --force, break any holder\'s lock'
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand run" -s c -l command -d 'Run STRING with /bin/sh -c instead of COMMAND' -r -f -a "(__fish_complete_command)"
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand run" -s w -l wait -d 'Give up after waiting this long (30s, 5m, 1h30m, or seconds) [default: wait forever]' -r
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand run" -s E -l conflict-exit-code -d 'Exit code when the lock could not be had' -r
@@ -71,7 +72,19 @@ complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_s
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand list" -s v -l verbose -d 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand list" -s q -l quiet -d 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand acquire" -l for-pid -d 'Keep the lock until this process exits [default: lockrun\'s parent]' -r
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand acquire" -s w -l wait -d 'Give up after waiting this long (30s, 5m, 1h30m, or seconds) [default: wait forever]' -r
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand acquire" -s E -l conflict-exit-code -d 'Exit code when the lock could not be had' -r
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand acquire" -l ttl -d 'Lease length for remote backends, renewed every ttl/3 by the keeper' -r
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand acquire" -l slots -d 'Semaphore: take one of N slots of NAME' -r
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand acquire" -s b -l backend -d 'Where locks live [default: lock files in a private per-user directory]' -r -f
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand acquire" -s n -l no-wait -d 'Fail at once if the lock is held (wins over --wait and LOCKRUN_WAIT)'
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand acquire" -l json -d 'Print one JSON line (schema "lockrun.acquire/1") once the lock is held'
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand acquire" -s v -l verbose -d 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand acquire" -s q -l quiet -d 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand acquire" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand release" -l slots -d 'Number of slots, if NAME is used with --slots [default: discovered]' -r
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand release" -l for-pid -d 'End the keeper that \'lockrun acquire --for-pid PID\' started [default: the job\'s]' -r
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand release" -s b -l backend -d 'Where locks live [default: lock files in a private per-user directory]' -r -f
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand release" -l force -d 'Really break the lock, whoever holds it'
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand release" -s v -l verbose -d 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'

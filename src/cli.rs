@@ -18,6 +18,8 @@ lockrun [OPTIONS] NAME -- COMMAND [ARGS...]
        lockrun run [OPTIONS] NAME -- COMMAND [ARGS...]
        lockrun status [--json] [--exit-status] [--slots N] NAME
        lockrun list [--json]
+       lockrun acquire [OPTIONS] [--for-pid PID] NAME
+       lockrun release [--for-pid PID] NAME
        lockrun release --force [--slots N] NAME";
 
 /// Shown after `-h` and `--help`. Every line here must be true: the README,
@@ -29,7 +31,7 @@ Examples:
   lockrun -w 10m -b redis://ci-redis db-migrate -- make migrate
   lockrun status nightly-backup                # who holds it, since when
 
-A lock called status, list, release or run: lockrun run status -- CMD.
+A lock called status, list, acquire, release or run: lockrun run status -- CMD.
 Exit codes: the command's own; 75 busy, 76 lock lost, 124 --max-time,
 69 backend down, 64 bad arguments. Full details: man lockrun.";
 
@@ -240,7 +242,7 @@ pub struct RunArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a command under the lock (the default; needed when the lock is called status, list, release or run)
+    /// Run a command under the lock (the default; needed when the lock is called status, list, acquire, release or run)
     Run(RunArgs),
     /// Show whether NAME is held, by whom, since when and until when
     ///
@@ -250,12 +252,88 @@ pub enum Command {
     Status(StatusArgs),
     /// List the locks the backend knows about
     List(ListArgs),
-    /// Break a lock whose holder died (needs --force)
+    /// Take NAME and keep it for later steps of a job, until PID exits
     ///
-    /// For locks that do not free themselves when their holder dies
-    /// (CloudShell service aliases). A file lock is freed by the kernel the
-    /// moment its holder exits, and a Redis lease expires after --ttl.
+    /// Returns (exit 0) once the lock is held, leaving a small detached
+    /// keeper process that holds it (renewing the lease) and releases it
+    /// when PID exits (default: lockrun's parent, the job's shell), when
+    /// 'lockrun release NAME' asks, or when the lock is lost. Waits as the
+    /// run mode does (-w, -n, -E); prints nothing on stdout but with --json.
+    Acquire(AcquireArgs),
+    /// End a lock that 'lockrun acquire' keeps; with --force, break any holder's lock
+    ///
+    /// Without --force: only a lock kept by a keeper of this user that
+    /// watches one of this process's ancestors (the job that acquired it),
+    /// or the process given with --for-pid; exit 1 if there is none, 76 if
+    /// the keeper had lost the lock. With --force, for locks that do not
+    /// free themselves when their holder dies (CloudShell service aliases):
+    /// a file lock is freed by the kernel the moment its holder exits, and a
+    /// Redis lease expires after --ttl.
     Release(ReleaseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AcquireArgs {
+    /// Lock name
+    #[arg(value_name = "NAME", value_parser = clap::value_parser!(OsString))]
+    pub name: OsString,
+
+    /// Keep the lock until this process exits [default: lockrun's parent]
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub for_pid: Option<u32>,
+
+    /// Give up after waiting this long (30s, 5m, 1h30m, or seconds) [default: wait forever]
+    #[arg(
+        short,
+        long,
+        value_name = "DURATION",
+        env = "LOCKRUN_WAIT",
+        hide_env_values = true,
+        allow_negative_numbers = true,
+        value_parser = crate::duration::option
+    )]
+    pub wait: Option<Duration>,
+
+    /// Fail at once if the lock is held (wins over --wait and LOCKRUN_WAIT)
+    #[arg(short = 'n', long)]
+    pub no_wait: bool,
+
+    /// Exit code when the lock could not be had
+    #[arg(
+        short = 'E',
+        long,
+        value_name = "N",
+        env = "LOCKRUN_CONFLICT_EXIT_CODE",
+        hide_env_values = true,
+        default_value_t = crate::exit::TEMPFAIL
+    )]
+    pub conflict_exit_code: u8,
+
+    /// Lease length for remote backends, renewed every ttl/3 by the keeper
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "LOCKRUN_TTL",
+        hide_env_values = true,
+        default_value = "30s",
+        allow_negative_numbers = true,
+        value_parser = crate::duration::ttl
+    )]
+    pub ttl: Duration,
+
+    /// Semaphore: take one of N slots of NAME
+    #[arg(
+        long,
+        value_name = "N",
+        env = "LOCKRUN_SLOTS",
+        hide_env_values = true,
+        value_parser = clap::value_parser!(u32).range(1..=1000)
+    )]
+    pub slots: Option<u32>,
+
+    /// Print one JSON line (schema "lockrun.acquire/1") once the lock is held
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -295,8 +373,12 @@ pub struct ReleaseArgs {
     pub slots: Option<u32>,
 
     /// Really break the lock, whoever holds it
-    #[arg(long)]
+    #[arg(long, conflicts_with = "for_pid")]
     pub force: bool,
+
+    /// End the keeper that 'lockrun acquire --for-pid PID' started [default: the job's]
+    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    pub for_pid: Option<u32>,
 }
 
 /// What `lockrun --generate WHAT` writes. That flag is handled before clap
@@ -376,7 +458,7 @@ pub(crate) fn subcommand_of(e: &clap::Error) -> Option<&'static str> {
     };
     let usage = usage.to_string();
     let second = usage.split_whitespace().nth(2)?;
-    ["run", "status", "list", "release"]
+    ["run", "status", "list", "acquire", "release"]
         .into_iter()
         .find(|sub| *sub == second)
 }

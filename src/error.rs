@@ -18,6 +18,16 @@ pub(crate) enum Error {
     Busy(String),
     #[error("{message}")]
     Spawn { message: String, not_found: bool },
+    /// A nested lockrun whose environment claims the lock for an ancestor,
+    /// which the backend does not confirm (see `reentry`).
+    #[error("{0}")]
+    NotReentrant(String),
+    /// `release NAME` found no keeper of ours holding NAME.
+    #[error("{0}")]
+    NothingToRelease(String),
+    /// A keeper's lock was lost before `release` came.
+    #[error("{0}")]
+    Lost(String),
     #[error("interrupted by {name} while waiting for the lock")]
     Interrupted { signal: i32, name: &'static str },
 }
@@ -56,6 +66,9 @@ impl Error {
             Error::NoPermission(_) => Exit::NoPermission,
             Error::Internal(_) => Exit::Software,
             Error::Busy(_) => Exit::Conflict(conflict_code),
+            Error::NotReentrant(_) => Exit::NotReentrant,
+            Error::NothingToRelease(_) => Exit::NothingToRelease,
+            Error::Lost(_) => Exit::LockLost,
             Error::Spawn {
                 not_found: true, ..
             } => Exit::NotFound,

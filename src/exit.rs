@@ -32,6 +32,11 @@ pub enum Exit {
     CannotExecute,
     /// The command was not found (as shells do).
     NotFound,
+    /// A nested lockrun's environment says an ancestor holds the lock, but
+    /// the backend does not confirm it: not waiting for itself (EX_CONFIG).
+    NotReentrant,
+    /// `release NAME` (without `--force`): no keeper of ours holds NAME.
+    NothingToRelease,
     /// lockrun itself got signal N while waiting for the lock: 128+N.
     Interrupted(i32),
     /// `status --exit-status`: the lock is held.
@@ -48,6 +53,8 @@ pub const TEMPFAIL: u8 = 75;
 pub const RELEASE_FAILED: u8 = 74;
 pub const LOCK_LOST: u8 = 76;
 pub const NOPERM: u8 = 77;
+pub const NOT_REENTRANT: u8 = 78;
+pub const NOTHING_TO_RELEASE: u8 = 1;
 pub const MAX_TIME: u8 = 124;
 pub const CANNOT_EXECUTE: u8 = 126;
 pub const NOT_FOUND: u8 = 127;
@@ -71,6 +78,8 @@ impl Exit {
             Exit::CannotExecute => CANNOT_EXECUTE,
             Exit::NotFound => NOT_FOUND,
             Exit::Held => HELD,
+            Exit::NotReentrant => NOT_REENTRANT,
+            Exit::NothingToRelease => NOTHING_TO_RELEASE,
         }
     }
 }
@@ -87,7 +96,7 @@ pub const TABLE: &[(&str, &str)] = &[
     ),
     (
         "76",
-        "the lock was lost while the command ran; the command was stopped",
+        "the lock was lost while the command ran; the command was stopped (release: the keeper had lost it)",
     ),
     (
         "74",
@@ -100,6 +109,14 @@ pub const TABLE: &[(&str, &str)] = &[
     (
         "77",
         "backend refused our credentials, or the lock directory/file is not ours",
+    ),
+    (
+        "78",
+        "nested lockrun: LOCKRUN_NAME/LOCKRUN_HELD say an ancestor holds this lock, but the backend does not confirm it; nothing was run",
+    ),
+    (
+        "1",
+        "status --exit-status: the lock is held; release NAME: no lock NAME held by a keeper of yours (lockrun acquire), nothing was released",
     ),
     (
         "64",

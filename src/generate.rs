@@ -187,6 +187,7 @@ fn expand(cmd: &clap::Command, placeholder: &str) -> std::result::Result<String,
                 .collect::<Vec<_>>()
                 .join(", "),
             "STATUS_SCHEMA" => crate::inspect::STATUS_SCHEMA.to_owned(),
+            "ACQUIRE_SCHEMA" => crate::keeper::ACQUIRE_SCHEMA.to_owned(),
             "LIST_SCHEMA" => crate::inspect::LIST_SCHEMA.to_owned(),
             _ => return Err(format!("unknown placeholder !!{placeholder}!!")),
         },

@@ -15,6 +15,11 @@ pub(crate) async fn status(args: &StatusArgs, global: &GlobalArgs) -> Result<Exi
     let name = LockName::parse(&args.name)?;
     let config = BackendConfig::parse(global.backend.as_deref())?;
     must_exist(&config)?;
+    // A lock that `lockrun acquire` kept and lost: said on stderr, so that
+    // stdout stays one line per slot.
+    for note in crate::keeper::lost_notes(&name, &config, global.backend.as_deref()) {
+        eprintln!("{note}");
+    }
     let mut backend = AnyBackend::connect(config).await?;
     let slots = backend.status(&name, args.slots).await?;
     let note = backend.note().await;

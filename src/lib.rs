@@ -10,9 +10,11 @@ pub mod exit;
 pub(crate) mod generate;
 pub(crate) mod guardian;
 pub(crate) mod inspect;
+pub(crate) mod keeper;
 pub mod lock;
 pub(crate) mod os;
 pub(crate) mod raw;
+pub(crate) mod reentry;
 pub(crate) mod run;
 pub(crate) mod shared;
 pub(crate) mod signals;
@@ -48,6 +50,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     let quiet = cli.global.quiet;
     let conflict_code = match &cli.command {
         Some(Command::Run(run)) => run.conflict_exit_code,
+        Some(Command::Acquire(acquire)) => acquire.conflict_exit_code,
         _ => cli.run.conflict_exit_code,
     };
     match dispatch(&cli) {
@@ -70,6 +73,7 @@ enum Task<'a> {
     Status(&'a cli::StatusArgs),
     List(&'a cli::ListArgs),
     Release(&'a cli::ReleaseArgs),
+    Acquire(&'a cli::AcquireArgs),
 }
 
 fn dispatch(cli: &Cli) -> Result<Exit> {
@@ -80,6 +84,7 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
         Some(Command::Status(args)) => Task::Status(args),
         Some(Command::List(args)) => Task::List(args),
         Some(Command::Release(args)) => Task::Release(args),
+        Some(Command::Acquire(args)) => Task::Acquire(args),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -90,7 +95,9 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
             Task::Run(plan, args) => run::run(*plan, args, global).await,
             Task::Status(args) => inspect::status(args, global).await,
             Task::List(args) => inspect::list(args, global).await,
+            Task::Release(args) if !args.force => keeper::release(args, global).await,
             Task::Release(args) => inspect::release(args, global).await,
+            Task::Acquire(args) => keeper::acquire(args, global).await,
         }
     })
 }

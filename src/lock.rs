@@ -96,6 +96,12 @@ pub struct HolderInfo {
     pub since: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<u64>,
+    /// This acquisition's re-entry token (see `reentry`): the holder's
+    /// command carries it in `LOCKRUN_HELD`, so a nested lockrun can prove
+    /// that an ancestor holds this very lock. It grants nothing else (it
+    /// is not the backend's lease token), and `status` never prints it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl HolderInfo {
@@ -117,6 +123,7 @@ impl HolderInfo {
             command: truncate_command(command),
             since: unix_now(),
             fence: None,
+            token: None,
         }
     }
 

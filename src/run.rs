@@ -88,6 +88,18 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
     // Installed before the wait starts: a signal while waiting must abort
     // the wait cleanly, not kill us half-way through a backend request.
     let mut signals = Signals::install()?;
+    // Nested inside a holder of this very lock: run at once, or fail at
+    // once; never wait for ourselves.
+    if let crate::reentry::Nested::Reenter = crate::reentry::check(
+        &plan.name,
+        args.slots,
+        &plan.backend,
+        global.backend.as_deref(),
+    )
+    .await?
+    {
+        return crate::reentry::exec(&plan.program, &plan.args, &mut signals);
+    }
     if args.exec {
         return run_exec(plan, args, global, &mut signals).await;
     }
@@ -99,12 +111,16 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
         backend,
     } = plan;
     let command_line = command_line(&program, &child_args);
+    let token = crate::reentry::new_token();
     let req = LockRequest {
         name,
         slots: args.slots.unwrap_or(1),
         ttl: args.ttl,
         shared: args.shared,
-        holder: HolderInfo::for_this_process(&command_line),
+        holder: HolderInfo {
+            token: Some(token.clone()),
+            ..HolderInfo::for_this_process(&command_line)
+        },
     };
     let policy = if args.no_wait {
         WaitPolicy::NoWait
@@ -116,6 +132,7 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
     let spec = |backend_url: String, lease: &dyn Lease| {
         let mut env = vec![
             ("LOCKRUN_NAME".to_owned(), req.name.to_string()),
+            crate::reentry::held_env(&req.name, &token, &backend_url),
             ("LOCKRUN_BACKEND".to_owned(), backend_url),
             crate::shared::mode_env(req.shared),
         ];
@@ -235,7 +252,10 @@ async fn run_exec(
         ttl: args.ttl,
         shared: args.shared,
         // The pid in the record is ours, and after the exec the command's.
-        holder: HolderInfo::for_this_process(&command_line(&program, &child_args)),
+        holder: HolderInfo {
+            token: Some(crate::reentry::new_token()),
+            ..HolderInfo::for_this_process(&command_line(&program, &child_args))
+        },
     };
     let policy = if args.no_wait {
         WaitPolicy::NoWait
@@ -253,6 +273,13 @@ async fn run_exec(
         ("LOCKRUN_BACKEND".to_owned(), backend.display_url()),
         crate::shared::mode_env(req.shared),
     ];
+    if let Some(token) = &req.holder.token {
+        env.push(crate::reentry::held_env(
+            &req.name,
+            token,
+            &backend.display_url(),
+        ));
+    }
     if let Some(fence) = lease.fence() {
         env.push(("LOCKRUN_FENCE".to_owned(), fence.to_string()));
     }

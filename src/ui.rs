@@ -389,6 +389,7 @@ mod tests {
             command: command.into(),
             since: crate::lock::unix_now() - 192,
             fence: Some(3),
+            token: None,
         }
     }
 

@@ -694,6 +694,7 @@ fn trusted_holder(record: Option<HolderInfo>, kernel_pid: Option<u32>) -> Option
             command: crate::os::process_command(pid).unwrap_or_else(|| "(not lockrun)".into()),
             since: 0,
             fence: None,
+            token: None,
         }),
         (None, None) => None,
     }
@@ -837,7 +838,7 @@ fn hostname() -> String {
 
 /// The default directory: created 0700, and refused if it is a symlink or
 /// belongs to someone else (on a shared /tmp anyone could have made it).
-fn ensure_private_dir(dir: &Path) -> Result<()> {
+pub(crate) fn ensure_private_dir(dir: &Path) -> Result<()> {
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}

@@ -405,6 +405,7 @@ impl LockRow {
                 command: format!("lockrun, postgres backend {}", self.pid),
                 since: self.since,
                 fence: None,
+                token: None,
             };
         }
         let app = if self.application_name.is_empty() {
@@ -423,6 +424,7 @@ impl LockRow {
             command: format!("{app}, postgres backend"),
             since: self.since,
             fence: None,
+            token: None,
         }
     }
 }

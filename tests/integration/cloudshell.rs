@@ -1347,3 +1347,47 @@ fn huge_durations_in_the_url_are_usage_errors() {
         }
     }
 }
+
+/// Issue 14, items 3 and 4 on CloudShell: a nested lockrun of the same
+/// alias re-enters (proven by the owner attribute naming an ancestor), and
+/// `acquire`/`release` keep and free an alias across processes.
+#[test]
+fn nested_lockruns_reenter_and_acquire_keeps_an_alias() {
+    let emu = Emulator::start();
+    let creds = format!(
+        "LOCKRUN_CLOUDSHELL_USER={} LOCKRUN_CLOUDSHELL_PASSWORD={}",
+        sh_quote(USER),
+        sh_quote(PASSWORD)
+    );
+    let script = format!(
+        "{creds} {b} -n x -- echo inner; echo inner=$?",
+        b = sh_quote(BIN)
+    );
+    let out = run_timeout(emu.lockrun(OWNER, &["x", "--", "sh", "-c", &script]), SOON);
+    let (status, stdout, stderr) = out_text(&out);
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(stdout, "inner\ninner=0\n", "{stderr}");
+    assert!(
+        emu.aliases().is_empty(),
+        "released once, by the outer lockrun"
+    );
+
+    let mut job = Command::new("sleep");
+    job.arg("300");
+    let job = Proc::spawn(job, "job");
+    let pid = job.pid().to_string();
+    let out = run_timeout(
+        emu.lockrun(OWNER, &["acquire", "--for-pid", &pid, "k"]),
+        SOON,
+    );
+    assert_eq!(out_text(&out).0, 0, "{}", out_text(&out).2);
+    assert_eq!(emu.aliases(), vec!["k".to_owned()]);
+    let out = run_timeout(emu.lockrun(OWNER, &["-n", "k", "--", "true"]), SOON);
+    assert_eq!(out_text(&out).0, 75);
+    let out = run_timeout(
+        emu.lockrun(OWNER, &["release", "--for-pid", &pid, "k"]),
+        SOON,
+    );
+    assert_eq!(out_text(&out).0, 0, "{}", out_text(&out).2);
+    assert!(emu.aliases().is_empty());
+}

@@ -295,7 +295,9 @@ fn table() -> Vec<Case> {
             "1..=1000",
         ),
         // Subcommands.
-        case("release without --force", &["release", "n"], 64, "--force"),
+        // Without --force, release ends only a keeper of this job's: none
+        // here, so nothing is released (exit 1), and it names --force.
+        case("release without --force", &["release", "n"], 1, "--force"),
         case(
             "status without a name",
             &["status"],

@@ -15,6 +15,7 @@ mod etcd;
 mod file;
 mod postgres;
 mod redis;
+mod reentry;
 mod shared;
 
 mod completions;
@@ -22,6 +23,7 @@ mod errors;
 mod faults;
 mod generated;
 mod json;
+mod keeper;
 mod snapshots;
 mod tty;
 mod untrusted;

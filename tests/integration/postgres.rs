@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use crate::history::History;
 use crate::util::*;
 
-const PASSWORD: &str = "lockrun-test-pw";
+pub const PASSWORD: &str = "lockrun-test-pw";
 /// Short, so that loss and pause tests are quick: checks every second.
 const TTL: &str = "3s";
 
@@ -358,12 +358,16 @@ fn a_terminated_session_stops_the_command_with_76() {
 fn release_force_ends_the_holders_session_and_says_whose() {
     let server = PgServer::start();
     let out = run_timeout(lockrun(&server, &["release", "gone"]), SOON);
+    // Without --force, release ends only this job's keeper (lockrun
+    // acquire): there is none, so nothing is released (1), and it says
+    // how to break the lock.
     assert_eq!(
         code(out.status),
-        64,
+        1,
         "--force is required: {}",
         stderr_of(&out)
     );
+    assert!(stderr_of(&out).contains("--force"), "{}", stderr_of(&out));
     let psql = server.psql_session(&format!("SELECT pg_advisory_lock({})", key_sql("gone")));
     let out = run_timeout(lockrun(&server, &["release", "--force", "gone"]), SOON);
     assert_eq!(code(out.status), 0, "{}", stderr_of(&out));

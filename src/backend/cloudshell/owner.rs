@@ -107,6 +107,7 @@ mod tests {
             command: "sh -c 'a; b=c'\n".into(),
             since: 1_700_000_000,
             fence: None,
+            token: None,
         };
         let value = encode(&holder);
         assert!(
