@@ -34,8 +34,12 @@ pub enum Exit {
     NotFound,
     /// lockrun itself got signal N while waiting for the lock: 128+N.
     Interrupted(i32),
+    /// `lockrun doctor` found at least one problem.
+    DoctorProblems,
 }
 
+/// `lockrun doctor`: a setup that breaks (or may silently break) exclusion.
+pub const DOCTOR_PROBLEMS: u8 = 1;
 pub const USAGE: u8 = 64;
 pub const UNAVAILABLE: u8 = 69;
 pub const SOFTWARE: u8 = 70;
@@ -65,6 +69,7 @@ impl Exit {
             Exit::NoPermission => NOPERM,
             Exit::CannotExecute => CANNOT_EXECUTE,
             Exit::NotFound => NOT_FOUND,
+            Exit::DoctorProblems => DOCTOR_PROBLEMS,
         }
     }
 }

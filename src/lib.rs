@@ -4,6 +4,7 @@
 pub(crate) mod acquire;
 pub(crate) mod backend;
 pub mod cli;
+pub(crate) mod doctor;
 pub(crate) mod duration;
 pub(crate) mod error;
 pub mod exit;
@@ -16,6 +17,7 @@ pub(crate) mod run;
 pub(crate) mod signals;
 pub(crate) mod spawn;
 pub mod supervise;
+pub(crate) mod telemetry;
 pub(crate) mod terminal;
 pub(crate) mod ui;
 
@@ -63,6 +65,7 @@ enum Task<'a> {
     Status(&'a cli::StatusArgs),
     List(&'a cli::ListArgs),
     Release(&'a cli::ReleaseArgs),
+    Doctor,
 }
 
 fn dispatch(cli: &Cli) -> Result<Exit> {
@@ -73,6 +76,7 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
         Some(Command::Status(args)) => Task::Status(args),
         Some(Command::List(args)) => Task::List(args),
         Some(Command::Release(args)) => Task::Release(args),
+        Some(Command::Doctor) => Task::Doctor,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -84,6 +88,7 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
             Task::Status(args) => inspect::status(args, global).await,
             Task::List(args) => inspect::list(args, global).await,
             Task::Release(args) => inspect::release(args, global).await,
+            Task::Doctor => doctor::doctor(global).await,
         }
     })
 }

@@ -17,10 +17,12 @@ mod postgres;
 mod redis;
 
 mod completions;
+mod doctor;
 mod errors;
 mod faults;
 mod generated;
 mod json;
 mod snapshots;
+mod telemetry;
 mod tty;
 mod untrusted;
