@@ -57,7 +57,7 @@ pub(crate) async fn doctor(global: &GlobalArgs) -> Result<Exit> {
         BackendConfig::Redis(config) => check_redis(config, &mut report).await?,
         BackendConfig::Postgres(config) => check_postgres(config, &mut report).await?,
         BackendConfig::Etcd(config) => check_etcd(config, &mut report).await?,
-        other => {
+        other @ BackendConfig::CloudShell(_) => {
             let backend = crate::backend::AnyBackend::connect(other).await?;
             let url = crate::lock::Inspect::display_url(&backend);
             report.ok(format!(
@@ -208,7 +208,7 @@ fn tmpfiles_age_rule(dir: &Path, roots: &[&str]) -> Option<AgeRule> {
             continue;
         };
         let mut names: Vec<_> = entries
-            .filter_map(|e| e.ok())
+            .filter_map(std::result::Result::ok)
             .map(|e| e.file_name())
             .filter(|n| n.to_string_lossy().ends_with(".conf"))
             .collect();
@@ -313,22 +313,31 @@ fn check_permissions(dir: &Path, report: &mut Report) {
         ));
         return;
     }
-    if world_writable && mode & 0o1000 == 0 {
-        report.problem(format!(
-            "lock directory {shown} is writable by everyone without the sticky bit: anyone can delete or replace a lock file in use, and the next lockrun then takes the same lock again; chmod +t {shown}, or share it by group (install -d -m 2770 -g GROUP)"
-        ));
+    if world_writable {
+        if mode & 0o1000 == 0 {
+            report.problem(format!(
+                "lock directory {shown} is writable by everyone without the sticky bit: anyone can delete or replace a lock file in use, and the next lockrun then takes the same lock again; chmod +t {shown}, or share it by group (install -d -m 2770 -g GROUP)"
+            ));
+        } else {
+            report.note(format!(
+                "lock directory {shown} is shared by everyone (sticky, mode {:04o}): any user can take and hold any lock in it; share it by group (install -d -m 2770 -g GROUP) to keep others out",
+                mode & 0o7777
+            ));
+        }
+        // The group rules below are for a directory shared by one group.
+        return;
     }
-    if group_writable && mode & 0o2000 == 0 {
+    if mode & 0o2000 == 0 {
         report.problem(format!(
             "lock directory {shown} is group-writable but not setgid: each lock file gets its creator's own group, so other members may be unable to open it; chmod g+s {shown}"
         ));
     }
-    if group_writable {
+    {
         let mut bad = Vec::new();
         if let Ok(entries) = std::fs::read_dir(dir) {
-            for entry in entries.filter_map(|e| e.ok()) {
+            for entry in entries.filter_map(std::result::Result::ok) {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if !name.ends_with(".lock") {
+                if Path::new(&name).extension().is_none_or(|e| e != "lock") {
                     continue;
                 }
                 if let Ok(file) = entry.metadata()
