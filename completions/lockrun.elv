@@ -30,6 +30,8 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand --slots 'Semaphore: allow up to N holders at once (the command learns its slot in LOCKRUN_SLOT)'
             cand --kill-after 'Grace between SIGTERM and SIGKILL when lockrun must stop the command'
             cand --max-time 'Stop the command (exit 124) if it runs longer than this'
+            cand --events 'Append one JSON line per event (waiting, acquired, renewed, lost, released, ...) to FILE or descriptor N'
+            cand --metrics-file 'Add this run to a node_exporter textfile-collector file (acquisitions, busy exits, losses, wait and hold times)'
             cand -v 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
             cand --verbose 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
             cand -q 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
@@ -46,6 +48,7 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand status 'Show whether NAME is held, by whom, since when and until when'
             cand list 'List the locks the backend knows about'
             cand release 'Break a lock whose holder died (needs --force)'
+            cand doctor 'Check the backend''s setup for what silently breaks exclusion'
         }
         &'lockrun;run'= {
             cand -c 'Run STRING with /bin/sh -c instead of COMMAND'
@@ -58,6 +61,8 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand --slots 'Semaphore: allow up to N holders at once (the command learns its slot in LOCKRUN_SLOT)'
             cand --kill-after 'Grace between SIGTERM and SIGKILL when lockrun must stop the command'
             cand --max-time 'Stop the command (exit 124) if it runs longer than this'
+            cand --events 'Append one JSON line per event (waiting, acquired, renewed, lost, released, ...) to FILE or descriptor N'
+            cand --metrics-file 'Add this run to a node_exporter textfile-collector file (acquisitions, busy exits, losses, wait and hold times)'
             cand -b 'Where locks live [default: lock files in a private per-user directory]'
             cand --backend 'Where locks live [default: lock files in a private per-user directory]'
             cand -n 'Fail at once if the lock is held (wins over --wait and LOCKRUN_WAIT)'
@@ -99,6 +104,16 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand -b 'Where locks live [default: lock files in a private per-user directory]'
             cand --backend 'Where locks live [default: lock files in a private per-user directory]'
             cand --force 'Really break the lock, whoever holds it'
+            cand -v 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
+            cand --verbose 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
+            cand -q 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
+            cand --quiet 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'lockrun;doctor'= {
+            cand -b 'Where locks live [default: lock files in a private per-user directory]'
+            cand --backend 'Where locks live [default: lock files in a private per-user directory]'
             cand -v 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
             cand --verbose 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
             cand -q 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
