@@ -9,8 +9,13 @@ use crate::util::{SOON, code, lockrun_cmd, run_timeout, stderr_of};
 
 /// `lockrun --backend URL doctor`: exit code and stdout.
 fn doctor(url: &str) -> (i32, String) {
+    doctor_with(url, &[])
+}
+
+fn doctor_with(url: &str, env: &[(&str, &str)]) -> (i32, String) {
     let mut cmd = lockrun_cmd();
-    cmd.args(["--backend", url, "doctor"]);
+    cmd.args(["--backend", url, "doctor"])
+        .envs(env.iter().copied());
     let out = run_timeout(cmd, SOON);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     for line in stdout.lines() {
@@ -134,4 +139,38 @@ fn doctor_on_an_unreachable_backend_exits_69() {
     cmd.args(["--backend", &format!("redis://127.0.0.1:{port}"), "doctor"]);
     let out = run_timeout(cmd, SOON);
     assert_eq!(code(out.status), 69, "{}", stderr_of(&out));
+}
+
+#[test]
+fn etcd_endpoints_that_do_not_answer_are_named_and_a_healthy_one_is_not() {
+    let server = crate::etcd_server::EtcdServer::start();
+    let (status, stdout) = doctor(&server.url());
+    assert_eq!(status, 0, "{stdout}");
+    assert!(
+        stdout.contains("1 of 1 etcd endpoint(s) answer and agree on leader"),
+        "{stdout}"
+    );
+    let dead = format!("127.0.0.1:{}", crate::util::free_port());
+    let (status, stdout) = doctor(&format!("{},{dead}", server.url()));
+    assert_eq!(status, 1, "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("problem: ")
+            && l.contains(&format!("etcd endpoint {dead} does not answer"))),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn postgres_without_a_pooler_and_with_a_true_clock_is_healthy() {
+    let server = crate::postgres::PgServer::start();
+    let (status, stdout) = doctor_with(
+        &server.url(),
+        &[("LOCKRUN_PG_PASSWORD", crate::postgres::PASSWORD)],
+    );
+    assert_eq!(status, 0, "{stdout}");
+    assert!(
+        stdout.contains("no transaction pooler in the way"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("clock is within"), "{stdout}");
 }

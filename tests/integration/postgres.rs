@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use crate::history::History;
 use crate::util::*;
 
-const PASSWORD: &str = "lockrun-test-pw";
+pub const PASSWORD: &str = "lockrun-test-pw";
 /// Short, so that loss and pause tests are quick: checks every second.
 const TTL: &str = "3s";
 

@@ -462,3 +462,33 @@ fn metrics_accumulate_across_runs_in_the_textfile_format() {
         "the temporary file is renamed into place"
     );
 }
+
+/// The keys pinned here are the keys documented.
+#[test]
+fn the_schema_doc_lists_every_event_and_key() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/json-schema.md"))
+        .expect("docs/json-schema.md");
+    assert!(doc.contains("lockrun.event/1"));
+    let events = [
+        "waiting",
+        "acquired",
+        "renewed",
+        "lost",
+        "child_exit",
+        "released",
+        "busy",
+        "gave_up",
+    ];
+    for event in events {
+        assert!(
+            doc.contains(&format!("| `{event}` |")),
+            "event {event} not documented"
+        );
+        for (key, _) in COMMON.iter().chain(own_keys(event)) {
+            assert!(
+                doc.contains(&format!("`{key}`")),
+                "key {key} not documented"
+            );
+        }
+    }
+}
