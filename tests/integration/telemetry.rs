@@ -325,6 +325,26 @@ fn an_unusable_events_target_warns_once_and_changes_nothing() {
     }
     let out = run_timeout(sb.lockrun(&["--events", "fd:x", "x", "--", "true"]), SOON);
     assert_eq!(code(out.status), 64, "{}", stderr_of(&out));
+    // Exec mode leaves no lockrun to report the release: refused, not half-done.
+    let events = sb.path("exec.jsonl");
+    for option in ["--events", "--metrics-file"] {
+        let out = run_timeout(
+            sb.lockrun(&[
+                "--exec",
+                option,
+                events.to_str().unwrap(),
+                "x",
+                "--",
+                "true",
+            ]),
+            SOON,
+        );
+        assert_eq!(code(out.status), 64, "{option}: {}", stderr_of(&out));
+        assert!(
+            stderr_of(&out).contains("--exec cannot be combined with --events or --metrics-file")
+        );
+    }
+    assert!(!events.exists());
 }
 
 /// Samples of a Prometheus text file, checked against the format's rules:
