@@ -65,6 +65,7 @@ pub(crate) async fn doctor(global: &GlobalArgs) -> Result<Exit> {
             ));
         }
     }
+    check_local_clock(&mut report);
     let problems = report
         .lines
         .iter()
@@ -398,6 +399,20 @@ fn report_skew(report: &mut Report, server: &str, skew: f64) {
         report.ok(format!(
             "this machine's clock is within {shown} of {server}'s"
         ));
+    }
+}
+
+/// The kernel's own view of this machine's clock: unsynchronised means no
+/// NTP daemon is steering it, so it drifts away from the others.
+fn check_local_clock(report: &mut Report) {
+    // SAFETY: a zeroed timex with modes 0 only reads the kernel's state.
+    let mut timex = unsafe { std::mem::zeroed::<libc::timex>() };
+    // SAFETY: adjtimex writes only into `timex`.
+    let state = unsafe { libc::adjtimex(&raw mut timex) };
+    if state == libc::TIME_ERROR {
+        report.note(
+            "this machine's clock is not synchronised (the kernel reports no NTP steering): it drifts from other machines' clocks; enable NTP (timedatectl set-ntp true, chrony)",
+        );
     }
 }
 
