@@ -33,6 +33,8 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
             [CompletionResult]::new('--slots', '--slots', [CompletionResultType]::ParameterName, 'Semaphore: allow up to N holders at once (the command learns its slot in LOCKRUN_SLOT)')
             [CompletionResult]::new('--kill-after', '--kill-after', [CompletionResultType]::ParameterName, 'Grace between SIGTERM and SIGKILL when lockrun must stop the command')
             [CompletionResult]::new('--max-time', '--max-time', [CompletionResultType]::ParameterName, 'Stop the command (exit 124) if it runs longer than this; 0 means no limit')
+            [CompletionResult]::new('--events', '--events', [CompletionResultType]::ParameterName, 'Append one JSON line per event (waiting, acquired, renewed, lost, released, ...) to FILE or descriptor N')
+            [CompletionResult]::new('--metrics-file', '--metrics-file', [CompletionResultType]::ParameterName, 'Add this run to a node_exporter textfile-collector file (acquisitions, busy exits, losses, wait and hold times)')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code')
@@ -52,6 +54,7 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
             [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List the locks the backend knows about')
             [CompletionResult]::new('acquire', 'acquire', [CompletionResultType]::ParameterValue, 'Take NAME and keep it for later steps of a job, until PID exits')
             [CompletionResult]::new('release', 'release', [CompletionResultType]::ParameterValue, 'End a lock that ''lockrun acquire'' keeps; with --force, break any holder''s lock')
+            [CompletionResult]::new('doctor', 'doctor', [CompletionResultType]::ParameterValue, 'Check the backend''s setup for what silently breaks exclusion')
             break
         }
         'lockrun;run' {
@@ -65,6 +68,8 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
             [CompletionResult]::new('--slots', '--slots', [CompletionResultType]::ParameterName, 'Semaphore: allow up to N holders at once (the command learns its slot in LOCKRUN_SLOT)')
             [CompletionResult]::new('--kill-after', '--kill-after', [CompletionResultType]::ParameterName, 'Grace between SIGTERM and SIGKILL when lockrun must stop the command')
             [CompletionResult]::new('--max-time', '--max-time', [CompletionResultType]::ParameterName, 'Stop the command (exit 124) if it runs longer than this; 0 means no limit')
+            [CompletionResult]::new('--events', '--events', [CompletionResultType]::ParameterName, 'Append one JSON line per event (waiting, acquired, renewed, lost, released, ...) to FILE or descriptor N')
+            [CompletionResult]::new('--metrics-file', '--metrics-file', [CompletionResultType]::ParameterName, 'Add this run to a node_exporter textfile-collector file (acquisitions, busy exits, losses, wait and hold times)')
             [CompletionResult]::new('-b', '-b', [CompletionResultType]::ParameterName, 'Where locks live [default: lock files in a private per-user directory]')
             [CompletionResult]::new('--backend', '--backend', [CompletionResultType]::ParameterName, 'Where locks live [default: lock files in a private per-user directory]')
             [CompletionResult]::new('-s', '-s', [CompletionResultType]::ParameterName, 'Take a shared (reader) lock: any number of shared holders at once, or one exclusive')
@@ -134,6 +139,17 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
             [CompletionResult]::new('-b', '-b', [CompletionResultType]::ParameterName, 'Where locks live [default: lock files in a private per-user directory]')
             [CompletionResult]::new('--backend', '--backend', [CompletionResultType]::ParameterName, 'Where locks live [default: lock files in a private per-user directory]')
             [CompletionResult]::new('--force', '--force', [CompletionResultType]::ParameterName, 'Really break the lock, whoever holds it')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
+        'lockrun;doctor' {
+            [CompletionResult]::new('-b', '-b', [CompletionResultType]::ParameterName, 'Where locks live [default: lock files in a private per-user directory]')
+            [CompletionResult]::new('--backend', '--backend', [CompletionResultType]::ParameterName, 'Where locks live [default: lock files in a private per-user directory]')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code')

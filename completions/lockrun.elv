@@ -30,6 +30,8 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand --slots 'Semaphore: allow up to N holders at once (the command learns its slot in LOCKRUN_SLOT)'
             cand --kill-after 'Grace between SIGTERM and SIGKILL when lockrun must stop the command'
             cand --max-time 'Stop the command (exit 124) if it runs longer than this; 0 means no limit'
+            cand --events 'Append one JSON line per event (waiting, acquired, renewed, lost, released, ...) to FILE or descriptor N'
+            cand --metrics-file 'Add this run to a node_exporter textfile-collector file (acquisitions, busy exits, losses, wait and hold times)'
             cand -v 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
             cand --verbose 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
             cand -q 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
@@ -49,6 +51,7 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand list 'List the locks the backend knows about'
             cand acquire 'Take NAME and keep it for later steps of a job, until PID exits'
             cand release 'End a lock that ''lockrun acquire'' keeps; with --force, break any holder''s lock'
+            cand doctor 'Check the backend''s setup for what silently breaks exclusion'
         }
         &'lockrun;run'= {
             cand -c 'Run STRING with /bin/sh -c instead of COMMAND'
@@ -61,6 +64,8 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand --slots 'Semaphore: allow up to N holders at once (the command learns its slot in LOCKRUN_SLOT)'
             cand --kill-after 'Grace between SIGTERM and SIGKILL when lockrun must stop the command'
             cand --max-time 'Stop the command (exit 124) if it runs longer than this; 0 means no limit'
+            cand --events 'Append one JSON line per event (waiting, acquired, renewed, lost, released, ...) to FILE or descriptor N'
+            cand --metrics-file 'Add this run to a node_exporter textfile-collector file (acquisitions, busy exits, losses, wait and hold times)'
             cand -b 'Where locks live [default: lock files in a private per-user directory]'
             cand --backend 'Where locks live [default: lock files in a private per-user directory]'
             cand -s 'Take a shared (reader) lock: any number of shared holders at once, or one exclusive'
@@ -126,6 +131,16 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand -b 'Where locks live [default: lock files in a private per-user directory]'
             cand --backend 'Where locks live [default: lock files in a private per-user directory]'
             cand --force 'Really break the lock, whoever holds it'
+            cand -v 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
+            cand --verbose 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
+            cand -q 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
+            cand --quiet 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
+        &'lockrun;doctor'= {
+            cand -b 'Where locks live [default: lock files in a private per-user directory]'
+            cand --backend 'Where locks live [default: lock files in a private per-user directory]'
             cand -v 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
             cand --verbose 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
             cand -q 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'

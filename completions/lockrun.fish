@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_lockrun_global_optspecs
-    string join \n b/backend= v/verbose q/quiet c/command= w/wait= s/shared n/no-wait E/conflict-exit-code= ttl= slots= kill-after= kill-escaped max-time= exec h/help V/version
+    string join \n b/backend= v/verbose q/quiet c/command= w/wait= s/shared n/no-wait E/conflict-exit-code= ttl= slots= kill-after= kill-escaped max-time= exec events= metrics-file= h/help V/version
 end
 
 function __fish_lockrun_needs_command
@@ -32,6 +32,8 @@ complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_c
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -l slots -d 'Semaphore: allow up to N holders at once (the command learns its slot in LOCKRUN_SLOT)' -r
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -l kill-after -d 'Grace between SIGTERM and SIGKILL when lockrun must stop the command' -r
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -l max-time -d 'Stop the command (exit 124) if it runs longer than this; 0 means no limit' -r
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -l events -d 'Append one JSON line per event (waiting, acquired, renewed, lost, released, ...) to FILE or descriptor N' -r -F
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -l metrics-file -d 'Add this run to a node_exporter textfile-collector file (acquisitions, busy exits, losses, wait and hold times)' -r -F
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -s v -l verbose -d 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -s q -l quiet -d 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -s s -l shared -d 'Take a shared (reader) lock: any number of shared holders at once, or one exclusive'
@@ -45,6 +47,7 @@ complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_c
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -a "list" -d 'List the locks the backend knows about'
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -a "acquire" -d 'Take NAME and keep it for later steps of a job, until PID exits'
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -a "release" -d 'End a lock that \'lockrun acquire\' keeps; with --force, break any holder\'s lock'
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_needs_command" -a "doctor" -d 'Check the backend\'s setup for what silently breaks exclusion'
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand run" -s c -l command -d 'Run STRING with /bin/sh -c instead of COMMAND' -r -f -a "(__fish_complete_command)"
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand run" -s w -l wait -d 'Give up after waiting this long (30s, 5m, 1h30m, or seconds) [default: wait forever]' -r
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand run" -s E -l conflict-exit-code -d 'Exit code when the lock could not be had' -r
@@ -52,6 +55,8 @@ complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_s
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand run" -l slots -d 'Semaphore: allow up to N holders at once (the command learns its slot in LOCKRUN_SLOT)' -r
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand run" -l kill-after -d 'Grace between SIGTERM and SIGKILL when lockrun must stop the command' -r
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand run" -l max-time -d 'Stop the command (exit 124) if it runs longer than this; 0 means no limit' -r
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand run" -l events -d 'Append one JSON line per event (waiting, acquired, renewed, lost, released, ...) to FILE or descriptor N' -r -F
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand run" -l metrics-file -d 'Add this run to a node_exporter textfile-collector file (acquisitions, busy exits, losses, wait and hold times)' -r -F
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand run" -s b -l backend -d 'Where locks live [default: lock files in a private per-user directory]' -r -f
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand run" -s s -l shared -d 'Take a shared (reader) lock: any number of shared holders at once, or one exclusive'
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand run" -s n -l no-wait -d 'Fail at once if the lock is held (wins over --wait and LOCKRUN_WAIT)'
@@ -90,6 +95,10 @@ complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_s
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand release" -s v -l verbose -d 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand release" -s q -l quiet -d 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
 complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand release" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand doctor" -s b -l backend -d 'Where locks live [default: lock files in a private per-user directory]' -r -f
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand doctor" -s v -l verbose -d 'More diagnostics on stderr (repeat for more); LOCKRUN_LOG overrides'
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand doctor" -s q -l quiet -d 'Only errors on stderr: no waiting indicator, and a busy lock shows only in the exit code'
+complete -c lockrun -n "not __lockrun_after_dashdash; and __fish_lockrun_using_subcommand doctor" -s h -l help -d 'Print help (see more with \'--help\')'
 
 # Added by lockrun's generator (src/completion/): lock names for status and
 # release come from the backend (`lockrun --complete-names [URL]`), and after

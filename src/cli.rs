@@ -20,7 +20,8 @@ lockrun [OPTIONS] NAME -- COMMAND [ARGS...]
        lockrun list [--json]
        lockrun acquire [OPTIONS] [--for-pid PID] NAME
        lockrun release [--for-pid PID] NAME
-       lockrun release --force [--slots N] NAME";
+       lockrun release --force [--slots N] NAME
+       lockrun doctor [--backend URL]";
 
 /// Shown after `-h` and `--help`. Every line here must be true: the README,
 /// the man page and the tests rely on it.
@@ -238,6 +239,36 @@ pub struct RunArgs {
     /// --kill-escaped and the Redis and CloudShell backends.
     #[arg(long = "exec", env = "LOCKRUN_EXEC", hide_env_values = true)]
     pub exec: bool,
+
+    /// Append one JSON line per event (waiting, acquired, renewed, lost, released, ...) to FILE or descriptor N
+    ///
+    /// Schema "lockrun.event/1" (docs/json-schema.md). FILE is opened for
+    /// appending before the lock is taken; fd:N writes to an inherited
+    /// descriptor (e.g. 3>>events.jsonl). Events never change the outcome:
+    /// if they cannot be written, lockrun warns once and carries on.
+    #[arg(
+        long,
+        value_name = "FILE|fd:N",
+        value_hint = ValueHint::FilePath,
+        env = "LOCKRUN_EVENTS",
+        hide_env_values = true,
+        value_parser = crate::telemetry::parse_events
+    )]
+    pub(crate) events: Option<crate::telemetry::EventsTarget>,
+
+    /// Add this run to a node_exporter textfile-collector file (acquisitions, busy exits, losses, wait and hold times)
+    ///
+    /// The counts accumulate across runs: PATH is read, updated and
+    /// replaced atomically (through PATH.tmp) under an flock on PATH.lock.
+    /// Point it into the collector's directory as NAME.prom.
+    #[arg(
+        long,
+        value_name = "PATH",
+        value_hint = ValueHint::FilePath,
+        env = "LOCKRUN_METRICS_FILE",
+        hide_env_values = true
+    )]
+    pub metrics_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -270,6 +301,17 @@ pub enum Command {
     /// a file lock is freed by the kernel the moment its holder exits, and a
     /// Redis lease expires after --ttl.
     Release(ReleaseArgs),
+    /// Check the backend's setup for what silently breaks exclusion
+    ///
+    /// Looks, changes nothing: a lock directory on NFS or another network
+    /// file system, on a private tmpfs, or cleaned by systemd-tmpfiles; the
+    /// permissions of a shared lock directory; a Redis replica or one
+    /// without persistence; PostgreSQL behind a transaction pooler; etcd
+    /// members without a leader; this machine's clock against the
+    /// server's. One finding per line ("ok:", "note:", "problem:"). Exit 0
+    /// when no problem was found, 1 when one was, 69 when the backend
+    /// cannot be reached, 77 when it refuses our credentials.
+    Doctor,
 }
 
 #[derive(Debug, Args)]
@@ -458,7 +500,7 @@ pub(crate) fn subcommand_of(e: &clap::Error) -> Option<&'static str> {
     };
     let usage = usage.to_string();
     let second = usage.split_whitespace().nth(2)?;
-    ["run", "status", "list", "acquire", "release"]
+    ["run", "status", "list", "acquire", "release", "doctor"]
         .into_iter()
         .find(|sub| *sub == second)
 }

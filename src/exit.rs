@@ -41,11 +41,16 @@ pub enum Exit {
     Interrupted(i32),
     /// `status --exit-status`: the lock is held.
     Held,
+    /// `lockrun doctor` found at least one problem.
+    DoctorProblems,
 }
 
 /// `status --exit-status` when the lock is held (0 when free), as `grep -q`
 /// and `systemctl is-active` answer yes/no with 0/non-0.
 pub const HELD: u8 = 1;
+
+/// `lockrun doctor`: a setup that breaks (or may silently break) exclusion.
+pub const DOCTOR_PROBLEMS: u8 = 1;
 pub const USAGE: u8 = 64;
 pub const UNAVAILABLE: u8 = 69;
 pub const SOFTWARE: u8 = 70;
@@ -80,6 +85,7 @@ impl Exit {
             Exit::Held => HELD,
             Exit::NotReentrant => NOT_REENTRANT,
             Exit::NothingToRelease => NOTHING_TO_RELEASE,
+            Exit::DoctorProblems => DOCTOR_PROBLEMS,
         }
     }
 }
@@ -116,7 +122,7 @@ pub const TABLE: &[(&str, &str)] = &[
     ),
     (
         "1",
-        "status --exit-status: the lock is held; release NAME: no lock NAME held by a keeper of yours (lockrun acquire), nothing was released",
+        "status --exit-status: the lock is held; release NAME: no lock NAME held by a keeper of yours (lockrun acquire), nothing was released; doctor: a problem was found",
     ),
     (
         "64",

@@ -4,6 +4,7 @@
 pub(crate) mod acquire;
 pub(crate) mod backend;
 pub mod cli;
+pub(crate) mod doctor;
 pub(crate) mod duration;
 pub(crate) mod error;
 pub mod exit;
@@ -21,6 +22,7 @@ pub(crate) mod signals;
 pub(crate) mod spawn;
 pub mod startup;
 pub mod supervise;
+pub(crate) mod telemetry;
 pub(crate) mod terminal;
 pub(crate) mod ui;
 
@@ -74,6 +76,7 @@ enum Task<'a> {
     List(&'a cli::ListArgs),
     Release(&'a cli::ReleaseArgs),
     Acquire(&'a cli::AcquireArgs),
+    Doctor,
 }
 
 fn dispatch(cli: &Cli) -> Result<Exit> {
@@ -85,6 +88,7 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
         Some(Command::List(args)) => Task::List(args),
         Some(Command::Release(args)) => Task::Release(args),
         Some(Command::Acquire(args)) => Task::Acquire(args),
+        Some(Command::Doctor) => Task::Doctor,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -98,6 +102,7 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
             Task::Release(args) if !args.force => keeper::release(args, global).await,
             Task::Release(args) => inspect::release(args, global).await,
             Task::Acquire(args) => keeper::acquire(args, global).await,
+            Task::Doctor => doctor::doctor(global).await,
         }
     })
 }

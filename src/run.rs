@@ -75,6 +75,9 @@ pub(crate) fn plan(args: &RunArgs, global: &GlobalArgs) -> Result<RunPlan> {
         if args.kill_escaped {
             return refuse("--kill-escaped");
         }
+        if args.events.is_some() || args.metrics_file.is_some() {
+            return refuse("--events or --metrics-file");
+        }
     }
     Ok(RunPlan {
         name,
@@ -166,18 +169,36 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
     // Started while nothing is held yet: it costs nothing inside the
     // critical section, and it is there before the command can exist.
     let guardian = Guardian::start()?;
+    // After the guardian's fork (it may start a thread), before the lock.
+    crate::telemetry::init(
+        args.events.as_ref(),
+        args.metrics_file.as_deref(),
+        &req.name,
+        crate::telemetry::kind_of(&backend),
+    );
     let result = async {
         let mut backend = AnyBackend::connect(backend).await?;
-        let mut indicator = WaitIndicator::new(global.quiet);
+        crate::telemetry::connected(backend.display_url());
+        let mut indicator = crate::telemetry::Observed(WaitIndicator::new(global.quiet));
         loop {
+            let started = Instant::now();
             let lease =
-                crate::acquire::acquire(&mut backend, &req, policy, &mut signals, &mut indicator).await?;
+                crate::acquire::acquire(&mut backend, &req, policy, &mut signals, &mut indicator)
+                    .await
+                    .inspect_err(|e| {
+                        if let Error::Busy(message) = e {
+                            let waited = (!matches!(policy, WaitPolicy::NoWait))
+                                .then(|| started.elapsed());
+                            crate::telemetry::not_acquired(message, waited);
+                        }
+                    })?;
             // A signal that came while a backend request was in flight must
             // still abort: the command never starts after one.
             if let Some(signal) = signals.pending() {
                 let _ = backend.release(lease).await;
                 return Err(Error::interrupted(signal));
             }
+            crate::telemetry::acquired(started.elapsed(), lease.fence(), lease.slot());
             tracing::info!(name = %req.name, slot = lease.slot(), fence = %fence_text(lease.fence()), "acquired");
             let spec = spec(backend.display_url(), &lease);
             match supervise::run_locked(
@@ -204,6 +225,7 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
     }
     .await;
     guardian.dismiss();
+    crate::telemetry::finish();
     result
 }
 

@@ -76,6 +76,7 @@ pub(crate) async fn run_locked<B: Backend + Inspect>(
     {
         Ok(Ok(())) => {
             tracing::info!(name = %req.name, "released");
+            crate::telemetry::released(None);
             return outcome;
         }
         Ok(Err(e)) => e.to_string(),
@@ -86,6 +87,7 @@ pub(crate) async fn run_locked<B: Backend + Inspect>(
             req.name
         ),
     };
+    crate::telemetry::released(Some(&failure));
     if stays_behind && !matches!(outcome, Ok(Supervised::Stale)) {
         eprintln!("lockrun: {}", crate::ui::error_line(&failure));
         return outcome.map(|_| Supervised::Ran(Exit::ReleaseFailed));
@@ -184,6 +186,7 @@ async fn supervise<B: Backend>(
     );
     tokio::pin!(lease_watch);
     let lost = |stop: &mut Option<StopReason>, why: &str| {
+        crate::telemetry::lost(why);
         if !matches!(stop, Some(StopReason::LockLost)) {
             eprintln!(
                 "lockrun: lost the lock {}: {}; stopping the command",
@@ -313,6 +316,9 @@ async fn supervise<B: Backend>(
             }
             () = tokio::time::sleep(LEFTOVER_POLL), if leader.is_some() => {}
         }
+    }
+    if let Some(status) = leader {
+        crate::telemetry::child_exit(status);
     }
     match guardian.already_enforced() {
         Some(Enforced::FileLost) => lost(&mut stop, "the lock file was removed or replaced"),
@@ -642,6 +648,9 @@ async fn keep_lease<B: Backend>(
                     .expires_at()
                     .map(|e| lease_deadline(e, interval, kill_after));
                 if deadline.is_some() {
+                    // Only a lease that was extended is an event; the
+                    // file backend's frequent inode checks are not.
+                    crate::telemetry::renewed();
                     guardian.set_deadline(deadline);
                 }
                 current.set(deadline.or(current.get()));

@@ -1557,6 +1557,28 @@ impl Inspect for EtcdBackend {
     }
 }
 
+/// What `lockrun doctor` asks the cluster: each member's own status.
+impl EtcdBackend {
+    pub(crate) fn endpoints(&self) -> &[String] {
+        &self.config.endpoints
+    }
+
+    /// `/v3/maintenance/status` of one member, not failing over to another.
+    pub(crate) async fn member_status(
+        &self,
+        endpoint: usize,
+    ) -> std::result::Result<Value, String> {
+        self.send_one(endpoint, "/v3/maintenance/status", &json!({}), CALL_TIMEOUT)
+            .await
+            .map_err(|failure| match failure {
+                Failure::Transport(why) => why,
+                Failure::Server { code, message } => {
+                    format!("{} (code {code})", self.scrub(&message))
+                }
+            })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

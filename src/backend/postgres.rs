@@ -1105,6 +1105,24 @@ impl Inspect for PgBackend {
     }
 }
 
+/// What `lockrun doctor` asks the server: read-only questions.
+impl PgBackend {
+    /// The server's clock, as Unix seconds.
+    pub(crate) async fn doctor_clock(&mut self) -> Result<f64> {
+        let row = self
+            .call("reading the server clock", CALL_TIMEOUT, async |c| {
+                c.query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
+                    .await
+            })
+            .await?;
+        Ok(row.get(0))
+    }
+
+    pub(crate) fn server_address(&self) -> String {
+        self.config.address()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

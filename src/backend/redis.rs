@@ -1823,6 +1823,26 @@ impl Inspect for RedisBackend {
     }
 }
 
+/// What `lockrun doctor` asks the server: read-only questions.
+impl RedisBackend {
+    pub(crate) async fn doctor_query<T: redis::FromRedisValue>(
+        &mut self,
+        what: &str,
+        cmd: &redis::Cmd,
+    ) -> Result<T> {
+        self.call(what, CALL_TIMEOUT, async |c| cmd.query_async(c).await)
+            .await
+    }
+
+    pub(crate) fn max_ttl(&self) -> Duration {
+        self.config.max_ttl
+    }
+
+    pub(crate) fn server_address(&self) -> String {
+        self.config.address()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

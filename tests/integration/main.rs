@@ -19,12 +19,14 @@ mod reentry;
 mod shared;
 
 mod completions;
+mod doctor;
 mod errors;
 mod faults;
 mod generated;
 mod json;
 mod keeper;
 mod snapshots;
+mod telemetry;
 mod tty;
 mod untrusted;
 mod ux;
