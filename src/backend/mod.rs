@@ -96,6 +96,9 @@ pub(crate) fn install_tls_provider() {
 /// The backend a URL names, connected. Delegates every call to the one it
 /// holds, so the acquire loop, the supervisor and `status`/`list` are
 /// compiled once, not once per backend.
+// One per process, so the size of its largest variant costs nothing worth
+// a box.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum AnyBackend {
     File(file::FileBackend),
     Redis(redis::RedisBackend),
