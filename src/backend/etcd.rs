@@ -545,6 +545,12 @@ pub(crate) struct EtcdBackend {
     /// raft round trip) instead of a txn.
     woke_at: Option<i64>,
     own_watch: Option<OwnWatch>,
+    /// A client of its own for watch streams, made at the first watch: a
+    /// stream holds its connection for as long as it lasts, and taking the
+    /// request client's idle connection would make the request that follows
+    /// the event (the read of a woken waiter, the revoke of a releasing
+    /// holder) connect anew, on the hand-off path.
+    watch_http: Option<reqwest::Client>,
     /// No new own-key watch before this (the last one failed).
     own_watch_retry: Option<tokio::time::Instant>,
 }
@@ -607,6 +613,7 @@ impl EtcdBackend {
             lost_waits: 0,
             woke_at: None,
             own_watch: None,
+            watch_http: None,
             own_watch_retry: None,
         };
         if backend.config.user.is_some() {
@@ -765,8 +772,17 @@ impl EtcdBackend {
     }
 
     fn request(&self, endpoint: usize, path: &str, body: &Value) -> reqwest::RequestBuilder {
-        let mut request = self
-            .http
+        self.request_on(&self.http, endpoint, path, body)
+    }
+
+    fn request_on(
+        &self,
+        http: &reqwest::Client,
+        endpoint: usize,
+        path: &str,
+        body: &Value,
+    ) -> reqwest::RequestBuilder {
+        let mut request = http
             .post(format!("{}{path}", self.base(endpoint)))
             .header(CONTENT_TYPE, "application/json")
             .body(body.to_string());
@@ -1139,9 +1155,13 @@ impl EtcdBackend {
     }
 
     /// Open a watch stream (`create` is the gateway's `create_request`).
-    async fn open_watch(&self, create: Value) -> Result<reqwest::Response> {
+    async fn open_watch(&mut self, create: Value) -> Result<reqwest::Response> {
         let body = json!({ "create_request": create });
-        let request = self.request(self.current, "/v3/watch", &body);
+        if self.watch_http.is_none() {
+            self.watch_http = Some(self.config.http_client()?);
+        }
+        let http = self.watch_http.as_ref().unwrap_or(&self.http);
+        let request = self.request_on(http, self.current, "/v3/watch", &body);
         match tokio::time::timeout(CALL_TIMEOUT, request.send()).await {
             Ok(Ok(response)) if response.status().is_success() => Ok(response),
             Ok(Ok(response)) => {
