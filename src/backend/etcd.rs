@@ -281,6 +281,13 @@ impl EtcdConfig {
                 ))
             })
         };
+        if !self.tls {
+            // Plain HTTP: no root store at all. Without this, reqwest's
+            // platform verifier reads and parses every certificate under
+            // /etc/ssl/certs at build time (~290 files, 10–20 ms of CPU on
+            // a loaded 2-core machine) for a client that never speaks TLS.
+            builder = builder.tls_certs_only(Vec::new());
+        }
         if let Some(ca) = &self.ca_file {
             let pem = read(ca, "CA file")?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
@@ -518,6 +525,21 @@ struct WatchTarget {
     /// one waits for its predecessor to be deleted *or* to become a holder
     /// (a holder rewrites its key once, see [`EtcdBackend::claim_slot`]).
     any_event: bool,
+    /// `key` is the only key ahead of ours (plain lock, second in line):
+    /// its deletion alone makes us the holder.
+    sole_ahead: bool,
+}
+
+/// What a watch that ended told the next try.
+struct Woke {
+    /// The revision of the watch response (the member that sent it has
+    /// applied it).
+    at: i64,
+    /// The only key ahead of ours was deleted.
+    first: bool,
+    /// Where the watch started: the revision right after our last look at
+    /// the queue.
+    since: i64,
 }
 
 /// The holder's watch on its own key, kept across
@@ -543,7 +565,11 @@ pub(crate) struct EtcdBackend {
     /// The revision a watch woke us at: the next try reads the queue as of
     /// that revision from the member that sent the event (a local read, no
     /// raft round trip) instead of a txn.
-    woke_at: Option<i64>,
+    woke: Option<Woke>,
+    /// A queued waiter's read of the queue failed for want of a cluster
+    /// (a member down, an election): since when; the next wait backs off.
+    outage_since: Option<tokio::time::Instant>,
+    back_off: bool,
     own_watch: Option<OwnWatch>,
     /// A client of its own for watch streams, made at the first watch: a
     /// stream holds its connection for as long as it lasts, and taking the
@@ -611,7 +637,9 @@ impl EtcdBackend {
             last_holder: None,
             position: None,
             lost_waits: 0,
-            woke_at: None,
+            woke: None,
+            outage_since: None,
+            back_off: false,
             own_watch: None,
             watch_http: None,
             own_watch_retry: None,
@@ -986,6 +1014,7 @@ impl EtcdBackend {
                 range_end: None,
                 start_revision,
                 any_event: false,
+                sole_ahead: position == 2,
             }
         } else if position == slots + 1 {
             // First in line for a slot: any holder's deletion frees one,
@@ -995,6 +1024,7 @@ impl EtcdBackend {
                 range_end: Some(prefix_end(prefix.as_bytes())),
                 start_revision,
                 any_event: false,
+                sole_ahead: false,
             }
         } else {
             // Further back: nothing can free a slot for us before our
@@ -1005,6 +1035,7 @@ impl EtcdBackend {
                 range_end: None,
                 start_revision,
                 any_event: true,
+                sole_ahead: false,
             }
         });
         self.last_holder = kvs.first().and_then(Kv::holder);
@@ -1218,8 +1249,14 @@ impl EtcdBackend {
                                 if result.canceled {
                                     return Ok(());
                                 }
-                                if result.events.iter().any(|e| target.any_event || e.kind == "DELETE") {
-                                    self.woke_at = Some(result.header.revision).filter(|r| *r > 0);
+                                let deleted = result.events.iter().any(|e| e.kind == "DELETE");
+                                if deleted || (target.any_event && !result.events.is_empty()) {
+                                    self.woke = Some(Woke {
+                                        at: result.header.revision,
+                                        first: target.sole_ahead && deleted,
+                                        since: target.start_revision,
+                                    })
+                                    .filter(|w| w.at > 0);
                                     return Ok(());
                                 }
                             }
@@ -1481,7 +1518,35 @@ impl Polling for EtcdBackend {
         // is final for what matters: keys created later rank after ours,
         // and a key ahead deleted later only moves us up (the watch that
         // follows starts right after it). Any error: the txn below.
-        if let (Some(at), Some(queued)) = (self.woke_at.take(), &self.queued)
+        let woke = self.woke.take();
+        // The only key ahead of ours is gone: we hold, with no request at
+        // all. No key can rank ahead of ours later (create revisions only
+        // grow), and our own key is there: its lease was renewed less than
+        // two thirds of a ttl ago (else the read below decides), and a
+        // deletion by hand since our last look is replayed by the own-key
+        // watch, which starts at that look (`since`), and stops the command.
+        if let (Some(woke), Some(queued)) = (&woke, &self.queued)
+            && woke.first
+            && queued.rev > 0
+            && BootTime::now() < queued.renewed.saturating_add(req.ttl * 2 / 3)
+        {
+            let Some(queued) = self.queued.take() else {
+                return Err(Error::internal("etcd: woken without a queue key"));
+            };
+            self.watch = None;
+            self.lost_waits = 0;
+            self.position = Some(1);
+            return Ok(Attempt::Acquired(EtcdLease {
+                key: queued.key,
+                lease: queued.lease,
+                rev: queued.rev,
+                slot: 1,
+                ttl: req.ttl,
+                expires_at: queued.renewed.saturating_add(req.ttl),
+                watch_from: woke.since,
+            }));
+        }
+        if let (Some(Woke { at, .. }), Some(queued)) = (woke, &self.queued)
             && queued.rev > 0
         {
             let (lease, rev, key) = (queued.lease, queued.rev, queued.key.clone());
@@ -1566,8 +1631,26 @@ impl Polling for EtcdBackend {
                     self.authenticate(acquire_timeout(req.ttl)).await?;
                     continue;
                 }
+                // Already queued, and the cluster is between leaders or a
+                // member is gone: wait for it (bounded by --wait and by
+                // OUTAGE_PATIENCE), as a failed watch does.
+                Err(failure @ (Failure::Transport(_) | Failure::Server { code: 4 | 14, .. }))
+                    if self.queued.as_ref().is_some_and(|q| q.rev > 0) =>
+                {
+                    let since = *self
+                        .outage_since
+                        .get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() > OUTAGE_PATIENCE {
+                        return Err(self.error("acquiring the lock", failure));
+                    }
+                    tracing::info!(?failure, "etcd did not answer; waiting for the cluster");
+                    self.watch = None;
+                    self.back_off = true;
+                    return Ok(Attempt::Held(self.last_holder.clone()));
+                }
                 Err(failure) => return Err(self.error("acquiring the lock", failure)),
             };
+            self.outage_since = None;
             let skip = usize::from(reply.succeeded);
             let range = |i: usize| {
                 reply
@@ -1594,6 +1677,15 @@ impl Polling for EtcdBackend {
 
     async fn wait(&mut self, req: &LockRequest, _round: u32) -> Result<WaitOutcome<EtcdLease>> {
         let Some(target) = self.watch.take() else {
+            if std::mem::take(&mut self.back_off) {
+                self.lost_waits += 1;
+                tokio::time::sleep(backoff_delay(
+                    self.lost_waits,
+                    Duration::from_millis(50),
+                    Duration::from_secs(1),
+                ))
+                .await;
+            }
             return Ok(WaitOutcome::Retry);
         };
         match self.watch_for_delete(&target, req.ttl).await {
