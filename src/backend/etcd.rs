@@ -623,8 +623,8 @@ fn acquire_timeout(ttl: Duration) -> Duration {
 }
 
 impl EtcdBackend {
-    /// Connect at once: an unreachable cluster (69) or refused credentials
-    /// (77) are reported before anything else happens.
+    /// Ready to talk to the cluster; no request is made unless there are
+    /// credentials to log in with.
     pub(crate) async fn connect(config: EtcdConfig) -> Result<Self> {
         let http = config.http_client()?;
         let mut backend = EtcdBackend {
@@ -644,17 +644,13 @@ impl EtcdBackend {
             watch_http: None,
             own_watch_retry: None,
         };
+        // With credentials, logging in is the first request; without, the
+        // first request proper (the lease grant of a run, the read of
+        // `status`) finds an unreachable cluster (69) or one that wants
+        // credentials (77) before anything happens: a separate probe would
+        // be one more round trip in every run.
         if backend.config.user.is_some() {
             backend.authenticate(CALL_TIMEOUT).await?;
-        } else {
-            let _: Value = backend
-                .post(
-                    "/v3/maintenance/status",
-                    &json!({}),
-                    CALL_TIMEOUT,
-                    "connecting",
-                )
-                .await?;
         }
         Ok(backend)
     }
