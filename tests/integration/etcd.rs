@@ -539,7 +539,7 @@ fn slot_waiters_wake_one_at_a_time_not_all_on_every_release() {
     let server = EtcdServer::start();
     let dir = tempfile::tempdir().unwrap();
     let url = server.url();
-    const WAITERS: usize = 6;
+    const WAITERS: usize = 8;
     let a = Holder::spawn(
         lockrun_at(&url, &["--ttl", "30s", "--slots", "2"]),
         &dir.path().join("a"),
@@ -586,10 +586,12 @@ fn slot_waiters_wake_one_at_a_time_not_all_on_every_release() {
     let mut ran: Vec<&str> = order.lines().collect();
     ran.sort_unstable();
     assert_eq!(ran.len(), WAITERS, "{order}");
-    // With every waiter watching the whole queue, the last would look
-    // once per release ahead of it (7 here); watching only what can free
-    // a slot for it, a waiter looks when it queues, when it becomes first
-    // in line, and (rarely) once more.
+    // With every waiter watching the whole queue, a waiter looks once per
+    // release ahead of it (up to 8 here; 6 waiters measured [1, 2, 3, 3,
+    // 4, 5]); watching only what can free a slot for it, a waiter looks
+    // when it queues and when it becomes first in line (measured ≤ 2),
+    // and once more only if a waiter behind it leaves.
+    eprintln!("looks at the queue per waiter: {wakes:?}");
     assert!(
         wakes.iter().all(|&n| n <= 3),
         "looks at the queue per waiter: {wakes:?}"
