@@ -606,6 +606,16 @@ fn slot_waiters_wake_one_at_a_time_not_all_on_every_release() {
 /// with `LOCKRUN_ETCD_CLUSTER=1`; `bench/run` (full mode) runs it.
 #[test]
 fn etcd_cluster_member_killed_under_a_holder_keeps_the_lock() {
+    cluster_member_killed(true);
+}
+
+/// The same with lockrun talking to a follower while the leader dies.
+#[test]
+fn etcd_cluster_leader_killed_under_a_holder_on_a_follower_keeps_the_lock() {
+    cluster_member_killed(false);
+}
+
+fn cluster_member_killed(talk_to_leader: bool) {
     if std::env::var_os("LOCKRUN_ETCD_CLUSTER").is_none_or(|v| v != "1") {
         eprintln!(
             "note: skipping the 3-member etcd cluster test; set LOCKRUN_ETCD_CLUSTER=1 to run it"
@@ -614,7 +624,12 @@ fn etcd_cluster_member_killed_under_a_holder_keeps_the_lock() {
     }
     let mut cluster = EtcdCluster::start(3);
     let leader = cluster.leader().expect("a leader");
-    let url = cluster.url(leader);
+    let first = if talk_to_leader {
+        leader
+    } else {
+        (leader + 1) % cluster.members.len()
+    };
+    let url = cluster.url(first);
     let dir = tempfile::tempdir().unwrap();
     let mut hist = History::new(dir.path());
     let mut a = Run::spawn(
