@@ -286,6 +286,13 @@ impl EtcdConfig {
                 ))
             })
         };
+        if !self.tls {
+            // Plain HTTP: no root store at all. Without this, reqwest's
+            // platform verifier reads and parses every certificate under
+            // /etc/ssl/certs at build time (~290 files, 10–20 ms of CPU on
+            // a loaded 2-core machine) for a client that never speaks TLS.
+            builder = builder.tls_certs_only(Vec::new());
+        }
         if let Some(ca) = &self.ca_file {
             let pem = read(ca, "CA file")?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
@@ -438,6 +445,8 @@ struct WatchMessage {
 #[derive(Deserialize, Default, Debug)]
 struct WatchResult {
     #[serde(default)]
+    header: Header,
+    #[serde(default)]
     canceled: bool,
     #[serde(default)]
     events: Vec<WatchEvent>,
@@ -529,6 +538,33 @@ struct WatchTarget {
     /// `Some`: the range `[key, range_end)` (slots); `None`: the one key.
     range_end: Option<Vec<u8>>,
     start_revision: i64,
+    /// Wake on any event, puts too: a `--slots` waiter behind the first
+    /// one waits for its predecessor to be deleted *or* to become a holder
+    /// (a holder rewrites its key once, see [`EtcdBackend::claim_slot`]).
+    any_event: bool,
+    /// `key` is the only key ahead of ours (plain lock, second in line):
+    /// its deletion alone makes us the holder.
+    sole_ahead: bool,
+}
+
+/// What a watch that ended told the next try.
+struct Woke {
+    /// The revision of the watch response (the member that sent it has
+    /// applied it).
+    at: i64,
+    /// The only key ahead of ours was deleted.
+    first: bool,
+    /// Where the watch started: the revision right after our last look at
+    /// the queue.
+    since: i64,
+}
+
+/// The holder's watch on its own key, kept across
+/// [`loss_hint`](Backend::loss_hint) calls (the supervisor drops that
+/// future at every renewal; the stream lives on here).
+struct OwnWatch {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
 }
 
 pub(crate) struct EtcdBackend {
@@ -543,6 +579,23 @@ pub(crate) struct EtcdBackend {
     /// Our place in the queue at the last try (1 = holder).
     position: Option<u32>,
     lost_waits: u32,
+    /// The revision a watch woke us at: the next try reads the queue as of
+    /// that revision from the member that sent the event (a local read, no
+    /// raft round trip) instead of a txn.
+    woke: Option<Woke>,
+    /// A queued waiter's read of the queue failed for want of a cluster
+    /// (a member down, an election): since when; the next wait backs off.
+    outage_since: Option<tokio::time::Instant>,
+    back_off: bool,
+    own_watch: Option<OwnWatch>,
+    /// A client of its own for watch streams, made at the first watch: a
+    /// stream holds its connection for as long as it lasts, and taking the
+    /// request client's idle connection would make the request that follows
+    /// the event (the read of a woken waiter, the revoke of a releasing
+    /// holder) connect anew, on the hand-off path.
+    watch_http: Option<reqwest::Client>,
+    /// No new own-key watch before this (the last one failed).
+    own_watch_retry: Option<tokio::time::Instant>,
 }
 
 pub(crate) struct EtcdLease {
@@ -552,6 +605,9 @@ pub(crate) struct EtcdLease {
     slot: u32,
     ttl: Duration,
     expires_at: BootTime,
+    /// Where a new watch on our own key starts: no deletion since the last
+    /// check of the key can be missed.
+    watch_from: i64,
 }
 
 impl Lease for EtcdLease {
@@ -584,8 +640,8 @@ fn acquire_timeout(ttl: Duration) -> Duration {
 }
 
 impl EtcdBackend {
-    /// Connect at once: an unreachable cluster (69) or refused credentials
-    /// (77) are reported before anything else happens.
+    /// Ready to talk to the cluster; no request is made unless there are
+    /// credentials to log in with.
     pub(crate) async fn connect(config: EtcdConfig) -> Result<Self> {
         let http = config.http_client()?;
         let mut backend = EtcdBackend {
@@ -598,18 +654,20 @@ impl EtcdBackend {
             last_holder: None,
             position: None,
             lost_waits: 0,
+            woke: None,
+            outage_since: None,
+            back_off: false,
+            own_watch: None,
+            watch_http: None,
+            own_watch_retry: None,
         };
+        // With credentials, logging in is the first request; without, the
+        // first request proper (the lease grant of a run, the read of
+        // `status`) finds an unreachable cluster (69) or one that wants
+        // credentials (77) before anything happens: a separate probe would
+        // be one more round trip in every run.
         if backend.config.user.is_some() {
             backend.authenticate(CALL_TIMEOUT).await?;
-        } else {
-            let _: Value = backend
-                .post(
-                    "/v3/maintenance/status",
-                    &json!({}),
-                    CALL_TIMEOUT,
-                    "connecting",
-                )
-                .await?;
         }
         Ok(backend)
     }
@@ -755,8 +813,17 @@ impl EtcdBackend {
     }
 
     fn request(&self, endpoint: usize, path: &str, body: &Value) -> reqwest::RequestBuilder {
-        let mut request = self
-            .http
+        self.request_on(&self.http, endpoint, path, body)
+    }
+
+    fn request_on(
+        &self,
+        http: &reqwest::Client,
+        endpoint: usize,
+        path: &str,
+        body: &Value,
+    ) -> reqwest::RequestBuilder {
+        let mut request = http
             .post(format!("{}{path}", self.base(endpoint)))
             .header(CONTENT_TYPE, "application/json")
             .body(body.to_string());
@@ -905,8 +972,117 @@ impl EtcdBackend {
             .collect())
     }
 
-    /// Claim the lowest free slot number for our lease.
-    async fn claim_slot(&mut self, req: &LockRequest, lease: i64, rank: u32) -> Result<u32> {
+    /// Our place in the queue `kvs` (sorted by create revision; `me` is our
+    /// key in it): hold, or watch what can move us up, from `start_revision`.
+    async fn decide(
+        &mut self,
+        req: &LockRequest,
+        prefix: &str,
+        kvs: &[Kv],
+        me: &Kv,
+        start_revision: i64,
+    ) -> Result<Attempt<EtcdLease>> {
+        if let Some(queued) = &mut self.queued {
+            queued.rev = me.create_revision;
+        }
+        let ahead: Vec<&Kv> = kvs
+            .iter()
+            .filter(|kv| kv.create_revision < me.create_revision)
+            .collect();
+        let position = ahead.len() as u32 + 1;
+        let slots = req.slots.max(1);
+        self.position = Some(position);
+        // The read-write recipe: a shared holder waits only for the last
+        // exclusive key before its own; an exclusive one (as a plain Mutex)
+        // for the last key of any kind.
+        let blocking: Vec<&Kv> = if req.shared {
+            ahead
+                .iter()
+                .copied()
+                .filter(|kv| !is_read_key(prefix, &kv.key_text()))
+                .collect()
+        } else {
+            ahead.clone()
+        };
+        let admitted = if req.shared {
+            blocking.is_empty()
+        } else {
+            position <= slots
+        };
+        if admitted {
+            let Some(queued) = self.queued.take() else {
+                return Err(Error::internal("etcd: acquired without a queue key"));
+            };
+            self.watch = None;
+            self.lost_waits = 0;
+            let slot = if slots > 1 {
+                match self.claim_slot(req, &queued, position).await {
+                    Ok(slot) => slot,
+                    Err(e) => {
+                        self.queued = Some(queued);
+                        return Err(e);
+                    }
+                }
+            } else {
+                1
+            };
+            return Ok(Attempt::Acquired(EtcdLease {
+                key: queued.key,
+                lease: queued.lease,
+                rev: me.create_revision,
+                slot,
+                ttl: req.ttl,
+                expires_at: queued.renewed.saturating_add(req.ttl),
+                watch_from: start_revision,
+            }));
+        }
+        let predecessor = || blocking.last().map(|kv| kv.key_text()).unwrap_or_default();
+        self.watch = Some(if slots == 1 {
+            // The Mutex recipe: only the next-lower key's deletion matters.
+            WatchTarget {
+                key: predecessor(),
+                range_end: None,
+                start_revision,
+                any_event: false,
+                // Its deletion admits us with no further read.
+                sole_ahead: blocking.len() == 1,
+            }
+        } else if position == slots + 1 {
+            // First in line for a slot: any holder's deletion frees one,
+            // so this one waiter watches the queue for deletions.
+            WatchTarget {
+                key: prefix.to_owned(),
+                range_end: Some(prefix_end(prefix.as_bytes())),
+                start_revision,
+                any_event: false,
+                sole_ahead: false,
+            }
+        } else {
+            // Further back: nothing can free a slot for us before our
+            // predecessor is first in line and then holds (it rewrites its
+            // key then) or leaves. So no herd: a release wakes one waiter.
+            WatchTarget {
+                key: predecessor(),
+                range_end: None,
+                start_revision,
+                any_event: true,
+                sole_ahead: false,
+            }
+        });
+        self.last_holder = kvs.first().and_then(Kv::holder);
+        tracing::debug!(position, "queued");
+        Ok(Attempt::Held(self.last_holder.clone()))
+    }
+
+    /// Claim the lowest free slot number for our lease, and in the same
+    /// txn rewrite our queue key (same value and lease, a new mod revision):
+    /// the put wakes the one waiter that watches us (see [`Self::decide`]).
+    async fn claim_slot(&mut self, req: &LockRequest, queued: &Queued, rank: u32) -> Result<u32> {
+        let lease = queued.lease;
+        let mine = b64(&queued.key);
+        let ours_still = json!({"target": "CREATE", "result": "EQUAL", "key": mine, "create_revision": queued.rev.to_string()});
+        let touch =
+            json!({"request_put": {"key": mine, "ignore_value": true, "ignore_lease": true}});
         for _ in 0..=req.slots {
             let taken = self.claims(&req.name).await?;
             if let Some((_, slot, _)) = taken.iter().find(|(l, _, _)| *l == lease) {
@@ -920,8 +1096,14 @@ impl EtcdBackend {
                 .post(
                     "/v3/kv/txn",
                     &json!({
-                        "compare": [{"target": "CREATE", "result": "EQUAL", "key": key, "create_revision": "0"}],
-                        "success": [{"request_put": {"key": key, "value": "", "lease": lease.to_string()}}],
+                        "compare": [
+                            {"target": "CREATE", "result": "EQUAL", "key": key, "create_revision": "0"},
+                            ours_still,
+                        ],
+                        "success": [
+                            {"request_put": {"key": key, "value": "", "lease": lease.to_string()}},
+                            touch,
+                        ],
                     }),
                     acquire_timeout(req.ttl),
                     "claiming a slot",
@@ -932,7 +1114,16 @@ impl EtcdBackend {
             }
         }
         // Every number claimed (a holder's key was deleted by hand, its
-        // lease and claim live on): our rank still says we hold.
+        // lease and claim live on): our rank still says we hold. The
+        // waiter behind us is still told.
+        let _: TxnResponse = self
+            .post(
+                "/v3/kv/txn",
+                &json!({"compare": [ours_still], "success": [touch]}),
+                acquire_timeout(req.ttl),
+                "claiming a slot",
+            )
+            .await?;
         Ok(rank)
     }
 
@@ -1036,37 +1227,44 @@ impl EtcdBackend {
         Ok(out)
     }
 
-    /// Watch `target` until a deletion, keeping our queue key's lease alive
-    /// meanwhile. `Ok(true)`: something was deleted (or the watch ended):
-    /// try again.
+    /// Open a watch stream (`create` is the gateway's `create_request`).
+    async fn open_watch(&mut self, create: Value) -> Result<reqwest::Response> {
+        let body = json!({ "create_request": create });
+        if self.watch_http.is_none() {
+            self.watch_http = Some(self.config.http_client()?);
+        }
+        let http = self.watch_http.as_ref().unwrap_or(&self.http);
+        let request = self.request_on(http, self.current, "/v3/watch", &body);
+        match tokio::time::timeout(CALL_TIMEOUT, request.send()).await {
+            Ok(Ok(response)) if response.status().is_success() => Ok(response),
+            Ok(Ok(response)) => {
+                let status = response.status();
+                let bytes = response.bytes().await.unwrap_or_default();
+                Err(self.error("watching the lock", server_failure(status, &bytes)))
+            }
+            Ok(Err(e)) => Err(self.error(
+                "watching the lock",
+                Failure::Transport(transport_reason(&e)),
+            )),
+            Err(_) => Err(self.error("watching the lock", Failure::Transport("no answer".into()))),
+        }
+    }
+
+    /// Watch `target` until a deletion (any event with `any_event`),
+    /// keeping our queue key's lease alive meanwhile. `Ok`: something
+    /// happened (or the watch was cancelled): try again.
     async fn watch_for_delete(&mut self, target: &WatchTarget, ttl: Duration) -> Result<()> {
         let mut create = json!({
             "key": b64(&target.key),
             "start_revision": target.start_revision.to_string(),
-            "filters": ["NOPUT"],
         });
+        if !target.any_event {
+            create["filters"] = json!(["NOPUT"]);
+        }
         if let Some(end) = &target.range_end {
             create["range_end"] = Value::String(b64_encode(end));
         }
-        let body = json!({ "create_request": create });
-        let request = self.request(self.current, "/v3/watch", &body);
-        let mut response = match tokio::time::timeout(CALL_TIMEOUT, request.send()).await {
-            Ok(Ok(response)) if response.status().is_success() => response,
-            Ok(Ok(response)) => {
-                let status = response.status();
-                let bytes = response.bytes().await.unwrap_or_default();
-                return Err(self.error("watching the lock", server_failure(status, &bytes)));
-            }
-            Ok(Err(e)) => {
-                return Err(self.error(
-                    "watching the lock",
-                    Failure::Transport(transport_reason(&e)),
-                ));
-            }
-            Err(_) => {
-                return Err(self.error("watching the lock", Failure::Transport("no answer".into())));
-            }
-        };
+        let mut response = self.open_watch(create).await?;
         let mut buffer = Vec::new();
         loop {
             let Some(queued) = &self.queued else {
@@ -1090,7 +1288,17 @@ impl EtcdBackend {
                                     )));
                                 }
                                 let result = message.result.unwrap_or_default();
-                                if result.canceled || result.events.iter().any(|e| e.kind == "DELETE") {
+                                if result.canceled {
+                                    return Ok(());
+                                }
+                                let deleted = result.events.iter().any(|e| e.kind == "DELETE");
+                                if deleted || (target.any_event && !result.events.is_empty()) {
+                                    self.woke = Some(Woke {
+                                        at: result.header.revision,
+                                        first: target.sole_ahead && deleted,
+                                        since: target.start_revision,
+                                    })
+                                    .filter(|w| w.at > 0);
                                     return Ok(());
                                 }
                             }
@@ -1111,6 +1319,77 @@ impl EtcdBackend {
                     if let Some(queued) = &mut self.queued {
                         queued.renewed = sent;
                     }
+                }
+            }
+        }
+    }
+}
+
+impl EtcdBackend {
+    /// The holder's own key deleted (`release --force`, `etcdctl del`) or
+    /// its lease revoked (the key goes with it): resolves at once, so the
+    /// supervisor renews now and finds the lock lost. A watch that cannot
+    /// be opened or breaks is retried after a pause without resolving: the
+    /// renewals still run on their interval, and a cluster that is down
+    /// must not turn this into a busy loop of renewals.
+    async fn own_key_event(&mut self, lease: &EtcdLease) {
+        loop {
+            if self.own_watch.is_none() {
+                if let Some(at) = self.own_watch_retry {
+                    tokio::time::sleep_until(at).await;
+                }
+                let create = json!({
+                    "key": b64(&lease.key),
+                    "start_revision": lease.watch_from.to_string(),
+                    "filters": ["NOPUT"],
+                });
+                match self.open_watch(create).await {
+                    Ok(response) => {
+                        self.own_watch_retry = None;
+                        self.own_watch = Some(OwnWatch {
+                            response,
+                            buffer: Vec::new(),
+                        });
+                    }
+                    Err(e) => {
+                        tracing::debug!(%e, "cannot watch our own key; trying again");
+                        self.own_watch_retry =
+                            Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                        continue;
+                    }
+                }
+            }
+            let Some(watch) = &mut self.own_watch else {
+                continue;
+            };
+            // `chunk` is cancel-safe: a chunk is taken only when it is ready.
+            match watch.response.chunk().await {
+                Ok(Some(bytes)) => {
+                    watch.buffer.extend_from_slice(&bytes);
+                    let mut lost = false;
+                    while let Some(end) = watch.buffer.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = watch.buffer.drain(..=end).collect();
+                        let Ok(message) = serde_json::from_slice::<WatchMessage>(&line) else {
+                            continue;
+                        };
+                        let result = message.result.unwrap_or_default();
+                        // Cancelled (compacted past `watch_from`): let the
+                        // renewal look at the key itself.
+                        lost |= message.error.is_some()
+                            || result.canceled
+                            || result.events.iter().any(|e| e.kind == "DELETE");
+                    }
+                    if lost {
+                        tracing::info!(key = %lease.key, "our lock key was deleted (or its watch cancelled)");
+                        self.own_watch = None;
+                        return;
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    tracing::debug!("the watch on our own key ended; opening it again");
+                    self.own_watch = None;
+                    self.own_watch_retry =
+                        Some(tokio::time::Instant::now() + Duration::from_secs(1));
                 }
             }
         }
@@ -1240,6 +1519,8 @@ impl Backend for EtcdBackend {
             .await?;
         match reply.kvs.first() {
             Some(kv) if kv.create_revision == lease.rev && kv.lease == lease.lease => {
+                // A new own-key watch need not look further back than this.
+                lease.watch_from = lease.watch_from.max(reply.header.revision + 1);
                 // etcd never grants less than asked (it rounds up to its
                 // minimum), so our ttl from the send is the safe bound.
                 lease.expires_at = sent.saturating_add(lease.ttl);
@@ -1252,7 +1533,13 @@ impl Backend for EtcdBackend {
         }
     }
 
+    async fn loss_hint(&mut self, lease: &mut EtcdLease) {
+        self.own_key_event(lease).await;
+    }
+
     async fn release(&mut self, lease: EtcdLease) -> Result<()> {
+        // Our own revoke is no news: stop watching first.
+        self.own_watch = None;
         self.revoke(lease.lease, RELEASE_TIMEOUT).await
     }
 }
@@ -1266,6 +1553,80 @@ impl Polling for EtcdBackend {
         let prefix = queue_prefix(&self.config.prefix, &req.name);
         let holder =
             serde_json::to_string(&req.holder).map_err(|e| Error::internal(e.to_string()))?;
+        // Woken by a watch: our key exists, so only the queue ahead of it
+        // needs reading, as of the event's revision, from the member that
+        // sent it (it has applied that revision): a serializable read, no
+        // raft round trip on the hand-off path. The state at that revision
+        // is final for what matters: keys created later rank after ours,
+        // and a key ahead deleted later only moves us up (the watch that
+        // follows starts right after it). Any error: the txn below.
+        let woke = self.woke.take();
+        // The only key ahead of ours is gone: we hold, with no request at
+        // all. No key can rank ahead of ours later (create revisions only
+        // grow), and our own key is there: its lease was renewed less than
+        // two thirds of a ttl ago (else the read below decides), and a
+        // deletion by hand since our last look is replayed by the own-key
+        // watch, which starts at that look (`since`), and stops the command.
+        if let (Some(woke), Some(queued)) = (&woke, &self.queued)
+            && woke.first
+            && queued.rev > 0
+            && BootTime::now() < queued.renewed.saturating_add(req.ttl * 2 / 3)
+        {
+            let Some(queued) = self.queued.take() else {
+                return Err(Error::internal("etcd: woken without a queue key"));
+            };
+            self.watch = None;
+            self.lost_waits = 0;
+            self.position = Some(1);
+            return Ok(Attempt::Acquired(EtcdLease {
+                key: queued.key,
+                lease: queued.lease,
+                rev: queued.rev,
+                slot: 1,
+                ttl: req.ttl,
+                expires_at: queued.renewed.saturating_add(req.ttl),
+                watch_from: woke.since,
+            }));
+        }
+        if let (Some(Woke { at, .. }), Some(queued)) = (woke, &self.queued)
+            && queued.rev > 0
+        {
+            let (lease, rev, key) = (queued.lease, queued.rev, queued.key.clone());
+            let body = json!({
+                "key": b64(&prefix),
+                "range_end": b64_encode(&prefix_end(prefix.as_bytes())),
+                "sort_order": "ASCEND",
+                "sort_target": "CREATE",
+                "max_create_revision": rev.to_string(),
+                "revision": at.to_string(),
+                "serializable": true,
+            });
+            let reply: std::result::Result<RangeResponse, Failure> = self
+                .send("/v3/kv/range", &body, acquire_timeout(req.ttl))
+                .await;
+            match reply {
+                Ok(reply) => {
+                    let me = reply
+                        .kvs
+                        .iter()
+                        .find(|kv| kv.key_text() == key && kv.create_revision == rev)
+                        .cloned();
+                    match me.filter(|me| me.lease == lease) {
+                        Some(me) => {
+                            return self.decide(req, &prefix, &reply.kvs, &me, at + 1).await;
+                        }
+                        // Our key went with its lease: queue anew below.
+                        None => self.queued = None,
+                    }
+                }
+                Err(failure) => {
+                    tracing::debug!(
+                        ?failure,
+                        "the read at the watch's revision failed; reading anew"
+                    );
+                }
+            }
+        }
         for _ in 0..3 {
             if self.queued.is_none() {
                 let (lease, sent) = self.grant(req.ttl).await?;
@@ -1316,8 +1677,26 @@ impl Polling for EtcdBackend {
                     self.authenticate(acquire_timeout(req.ttl)).await?;
                     continue;
                 }
+                // Already queued, and the cluster is between leaders or a
+                // member is gone: wait for it (bounded by --wait and by
+                // OUTAGE_PATIENCE), as a failed watch does.
+                Err(failure @ (Failure::Transport(_) | Failure::Server { code: 4 | 14, .. }))
+                    if self.queued.as_ref().is_some_and(|q| q.rev > 0) =>
+                {
+                    let since = *self
+                        .outage_since
+                        .get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() > OUTAGE_PATIENCE {
+                        return Err(self.error("acquiring the lock", failure));
+                    }
+                    tracing::info!(?failure, "etcd did not answer; waiting for the cluster");
+                    self.watch = None;
+                    self.back_off = true;
+                    return Ok(Attempt::Held(self.last_holder.clone()));
+                }
                 Err(failure) => return Err(self.error("acquiring the lock", failure)),
             };
+            self.outage_since = None;
             let skip = usize::from(reply.succeeded);
             let range = |i: usize| {
                 reply
@@ -1332,75 +1711,9 @@ impl Polling for EtcdBackend {
                 self.queued = None;
                 continue;
             };
-            if let Some(queued) = &mut self.queued {
-                queued.rev = me.create_revision;
-            }
-            let ahead: Vec<&Kv> = kvs
-                .iter()
-                .filter(|kv| kv.create_revision < me.create_revision)
-                .collect();
-            let position = ahead.len() as u32 + 1;
-            self.position = Some(position);
-            // The read-write recipe: a shared holder waits only for the
-            // last exclusive key before its own; an exclusive one (as a
-            // plain Mutex) for the last key of any kind.
-            let blocking: Vec<&Kv> = if req.shared {
-                ahead
-                    .iter()
-                    .copied()
-                    .filter(|kv| !is_read_key(&prefix, &kv.key_text()))
-                    .collect()
-            } else {
-                ahead.clone()
-            };
-            let admitted = if req.shared {
-                blocking.is_empty()
-            } else {
-                position <= req.slots.max(1)
-            };
-            if admitted {
-                let Some(queued) = self.queued.take() else {
-                    continue;
-                };
-                self.watch = None;
-                self.lost_waits = 0;
-                let slot = if req.slots > 1 {
-                    match self.claim_slot(req, lease, position).await {
-                        Ok(slot) => slot,
-                        Err(e) => {
-                            self.queued = Some(queued);
-                            return Err(e);
-                        }
-                    }
-                } else {
-                    1
-                };
-                return Ok(Attempt::Acquired(EtcdLease {
-                    key: queued.key,
-                    lease,
-                    rev: me.create_revision,
-                    slot,
-                    ttl: req.ttl,
-                    expires_at: queued.renewed.saturating_add(req.ttl),
-                }));
-            }
-            let start_revision = reply.header.revision + 1;
-            self.watch = Some(if req.slots > 1 {
-                WatchTarget {
-                    key: prefix.clone(),
-                    range_end: Some(prefix_end(prefix.as_bytes())),
-                    start_revision,
-                }
-            } else {
-                WatchTarget {
-                    key: blocking.last().map(|kv| kv.key_text()).unwrap_or_default(),
-                    range_end: None,
-                    start_revision,
-                }
-            });
-            self.last_holder = kvs.first().and_then(Kv::holder);
-            tracing::debug!(position, "queued");
-            return Ok(Attempt::Held(self.last_holder.clone()));
+            return self
+                .decide(req, &prefix, &kvs, &me, reply.header.revision + 1)
+                .await;
         }
         Err(Error::unavailable(format!(
             "etcd at {}: our lease kept expiring before the lock could be queued for (is --ttl too short?)",
@@ -1410,6 +1723,15 @@ impl Polling for EtcdBackend {
 
     async fn wait(&mut self, req: &LockRequest, _round: u32) -> Result<WaitOutcome<EtcdLease>> {
         let Some(target) = self.watch.take() else {
+            if std::mem::take(&mut self.back_off) {
+                self.lost_waits += 1;
+                tokio::time::sleep(backoff_delay(
+                    self.lost_waits,
+                    Duration::from_millis(50),
+                    Duration::from_secs(1),
+                ))
+                .await;
+            }
             return Ok(WaitOutcome::Retry);
         };
         match self.watch_for_delete(&target, req.ttl).await {

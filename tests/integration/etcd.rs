@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::etcd_server::EtcdServer;
+use crate::etcd_server::{EtcdCluster, EtcdServer};
 use crate::history::{History, Run};
 use crate::util::*;
 
@@ -594,4 +594,236 @@ fn release_force_breaks_every_shared_holder() {
     assert_eq!(r1.wait_exit(SOON).0, 76);
     assert_eq!(r2.wait_exit(SOON).0, 76);
     assert!(server.keys("brk/").is_empty());
+}
+
+#[test]
+fn the_holders_key_deleted_or_its_lease_revoked_stops_the_command_at_once() {
+    let server = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut hist = History::new(dir.path());
+    let url = server.url();
+    for how in ["del", "lease revoke"] {
+        // A 60 s ttl renews every 20 s: only the watch on our own key can
+        // explain a stop within seconds.
+        let mut a = Run::spawn(
+            &mut hist,
+            lockrun_at(&url, &["--ttl", "60s"]),
+            "own",
+            "read line",
+        );
+        hist.wait_started(&a.id, SOON);
+        let keys = server.keys("own/");
+        assert_eq!(keys.len(), 1, "{keys:?}");
+        let lease = keys[0].trim_start_matches("own/").to_owned();
+        let broken = Instant::now();
+        if how == "del" {
+            server.ctl(&["del", &keys[0]]);
+        } else {
+            server.ctl(&["lease", "revoke", &lease]);
+        }
+        let stderr = a.expect(&mut hist, SOON, 76);
+        let took = broken.elapsed();
+        assert!(
+            took < Duration::from_secs(8),
+            "{how}: stopped after {took:?}"
+        );
+        assert!(stderr.contains("lost"), "{how}: {stderr}");
+        let mut b = Run::spawn(
+            &mut hist,
+            lockrun_at(&url, &["--ttl", "60s", "-w", "20s"]),
+            "own",
+            "true",
+        );
+        b.expect(&mut hist, SOON, 0);
+    }
+    hist.assert_clean();
+    assert!(server.keys("own/").is_empty());
+}
+
+#[test]
+fn slot_waiters_wake_one_at_a_time_not_all_on_every_release() {
+    let server = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    const WAITERS: usize = 8;
+    let a = Holder::spawn(
+        lockrun_at(&url, &["--ttl", "30s", "--slots", "2"]),
+        &dir.path().join("a"),
+        "herd",
+    );
+    let b = Holder::spawn(
+        lockrun_at(&url, &["--ttl", "30s", "--slots", "2"]),
+        &dir.path().join("b"),
+        "herd",
+    );
+    let order = dir.path().join("order");
+    let mut waiters = Vec::new();
+    for i in 1..=WAITERS {
+        let log = dir.path().join(format!("waiter-{i}.log"));
+        let mut cmd = lockrun_at(
+            &url,
+            &[
+                "--ttl",
+                "30s",
+                "--slots",
+                "2",
+                "-w",
+                "60s",
+                "herd",
+                "-c",
+                &format!("echo {i} >> {}", order.display()),
+            ],
+        );
+        cmd.env("LOCKRUN_LOG", "lockrun=debug")
+            .stderr(std::fs::File::create(&log).unwrap());
+        waiters.push((Proc::spawn(cmd, &format!("waiter {i}")), log));
+        wait_queue(&server, "herd", 2 + i);
+    }
+    assert_eq!(a.release(), 0);
+    assert_eq!(b.release(), 0);
+    let mut wakes = Vec::new();
+    for (mut w, log) in waiters {
+        assert!(w.wait_timeout(SOON).success());
+        let text = std::fs::read_to_string(&log).unwrap();
+        // One "queued" line per look at the queue while not holding.
+        wakes.push(text.matches("queued").count());
+    }
+    let order = std::fs::read_to_string(&order).unwrap();
+    let mut ran: Vec<&str> = order.lines().collect();
+    ran.sort_unstable();
+    assert_eq!(ran.len(), WAITERS, "{order}");
+    // With every waiter watching the whole queue, a waiter looks once per
+    // release ahead of it (up to 8 here; 6 waiters measured [1, 2, 3, 3,
+    // 4, 5]); watching only what can free a slot for it, a waiter looks
+    // when it queues and when it becomes first in line (measured ≤ 2),
+    // and once more only if a waiter behind it leaves.
+    eprintln!("looks at the queue per waiter: {wakes:?}");
+    assert!(
+        wakes.iter().all(|&n| n <= 3),
+        "looks at the queue per waiter: {wakes:?}"
+    );
+    assert!(server.keys("herd").is_empty());
+}
+
+/// The point of etcd: a member dies, the lock lives on. Three members on
+/// loopback; lockrun is given every endpoint, the leader first, so the
+/// kill takes both the leader and the member lockrun talks to. Slow (an
+/// election and several renewals on a loaded machine), so it runs only
+/// with `LOCKRUN_ETCD_CLUSTER=1`; `bench/run` (full mode) runs it.
+#[test]
+fn etcd_cluster_member_killed_under_a_holder_keeps_the_lock() {
+    cluster_member_killed(true);
+}
+
+/// The same with lockrun talking to a follower while the leader dies.
+#[test]
+fn etcd_cluster_leader_killed_under_a_holder_on_a_follower_keeps_the_lock() {
+    cluster_member_killed(false);
+}
+
+fn cluster_member_killed(talk_to_leader: bool) {
+    if std::env::var_os("LOCKRUN_ETCD_CLUSTER").is_none_or(|v| v != "1") {
+        eprintln!(
+            "note: skipping the 3-member etcd cluster test; set LOCKRUN_ETCD_CLUSTER=1 to run it"
+        );
+        return;
+    }
+    let mut cluster = EtcdCluster::start(3);
+    let leader = cluster.leader().expect("a leader");
+    let first = if talk_to_leader {
+        leader
+    } else {
+        (leader + 1) % cluster.members.len()
+    };
+    let url = cluster.url(first);
+    let dir = tempfile::tempdir().unwrap();
+    let mut hist = History::new(dir.path());
+    let mut a = Run::spawn(
+        &mut hist,
+        lockrun_at(&url, &["--ttl", "10s"]),
+        "ha",
+        "read line; exit 7",
+    );
+    hist.wait_started(&a.id, SOON);
+    let mut b = Run::spawn(
+        &mut hist,
+        lockrun_at(&url, &["--ttl", "10s", "-w", "120s"]),
+        "ha",
+        "true",
+    );
+    // etcdctl against a member that survives the kill.
+    let ctl = |cluster: &EtcdCluster, args: &[&str]| {
+        let out = run_timeout(cluster.other(leader).ctl_command(args), SOON);
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            stderr_of(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_until("two keys in the queue", SOON, || {
+        ctl(&cluster, &["get", "--prefix", "--keys-only", "ha/"])
+            .lines()
+            .filter(|l| !l.is_empty())
+            .count()
+            == 2
+    });
+    let holder_key = ctl(
+        &cluster,
+        &[
+            "get",
+            "--prefix",
+            "--keys-only",
+            "--sort-by=CREATE",
+            "--order=ASCEND",
+            "ha/",
+        ],
+    );
+    let lease = holder_key
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("ha/")
+        .to_owned();
+
+    cluster.members[leader].kill();
+    wait_until(
+        "the survivors to elect a new leader",
+        Duration::from_secs(60),
+        || cluster.leader().is_some(),
+    );
+    // lockrun renews through the survivors: the lease's remaining TTL goes
+    // down and back up, twice, after the election (the new leader's own
+    // extension of every lease could explain one rise, not two).
+    let remaining = || -> Option<u64> {
+        let text = ctl(&cluster, &["lease", "timetolive", &lease]);
+        let rest = text.split("remaining(").nth(1)?;
+        rest.split('s').next()?.parse().ok()
+    };
+    let mut last = remaining().expect("the holder's lease is alive");
+    let mut rises = 0;
+    wait_until(
+        "two renewals through the survivors",
+        Duration::from_secs(60),
+        || {
+            let now = remaining().expect("the holder's lease is alive");
+            if now > last {
+                rises += 1;
+            }
+            last = now;
+            rises >= 2
+        },
+    );
+    // Nobody else got the lock meanwhile, nor gets it now.
+    assert!(
+        !hist.ran(&b.id),
+        "the waiter ran while the holder held the lock"
+    );
+    let busy = run_timeout(lockrun_at(&url, &["-n", "ha", "--", "true"]), SOON);
+    assert_eq!(code(busy.status), 75, "{}", stderr_of(&busy));
+
+    a.release();
+    a.expect(&mut hist, SOON, 7);
+    b.expect(&mut hist, SOON, 0);
+    hist.assert_clean();
 }

@@ -223,3 +223,162 @@ impl Drop for EtcdServer {
         self.kill();
     }
 }
+
+/// A cluster of etcd members of a test's own, each on two free loopback
+/// ports with a temporary data dir; every member killed and reaped on drop.
+pub struct EtcdCluster {
+    pub members: Vec<Member>,
+    dir: tempfile::TempDir,
+}
+
+pub struct Member {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub proc: Option<Proc>,
+}
+
+impl Member {
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// `etcdctl` against this member alone.
+    pub fn ctl_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .arg("--endpoints")
+            .arg(format!("http://{}", self.endpoint()))
+            .arg("--command-timeout=2s")
+            .args(args);
+        cmd
+    }
+
+    /// This member's `endpoint status`: (its member id, the leader's id).
+    pub fn status(&self) -> Option<(u64, u64)> {
+        let mut cmd = self.ctl_command(&["endpoint", "status", "-w", "json"]);
+        cmd.stderr(Stdio::null());
+        let out = run_timeout(cmd, Duration::from_secs(5));
+        if !out.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let header = &v[0]["Status"]["header"];
+        Some((
+            header["member_id"].as_u64()?,
+            v[0]["Status"]["leader"].as_u64()?,
+        ))
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.signal(Signal::SIGKILL);
+            proc.wait_timeout(SOON);
+        }
+    }
+}
+
+impl EtcdCluster {
+    /// `n` members started at once (they elect a leader together); waits
+    /// until every member knows the same leader.
+    pub fn start(n: usize) -> EtcdCluster {
+        require("etcd", "etcd-server");
+        let dir = tempfile::tempdir().unwrap();
+        let mut members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                proc: None,
+            })
+            .collect();
+        let initial = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        for m in &mut members {
+            let client = format!("http://127.0.0.1:{}", m.client_port);
+            let peer = format!("http://127.0.0.1:{}", m.peer_port);
+            let mut cmd = Command::new("etcd");
+            cmd.arg("--name")
+                .arg(&m.name)
+                .arg("--data-dir")
+                .arg(dir.path().join(&m.name))
+                .args(["--listen-client-urls", &client])
+                .args(["--advertise-client-urls", &client])
+                .args(["--listen-peer-urls", &peer])
+                .args(["--initial-advertise-peer-urls", &peer])
+                .args(["--initial-cluster", &initial])
+                .args(["--initial-cluster-state", "new"])
+                .args(["--initial-cluster-token", "lockrun-test"])
+                .stdout(Stdio::null())
+                .stderr(
+                    std::fs::File::create(dir.path().join(format!("{}.log", m.name)))
+                        .map_or_else(|_| Stdio::null(), Stdio::from),
+                );
+            m.proc = Some(Proc::spawn(cmd, &format!("etcd {}", m.name)));
+        }
+        let cluster = EtcdCluster { members, dir };
+        wait_until("the etcd cluster to elect a leader", SOON, || {
+            cluster.leader().is_some()
+        });
+        cluster
+    }
+
+    /// The index of the leader, when the live members agree on one.
+    pub fn leader(&self) -> Option<usize> {
+        let mut leader = None;
+        let mut ids = Vec::new();
+        for m in self.members.iter().filter(|m| m.proc.is_some()) {
+            let (id, lead) = m.status()?;
+            if lead == 0 || leader.is_some_and(|l| l != lead) {
+                return None;
+            }
+            leader = Some(lead);
+            ids.push(id);
+        }
+        let lead = leader?;
+        self.members
+            .iter()
+            .filter(|m| m.proc.is_some())
+            .zip(&ids)
+            .find(|(_, id)| **id == lead)
+            .map(|(m, _)| self.members.iter().position(|x| x.name == m.name).unwrap())
+    }
+
+    /// The backend URL with every member, `first` first.
+    pub fn url(&self, first: usize) -> String {
+        let mut endpoints = vec![self.members[first].endpoint()];
+        endpoints.extend(
+            self.members
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != first)
+                .map(|(_, m)| m.endpoint()),
+        );
+        format!("etcd://{}", endpoints.join(","))
+    }
+
+    /// A live member other than `not`.
+    pub fn other(&self, not: usize) -> &Member {
+        self.members
+            .iter()
+            .enumerate()
+            .find(|(i, m)| *i != not && m.proc.is_some())
+            .map(|(_, m)| m)
+            .unwrap()
+    }
+
+    pub fn log_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for m in &mut self.members {
+            m.kill();
+        }
+    }
+}
