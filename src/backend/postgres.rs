@@ -24,6 +24,9 @@
 //! * Fence: a row per NAME in `lockrun_fence`, bumped in the lock's session
 //!   right after acquiring; the table is created on first use where the
 //!   role may, otherwise there is no fence.
+//! * TLS: libpq's `sslmode` and `sslrootcert` (see [`tls`]).
+
+mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -31,9 +34,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+pub(crate) use tls::{RootCert, SslMode};
 
 use crate::acquire::poll_acquire;
 use crate::error::{Error, Result};
@@ -61,13 +66,6 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 const POLL_FIRST: Duration = Duration::from_millis(50);
 const POLL_CAP: Duration = Duration::from_secs(1);
 
-/// `sslmode` as far as lockrun supports it: no TLS is built in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ssl {
-    Disable,
-    Prefer,
-}
-
 /// A parsed `postgres://` / `postgresql://` URL. The password stays out of
 /// `Debug` and [`display_url`](Self::display_url).
 #[derive(Clone)]
@@ -79,7 +77,9 @@ pub(crate) struct PgConfig {
     password: Option<String>,
     /// Where the password came from, for the authentication error.
     password_from: &'static str,
-    pub ssl: Ssl,
+    pub ssl: SslMode,
+    /// `None`: libpq's default, `~/.postgresql/root.crt` if it exists.
+    pub root_cert: Option<RootCert>,
     /// Keep a fence counter in `lockrun_fence` (created when missing).
     pub fence: bool,
 }
@@ -93,11 +93,15 @@ impl fmt::Debug for PgConfig {
     }
 }
 
-/// Where a password may come from, besides the URL: read once at parse time.
+/// Where a password (and libpq's TLS settings) may come from, besides the
+/// URL: read once at parse time.
 struct PasswordSources {
     lockrun: Option<String>,
     libpq: Option<String>,
     pgpass: Option<PathBuf>,
+    /// `PGSSLMODE`, `PGSSLROOTCERT`: the URL wins, as in libpq.
+    sslmode: Option<String>,
+    sslrootcert: Option<String>,
 }
 
 impl PasswordSources {
@@ -111,12 +115,14 @@ impl PasswordSources {
             lockrun: var(PASSWORD_ENV),
             libpq: var(LIBPQ_PASSWORD_ENV),
             pgpass,
+            sslmode: var("PGSSLMODE"),
+            sslrootcert: var("PGSSLROOTCERT"),
         }
     }
 }
 
 impl PgConfig {
-    /// `postgres://[user[:password]@]host[:port][/db][?sslmode=disable|prefer&fence=on|off]`.
+    /// `postgres://[user[:password]@]host[:port][/db][?sslmode=MODE&sslrootcert=FILE&fence=on|off]`.
     pub(crate) fn parse(url: &str) -> Result<Self> {
         Self::parse_with(url, &PasswordSources::from_env())
     }
@@ -125,7 +131,7 @@ impl PgConfig {
         let shown = super::url::redacted(url);
         let bad = |why: &str| {
             Error::usage(format!(
-                "invalid postgres URL {shown:?}: {why}; use postgres://[user@]host[:port]/db[?sslmode=disable|prefer]"
+                "invalid postgres URL {shown:?}: {why}; use postgres://[user@]host[:port]/db[?sslmode=MODE&sslrootcert=FILE]"
             ))
         };
         let parts = super::url::parse(url).map_err(|why| bad(&why))?;
@@ -155,31 +161,32 @@ impl PgConfig {
             db if db.is_empty() => user.clone(),
             db => db,
         };
-        let mut ssl = Ssl::Prefer;
+        let mut sslmode = None;
+        let mut sslrootcert = None;
         let mut fence = true;
         let query = parts
             .query_pairs(super::url::Plus::Literal)
             .map_err(|why| bad(&format!("{why} in the query")))?;
         for (key, value) in query {
             match (key.as_str(), value.as_str()) {
-                ("sslmode", "disable" | "allow") => ssl = Ssl::Disable,
-                ("sslmode", "prefer") => ssl = Ssl::Prefer,
-                ("sslmode", "require" | "verify-ca" | "verify-full") => {
-                    return Err(bad(&format!(
-                        "sslmode={value} needs TLS, which this lockrun is built without (sslmode=disable or prefer work)"
-                    )));
-                }
-                ("sslmode", _) => return Err(bad("sslmode must be disable or prefer")),
+                ("sslmode", _) => sslmode = Some(value),
+                ("sslrootcert", "") => return Err(bad("sslrootcert needs a file name")),
+                ("sslrootcert", _) => sslrootcert = Some(value),
                 ("fence", "on") => fence = true,
                 ("fence", "off") => fence = false,
                 ("fence", _) => return Err(bad("fence must be on or off")),
                 (other, _) => {
                     return Err(bad(&format!(
-                        "unknown option {other:?} (known: sslmode, fence)"
+                        "unknown option {other:?} (known: sslmode, sslrootcert, fence)"
                     )));
                 }
             }
         }
+        let (ssl, root_cert) = ssl_settings(
+            sslmode.as_deref().or(sources.sslmode.as_deref()),
+            sslrootcert.as_deref().or(sources.sslrootcert.as_deref()),
+        )
+        .map_err(|why| bad(&why))?;
         let (password, password_from) = if let Some(p) = parts.password.clone() {
             (Some(p), "the URL")
         } else if let Some(p) = sources.lockrun.clone() {
@@ -204,6 +211,7 @@ impl PgConfig {
             password,
             password_from,
             ssl,
+            root_cert,
             fence,
         })
     }
@@ -217,11 +225,17 @@ impl PgConfig {
             super::url::encode(&self.dbname)
         );
         let mut options = Vec::new();
-        if self.ssl == Ssl::Disable {
-            options.push("sslmode=disable");
+        if self.ssl != SslMode::Prefer {
+            options.push(format!("sslmode={}", self.ssl.as_str()));
+        }
+        if let Some(root) = &self.root_cert {
+            options.push(format!(
+                "sslrootcert={}",
+                super::url::encode(&root.as_url_value())
+            ));
         }
         if !self.fence {
-            options.push("fence=off");
+            options.push("fence=off".into());
         }
         if !options.is_empty() {
             url.push('?');
@@ -238,7 +252,11 @@ impl PgConfig {
         }
     }
 
-    fn client_config(&self, application_name: &str) -> tokio_postgres::Config {
+    fn client_config(
+        &self,
+        application_name: &str,
+        ssl_mode: tokio_postgres::config::SslMode,
+    ) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
         c.host(&self.host)
             .port(self.port)
@@ -246,10 +264,7 @@ impl PgConfig {
             .dbname(&self.dbname)
             .application_name(application_name)
             .connect_timeout(CONNECT_TIMEOUT)
-            .ssl_mode(match self.ssl {
-                Ssl::Disable => SslMode::Disable,
-                Ssl::Prefer => SslMode::Prefer,
-            })
+            .ssl_mode(ssl_mode)
             // Our side: notice a dead server or link while idle.
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(10))
@@ -260,6 +275,32 @@ impl PgConfig {
         }
         c
     }
+}
+
+/// `sslmode` and `sslrootcert` (from the URL, else libpq's environment), as
+/// libpq reads them: `sslrootcert=system` means verify-full and refuses
+/// weaker modes. The error is a reason.
+fn ssl_settings(
+    mode: Option<&str>,
+    root: Option<&str>,
+) -> std::result::Result<(SslMode, Option<RootCert>), String> {
+    let root = root.map(RootCert::parse);
+    let mode = match mode {
+        Some(text) => SslMode::parse(text).ok_or_else(|| {
+            format!(
+                "sslmode {text:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
+            )
+        })?,
+        None if root == Some(RootCert::System) => SslMode::VerifyFull,
+        None => SslMode::Prefer,
+    };
+    if root == Some(RootCert::System) && mode != SslMode::VerifyFull {
+        return Err(format!(
+            "sslrootcert=system needs sslmode=verify-full, not the weaker {}",
+            mode.as_str()
+        ));
+    }
+    Ok((mode, root))
 }
 
 /// The first matching line of a libpq password file (`host:port:db:user:password`,
@@ -340,6 +381,9 @@ const KEY_MATCH: &str = "l.locktype = 'advisory' AND l.objsubid = 1 \
 
 pub(crate) struct PgBackend {
     config: PgConfig,
+    /// TLS as `sslmode` says (never used with sslmode=disable).
+    tls: MakeRustlsConnect,
+    ssl_mode: tokio_postgres::config::SslMode,
     client: Option<Client>,
     /// `Some(reason)` once the connection task ended.
     closed: Option<watch::Receiver<Option<String>>>,
@@ -440,8 +484,11 @@ impl PgBackend {
     /// Connect (69 when unreachable, 77 when refused) and check that the
     /// session is a real one, not a transaction-pooled one.
     pub(crate) async fn connect(config: PgConfig) -> Result<Self> {
+        let (tls, ssl_mode) = tls::connector(config.ssl, config.root_cert.as_ref())?;
         let mut backend = PgBackend {
             config,
+            tls,
+            ssl_mode,
             client: None,
             closed: None,
             backend_pid: 0,
@@ -462,8 +509,10 @@ impl PgBackend {
         self.session_set = false;
         self.try_stmt = None;
         self.check_stmt = None;
-        let config = self.config.client_config(&application_name(None));
-        let connected = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
+        let config = self
+            .config
+            .client_config(&application_name(None), self.ssl_mode);
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(self.tls.clone()))
             .await
             .map_err(|_| {
                 Error::unavailable(format!(
@@ -573,7 +622,7 @@ impl PgBackend {
                 "postgres at {address} wants a password for user {user:?}; set {PASSWORD_ENV} (or PGPASSWORD, or a ~/.pgpass line)"
             ));
         }
-        let reason = match e.as_db_error() {
+        let mut reason = match e.as_db_error() {
             Some(db) => format!("{}: {}", db.severity(), db.message()),
             None => {
                 use std::error::Error as _;
@@ -583,6 +632,21 @@ impl PgBackend {
                 }
             }
         };
+        if reason.contains("server does not support TLS") {
+            reason.push_str(&format!(
+                " (sslmode={} needs a server with ssl=on; sslmode=prefer uses TLS only where the server offers it)",
+                self.config.ssl.as_str()
+            ));
+        } else if reason.contains("certificate") {
+            let roots = self.config.root_cert.as_ref().map_or_else(
+                || "~/.postgresql/root.crt".to_owned(),
+                |r| format!("sslrootcert={}", r.as_url_value()),
+            );
+            reason.push_str(&format!(
+                " (sslmode={} checks the server's certificate against {roots})",
+                self.config.ssl.as_str()
+            ));
+        }
         Error::unavailable(format!("postgres at {address}: {what} failed: {reason}"))
     }
 
@@ -1079,6 +1143,8 @@ mod tests {
             lockrun: None,
             libpq: None,
             pgpass: None,
+            sslmode: None,
+            sslrootcert: None,
         }
     }
 
@@ -1096,7 +1162,7 @@ mod tests {
         assert_eq!(c.display_url(), "postgres://app@db.example:5432/prod");
         let c = parse("postgresql://u:s3cret@127.0.0.1:6543/d?sslmode=disable&fence=off").unwrap();
         assert_eq!(c.password.as_deref(), Some("s3cret"));
-        assert_eq!((c.ssl, c.fence), (Ssl::Disable, false));
+        assert_eq!((c.ssl, c.fence), (SslMode::Disable, false));
         assert_eq!(
             c.display_url(),
             "postgres://u@127.0.0.1:6543/d?sslmode=disable&fence=off"
@@ -1115,8 +1181,9 @@ mod tests {
             "postgres://",
             "postgres://u:secret@",
             "postgres://u:secret@h/a/b",
-            "postgres://u:secret@h?sslmode=require",
             "postgres://u:secret@h?sslmode=bogus",
+            "postgres://u:secret@h?sslrootcert=",
+            "postgres://u:secret@h?sslmode=require&sslrootcert=system",
             "postgres://u:secret@h?what=1",
             "postgres:h",
         ] {
@@ -1124,10 +1191,45 @@ mod tests {
             assert!(matches!(err, Error::Usage(_)), "{url}: {err}");
             assert!(!err.to_string().contains("secret"), "{url}: {err}");
         }
-        let err = parse("postgres://h?sslmode=require")
+        let err = parse("postgres://h?sslmode=require&sslrootcert=system")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("TLS"), "{err}");
+        assert!(err.contains("verify-full"), "{err}");
+    }
+
+    #[test]
+    fn tls_settings_as_libpq_reads_them() {
+        let c = parse("postgres://u@h/d?sslmode=verify-full&sslrootcert=/etc/ca%20x.pem").unwrap();
+        assert_eq!(c.ssl, SslMode::VerifyFull);
+        assert_eq!(c.root_cert, Some(RootCert::File("/etc/ca x.pem".into())));
+        assert_eq!(
+            c.display_url(),
+            "postgres://u@h:5432/d?sslmode=verify-full&sslrootcert=%2Fetc%2Fca%20x.pem"
+        );
+        // sslrootcert=system alone means verify-full.
+        let c = parse("postgres://u@h/d?sslrootcert=system").unwrap();
+        assert_eq!(
+            (c.ssl, c.root_cert),
+            (SslMode::VerifyFull, Some(RootCert::System))
+        );
+        // The environment applies where the URL says nothing.
+        let env = PasswordSources {
+            sslmode: Some("require".into()),
+            sslrootcert: Some("/ca.pem".into()),
+            ..no_sources()
+        };
+        let c = PgConfig::parse_with("postgres://u@h/d", &env).unwrap();
+        assert_eq!(
+            (c.ssl, c.root_cert),
+            (SslMode::Require, Some(RootCert::File("/ca.pem".into())))
+        );
+        let c = PgConfig::parse_with("postgres://u@h/d?sslmode=disable", &env).unwrap();
+        assert_eq!(c.ssl, SslMode::Disable);
+        let bad = PasswordSources {
+            sslmode: Some("on".into()),
+            ..no_sources()
+        };
+        assert!(PgConfig::parse_with("postgres://u@h/d", &bad).is_err());
     }
 
     #[test]
@@ -1135,7 +1237,7 @@ mod tests {
         let sources = PasswordSources {
             lockrun: Some("ours".into()),
             libpq: Some("libpq".into()),
-            pgpass: None,
+            ..no_sources()
         };
         let c = PgConfig::parse_with("postgres://u@h/d", &sources).unwrap();
         assert_eq!(c.password.as_deref(), Some("ours"));
