@@ -63,6 +63,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const RENEW_TIMEOUT_CAP: Duration = Duration::from_secs(2);
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a second session may take to show a pooler's hand.
+const POOLER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const POLL_FIRST: Duration = Duration::from_millis(50);
 const POLL_CAP: Duration = Duration::from_secs(1);
 
@@ -535,14 +537,101 @@ impl PgBackend {
         });
         self.client = Some(client);
         self.closed = Some(rx);
-        // Two statements, two pids: a transaction pooler hands them to
-        // different server sessions (most of the time; every later
-        // statement checks again).
-        let first = self.pid_query().await?;
+        // Two statements, two pids: a busy transaction pooler hands them
+        // to different server sessions (every later statement checks again).
+        let row = self
+            .call("reading the backend pid", CALL_TIMEOUT, async |c| {
+                c.query_one(
+                    "SELECT pg_backend_pid(), host(inet_server_addr()), inet_server_port()",
+                    &[],
+                )
+                .await
+            })
+            .await?;
+        self.backend_pid = row.get(0);
+        let server_addr: Option<String> = row.get(1);
+        let server_port: Option<i32> = row.get(2);
         let second = self.pid_query().await?;
-        self.backend_pid = first;
         self.check_pid(second)?;
+        // An idle one hands every statement to the same server session, so
+        // unless the server's end of our connection is the address we
+        // dialled (nothing in between), ask for a second session.
+        if !self.dialled(server_addr.as_deref(), server_port).await {
+            self.probe_for_pooler().await?;
+        }
         Ok(())
+    }
+
+    /// Whether the server's end of our connection is the host and port we
+    /// connected to: then no pooler or proxy sits in between.
+    async fn dialled(&self, server_addr: Option<&str>, server_port: Option<i32>) -> bool {
+        let (Some(addr), Some(port)) = (server_addr, server_port) else {
+            // A Unix socket: a pooler may listen on one too.
+            return false;
+        };
+        let Ok(addr) = addr.parse::<std::net::IpAddr>() else {
+            return false;
+        };
+        if port != i32::from(self.config.port) {
+            return false;
+        }
+        if let Ok(ip) = self.config.host.parse::<std::net::IpAddr>() {
+            return ip == addr;
+        }
+        let lookup = tokio::net::lookup_host((self.config.host.as_str(), self.config.port));
+        match tokio::time::timeout(CALL_TIMEOUT, lookup).await {
+            Ok(Ok(mut found)) => found.any(|a| a.ip() == addr),
+            _ => false,
+        }
+    }
+
+    /// Something is between us and the server (a pooler, a proxy, a port
+    /// mapping): open a second session while ours lives. A server, or a
+    /// pooler in session mode, gives it a server process of its own; a
+    /// transaction pooler, its pool idle between our statements, hands it
+    /// ours. A second session that cannot be had in time proves nothing
+    /// (a full session pool waits for ours to end) and is let go.
+    async fn probe_for_pooler(&mut self) -> Result<()> {
+        let config = self
+            .config
+            .client_config(&application_name(None), self.ssl_mode);
+        let probe = async {
+            let (client, connection) = config.connect(self.tls.clone()).await.ok()?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let row = client
+                .query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .ok()?;
+            Some(row.get::<_, i32>(0))
+        };
+        let other = tokio::time::timeout(POOLER_PROBE_TIMEOUT, probe)
+            .await
+            .ok()
+            .flatten();
+        let again = self.pid_query().await?;
+        self.check_pid(again)?;
+        match other {
+            Some(pid) if pid == self.backend_pid => Err(Error::unavailable(format!(
+                "postgres at {}: two sessions at once were both served by backend pid {pid}: a connection pooler in transaction mode (PgBouncer?) is in the way, and a session advisory lock would be held by some other client's session; connect lockrun to PostgreSQL directly or through a session-pooling port",
+                self.config.address()
+            ))),
+            Some(pid) => {
+                tracing::debug!(
+                    ours = self.backend_pid,
+                    other = pid,
+                    "not a transaction pooler"
+                );
+                Ok(())
+            }
+            None => {
+                tracing::debug!(
+                    "no second session to probe with; the per-statement pid check remains"
+                );
+                Ok(())
+            }
+        }
     }
 
     async fn pid_query(&mut self) -> Result<i32> {
