@@ -33,9 +33,13 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, watch};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::types::Type;
+use tokio_postgres::{AsyncMessage, Client};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub(crate) use tls::{RootCert, SslMode};
@@ -67,6 +71,8 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 const POOLER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const POLL_FIRST: Duration = Duration::from_millis(50);
 const POLL_CAP: Duration = Duration::from_secs(1);
+/// How often a waiter looks up who holds the lock.
+const HOLDER_REFRESH: Duration = Duration::from_secs(1);
 
 /// A parsed `postgres://` / `postgresql://` URL. The password stays out of
 /// `Debug` and [`display_url`](Self::display_url).
@@ -391,8 +397,16 @@ pub(crate) struct PgBackend {
     closed: Option<watch::Receiver<Option<String>>>,
     /// The server process of our session; it must never change.
     backend_pid: i32,
-    try_stmt: Option<Statement>,
-    check_stmt: Option<Statement>,
+    /// A NOTIFY on a channel we LISTEN on arrived (a lockrun released).
+    wake: Arc<Notify>,
+    /// Keys whose release channel this session LISTENs on, and keys
+    /// found held whose channel it does not yet.
+    listening: HashSet<i64>,
+    to_listen: HashSet<i64>,
+    /// When each key's holder was last looked up: woken waiters retry
+    /// together at every release, and each holder lookup (`pg_locks` ⋈
+    /// `pg_stat_activity`) would cost the server as much as the try.
+    holder_seen: HashMap<i64, std::time::Instant>,
     keys: HashMap<String, i64>,
     /// Whether the session settings for a lock (application_name, the
     /// server's keepalives) are in place for this connection.
@@ -494,8 +508,10 @@ impl PgBackend {
             client: None,
             closed: None,
             backend_pid: 0,
-            try_stmt: None,
-            check_stmt: None,
+            wake: Arc::new(Notify::new()),
+            listening: HashSet::new(),
+            to_listen: HashSet::new(),
+            holder_seen: HashMap::new(),
             keys: HashMap::new(),
             session_set: false,
             fence_works: None,
@@ -509,8 +525,8 @@ impl PgBackend {
         self.client = None;
         self.closed = None;
         self.session_set = false;
-        self.try_stmt = None;
-        self.check_stmt = None;
+        self.listening.clear();
+        self.to_listen.clear();
         let config = self
             .config
             .client_config(&application_name(None), self.ssl_mode);
@@ -523,25 +539,36 @@ impl PgBackend {
                     humantime::format_duration(CONNECT_TIMEOUT)
                 ))
             })?;
-        let (client, connection) = connected.map_err(|e| self.error("connecting", &e))?;
+        let (client, mut connection) = connected.map_err(|e| self.error("connecting", &e))?;
         let (tx, rx) = watch::channel(None);
+        let wake = self.wake.clone();
         tokio::spawn(async move {
-            let reason = match connection.await {
-                Ok(()) => "the server closed the connection".to_owned(),
-                Err(e) => e.as_db_error().map_or_else(
-                    || e.to_string(),
-                    |db| format!("{}: {}", db.severity(), db.message()),
-                ),
+            let reason = loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    // Only our release channels are listened on.
+                    Some(Ok(AsyncMessage::Notification(_))) => wake.notify_one(),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        break e.as_db_error().map_or_else(
+                            || e.to_string(),
+                            |db| format!("{}: {}", db.severity(), db.message()),
+                        );
+                    }
+                    None => break "the server closed the connection".to_owned(),
+                }
             };
             let _ = tx.send(Some(reason));
         });
         self.client = Some(client);
         self.closed = Some(rx);
-        // Two statements, two pids: a busy transaction pooler hands them
-        // to different server sessions (every later statement checks again).
+        // Every statement reads the backend pid, which must never change:
+        // a busy transaction pooler hands statements to different server
+        // sessions. An idle one hands them all to the same one, so unless
+        // the server's end of our connection is the address we dialled
+        // (nothing in between), ask for a second session too.
         let row = self
             .call("reading the backend pid", CALL_TIMEOUT, async |c| {
-                c.query_one(
+                c.query_typed_one(
                     "SELECT pg_backend_pid(), host(inet_server_addr()), inet_server_port()",
                     &[],
                 )
@@ -551,11 +578,6 @@ impl PgBackend {
         self.backend_pid = row.get(0);
         let server_addr: Option<String> = row.get(1);
         let server_port: Option<i32> = row.get(2);
-        let second = self.pid_query().await?;
-        self.check_pid(second)?;
-        // An idle one hands every statement to the same server session, so
-        // unless the server's end of our connection is the address we
-        // dialled (nothing in between), ask for a second session.
         if !self.dialled(server_addr.as_deref(), server_port).await {
             self.probe_for_pooler().await?;
         }
@@ -637,7 +659,7 @@ impl PgBackend {
     async fn pid_query(&mut self) -> Result<i32> {
         let row = self
             .call("reading the backend pid", CALL_TIMEOUT, async |c| {
-                c.query_one("SELECT pg_backend_pid()", &[]).await
+                c.query_typed_one("SELECT pg_backend_pid()", &[]).await
             })
             .await?;
         Ok(row.get(0))
@@ -752,7 +774,7 @@ impl PgBackend {
         let sql = format!("SELECT {KEY_SQL}");
         let row = self
             .call("computing the lock key", CALL_TIMEOUT, async |c| {
-                c.query_one(&sql, &[&text]).await
+                c.query_typed_one(&sql, &[(&text, Type::TEXT)]).await
             })
             .await?;
         let key: i64 = row.get(0);
@@ -789,36 +811,49 @@ impl PgBackend {
             ("tcp_keepalives_count", count.to_string()),
             ("tcp_user_timeout", user_timeout_ms.to_string()),
         ];
-        for (name, value) in settings {
-            let result = self
-                .call("configuring the session", CALL_TIMEOUT, async |c| {
-                    c.query_one("SELECT set_config($1, $2, false)", &[&name, &value])
+        // One round trip for all of them; one by one only if that fails
+        // (a setting this server does not know), so that the rest apply.
+        let all = self
+            .call("configuring the session", CALL_TIMEOUT, async |c| {
+                c.query_typed(
+                    "SELECT set_config('application_name', $1, false), \
+                     set_config('tcp_keepalives_idle', $2, false), \
+                     set_config('tcp_keepalives_interval', $3, false), \
+                     set_config('tcp_keepalives_count', $4, false), \
+                     set_config('tcp_user_timeout', $5, false)",
+                    &[
+                        (&settings[0].1, Type::TEXT),
+                        (&settings[1].1, Type::TEXT),
+                        (&settings[2].1, Type::TEXT),
+                        (&settings[3].1, Type::TEXT),
+                        (&settings[4].1, Type::TEXT),
+                    ],
+                )
+                .await
+            })
+            .await;
+        if let Err(e) = all {
+            if self.is_closed() {
+                return Err(e);
+            }
+            for (name, value) in &settings {
+                let result = self
+                    .call("configuring the session", CALL_TIMEOUT, async |c| {
+                        c.query_typed(
+                            "SELECT set_config($1, $2, false)",
+                            &[(name, Type::TEXT), (value, Type::TEXT)],
+                        )
                         .await
-                })
-                .await;
-            if let Err(e) = result {
-                if self.is_closed() {
-                    return Err(e);
+                    })
+                    .await;
+                if let Err(e) = result {
+                    if self.is_closed() {
+                        return Err(e);
+                    }
+                    tracing::warn!(setting = name, error = %e, "could not configure the session; the server's defaults apply");
                 }
-                tracing::warn!(setting = name, error = %e, "could not configure the session; the server's defaults apply");
             }
         }
-        self.try_stmt = Some(
-            self.call("preparing statements", CALL_TIMEOUT, async |c| {
-                c.prepare("SELECT pg_try_advisory_lock($1::int8), pg_backend_pid()")
-                    .await
-            })
-            .await?,
-        );
-        let check = format!(
-            "SELECT pg_backend_pid(), EXISTS (SELECT 1 FROM pg_locks l WHERE {KEY_MATCH} AND l.granted AND l.pid = pg_backend_pid())"
-        );
-        self.check_stmt = Some(
-            self.call("preparing statements", CALL_TIMEOUT, async |c| {
-                c.prepare(&check).await
-            })
-            .await?,
-        );
         self.session_set = true;
         Ok(())
     }
@@ -834,7 +869,7 @@ impl PgBackend {
         );
         let rows = self
             .call("reading pg_locks", CALL_TIMEOUT, async |c| {
-                c.query(&sql, &[&key]).await
+                c.query_typed(&sql, &[(&key, Type::INT8)]).await
             })
             .await?;
         Ok(rows
@@ -910,7 +945,11 @@ impl PgBackend {
                     self.config.address()
                 ))
             })?;
-            let bumped = tokio::time::timeout(CALL_TIMEOUT, client.query_one(BUMP, &[&text])).await;
+            let bumped = tokio::time::timeout(
+                CALL_TIMEOUT,
+                client.query_typed_one(BUMP, &[(&text, Type::TEXT)]),
+            )
+            .await;
             let e = match bumped {
                 Ok(Ok(row)) => {
                     self.fence_works = Some(true);
@@ -957,6 +996,11 @@ impl PgBackend {
     }
 }
 
+/// The NOTIFY channel a lockrun holder of `key` signals on release.
+fn release_channel(key: i64) -> String {
+    format!("lockrun:{key}")
+}
+
 /// Equal jitter: half the capped exponential step, plus up to as much again.
 fn poll_delay(round: u32) -> Duration {
     let step = POLL_FIRST
@@ -990,13 +1034,15 @@ impl Backend for PgBackend {
                 self.close_reason()
             )));
         }
-        let stmt = self.check_stmt.clone().expect("prepared");
+        let check = format!(
+            "SELECT pg_backend_pid(), EXISTS (SELECT 1 FROM pg_locks l WHERE {KEY_MATCH} AND l.granted AND l.pid = pg_backend_pid())"
+        );
         let key = lease.key;
         let sent = BootTime::now();
         let limit = (lease.ttl / 3).min(RENEW_TIMEOUT_CAP);
         let result = self
             .call("checking the lock", limit, async |c| {
-                c.query_one(&stmt, &[&key]).await
+                c.query_typed_one(&check, &[(&key, Type::INT8)]).await
             })
             .await;
         let row = match result {
@@ -1044,10 +1090,17 @@ impl Backend for PgBackend {
             return Ok(());
         }
         let key = lease.key;
+        // The wake-up hint for lockrun waiters (they LISTEN on it); sent
+        // when this statement's implicit transaction commits, after the
+        // unlock, which is not transactional.
+        let channel = release_channel(key);
         let released: bool = self
             .call("releasing the lock", RELEASE_TIMEOUT, async |c| {
-                c.query_one("SELECT pg_advisory_unlock($1::int8)", &[&key])
-                    .await
+                c.query_typed_one(
+                    "SELECT pg_advisory_unlock($1), pg_notify($2, '')",
+                    &[(&key, Type::INT8), (&channel, Type::TEXT)],
+                )
+                .await
             })
             .await?
             .get(0);
@@ -1070,11 +1123,14 @@ impl Polling for PgBackend {
         }
         self.prepare_session(req).await?;
         let (key_text, key) = self.key_of(&req.name, slot, req.slots).await?;
-        let stmt = self.try_stmt.clone().expect("prepared");
         let sent = BootTime::now();
         let row = self
             .call("trying the lock", CALL_TIMEOUT, async |c| {
-                c.query_one(&stmt, &[&key]).await
+                c.query_typed_one(
+                    "SELECT pg_try_advisory_lock($1), pg_backend_pid()",
+                    &[(&key, Type::INT8)],
+                )
+                .await
             })
             .await?;
         let got: bool = row.get(0);
@@ -1084,7 +1140,7 @@ impl Polling for PgBackend {
                 // Some pooled session holds it now: give it back there if we can.
                 let _ = self
                     .call("unlocking", RELEASE_TIMEOUT, async |c| {
-                        c.query_one("SELECT pg_advisory_unlock($1::int8)", &[&key])
+                        c.query_typed_one("SELECT pg_advisory_unlock($1)", &[(&key, Type::INT8)])
                             .await
                     })
                     .await;
@@ -1092,12 +1148,24 @@ impl Polling for PgBackend {
             return Err(e);
         }
         if !got {
+            if !self.listening.contains(&key) {
+                self.to_listen.insert(key);
+            }
+            // The holder shown while waiting may be up to a second old.
+            let fresh = self
+                .holder_seen
+                .get(&key)
+                .is_some_and(|at| at.elapsed() < HOLDER_REFRESH);
+            if fresh {
+                return Ok(Attempt::Held(None));
+            }
             let holder = self
                 .lock_rows(key)
                 .await?
                 .iter()
                 .find(|r| r.granted)
                 .map(LockRow::holder);
+            self.holder_seen.insert(key, std::time::Instant::now());
             return Ok(Attempt::Held(holder));
         }
         self.lost_waits = 0;
@@ -1118,8 +1186,34 @@ impl Polling for PgBackend {
             // The next try reconnects; a restarting server gets a moment.
             self.lost_waits += 1;
             delay = delay.max(poll_delay(self.lost_waits.min(5)));
+        } else if !self.to_listen.is_empty() {
+            // First wait on these keys: LISTEN, then try again at once, so
+            // that a release between our try and the LISTEN is not missed.
+            let keys: Vec<i64> = self.to_listen.drain().collect();
+            let sql: String = keys
+                .iter()
+                .map(|k| format!("LISTEN \"{}\";", release_channel(*k)))
+                .collect();
+            match self
+                .call("listening for releases", CALL_TIMEOUT, async |c| {
+                    c.batch_execute(&sql).await
+                })
+                .await
+            {
+                Ok(()) => {
+                    self.listening.extend(keys);
+                    return Ok(WaitOutcome::Retry);
+                }
+                // Polling alone still works.
+                Err(e) => tracing::debug!(error = %e, "LISTEN failed; polling only"),
+            }
         }
-        tokio::time::sleep(delay).await;
+        // A lockrun holder's release wakes us at once; any other holder's
+        // (psql, a migration tool) is seen by the poll.
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = self.wake.notified() => {}
+        }
         Ok(WaitOutcome::Retry)
     }
 }
