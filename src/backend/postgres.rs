@@ -7,9 +7,10 @@
 //!   it (`pg_locks`). The connection ending (dropped, `pg_terminate_backend`,
 //!   a server restart) is a loss *event* ([`Backend::loss_hint`]).
 //! * Keys: a NAME that is a canonical decimal `bigint` (`424242`, `-7`) is
-//!   the key itself; any other NAME, and slot K of any NAME, is
-//!   [`KEY_SQL`] of `lockrun:NAME` (or `lockrun:NAME@K`), computed by the
-//!   server so that other tools can take the same lock with the same SQL.
+//!   the key itself; any other NAME, and slot K of any NAME, is the first
+//!   64 bits of the MD5 of `lockrun:NAME` (or `lockrun:NAME@K`), which is
+//!   what the documented SQL computes, so that other tools can take the
+//!   same lock ([`key_of_text`]).
 //! * Waiting polls `pg_try_advisory_lock` with backoff and jitter (50 ms to
 //!   1 s): a waiter blocked in `pg_advisory_lock` holds a lock-queue entry
 //!   that deadlocks `CREATE INDEX CONCURRENTLY` and friends; a poller never
@@ -56,11 +57,7 @@ pub(crate) const DEFAULT_PORT: u16 = 5432;
 pub(crate) const PASSWORD_ENV: &str = "LOCKRUN_PG_PASSWORD";
 pub(crate) const LIBPQ_PASSWORD_ENV: &str = "PGPASSWORD";
 
-/// The key of a non-numeric NAME (and of every slot), as SQL of the text
-/// `lockrun:NAME` (`lockrun:NAME@K` for slot K): the first 64 bits of its
-/// MD5, big-endian, as a signed bigint.
-pub(crate) const KEY_SQL: &str = "('x' || substr(md5($1::text), 1, 16))::bit(64)::bigint";
-/// What [`KEY_SQL`] hashes, before the name.
+/// What a derived key hashes, before the name.
 pub(crate) const KEY_PREFIX: &str = "lockrun:";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -380,6 +377,24 @@ pub(crate) fn numeric_key(key_text: &str) -> Option<i64> {
     (key.to_string() == key_text).then_some(key)
 }
 
+/// The advisory key of `key_text` (a NAME, or `NAME@K` for a slot): the
+/// number itself where allowed ([`numeric_key`]), else the documented SQL
+/// `('x' || substr(md5('lockrun:' || KEY_TEXT), 1, 16))::bit(64)::bigint`,
+/// computed here, with no round trip and no first-use
+/// cost in a fresh server session: the first 8 bytes of the MD5 of the
+/// text, big-endian. Names are ASCII, so the text's bytes are the same in
+/// every server encoding, and the SQL gives the same key.
+pub(crate) fn key_of_text(key_text: &str, numeric_allowed: bool) -> i64 {
+    use md5::Digest as _;
+    if numeric_allowed && let Some(key) = numeric_key(key_text) {
+        return key;
+    }
+    let digest = md5::Md5::digest(format!("{KEY_PREFIX}{key_text}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
 /// The low and high halves of a key as `pg_locks` shows them: `classid`
 /// is the high 32 bits, `objid` the low 32 bits, `objsubid` 1.
 const KEY_MATCH: &str = "l.locktype = 'advisory' AND l.objsubid = 1 \
@@ -407,7 +422,6 @@ pub(crate) struct PgBackend {
     /// together at every release, and each holder lookup (`pg_locks` ⋈
     /// `pg_stat_activity`) would cost the server as much as the try.
     holder_seen: HashMap<i64, std::time::Instant>,
-    keys: HashMap<String, i64>,
     /// Whether the session settings for a lock (application_name, the
     /// server's keepalives) are in place for this connection.
     session_set: bool,
@@ -512,7 +526,6 @@ impl PgBackend {
             listening: HashSet::new(),
             to_listen: HashSet::new(),
             holder_seen: HashMap::new(),
-            keys: HashMap::new(),
             session_set: false,
             fence_works: None,
             lost_waits: 0,
@@ -761,31 +774,10 @@ impl PgBackend {
         Error::unavailable(format!("postgres at {address}: {what} failed: {reason}"))
     }
 
-    /// The advisory key of `key_text`, computed by the server for any
-    /// non-numeric text (see [`KEY_SQL`]); cached.
-    async fn key(&mut self, key_text: &str, numeric_allowed: bool) -> Result<i64> {
-        if numeric_allowed && let Some(key) = numeric_key(key_text) {
-            return Ok(key);
-        }
-        if let Some(key) = self.keys.get(key_text) {
-            return Ok(*key);
-        }
-        let text = format!("{KEY_PREFIX}{key_text}");
-        let sql = format!("SELECT {KEY_SQL}");
-        let row = self
-            .call("computing the lock key", CALL_TIMEOUT, async |c| {
-                c.query_typed_one(&sql, &[(&text, Type::TEXT)]).await
-            })
-            .await?;
-        let key: i64 = row.get(0);
-        self.keys.insert(key_text.to_owned(), key);
-        Ok(key)
-    }
-
-    async fn key_of(&mut self, name: &LockName, slot: u32, slots: u32) -> Result<(String, i64)> {
+    fn key_of(&self, name: &LockName, slot: u32, slots: u32) -> (String, i64) {
         let text = name.slot_key(slot, slots);
-        let key = self.key(&text, slots <= 1).await?;
-        Ok((text, key))
+        let key = key_of_text(&text, slots <= 1);
+        (text, key)
     }
 
     /// Settings the session needs before it takes a lock: its name in
@@ -911,7 +903,7 @@ impl PgBackend {
         slot: u32,
         slots: u32,
     ) -> Result<(SlotState, Vec<i32>)> {
-        let (key_text, key) = self.key_of(name, slot, slots).await?;
+        let (key_text, key) = self.key_of(name, slot, slots);
         let rows = self.lock_rows(key).await?;
         let holders: Vec<i32> = rows.iter().filter(|r| r.granted).map(|r| r.pid).collect();
         let blocked = rows.iter().filter(|r| !r.granted).count();
@@ -1122,7 +1114,7 @@ impl Polling for PgBackend {
             self.reconnect().await?;
         }
         self.prepare_session(req).await?;
-        let (key_text, key) = self.key_of(&req.name, slot, req.slots).await?;
+        let (key_text, key) = self.key_of(&req.name, slot, req.slots);
         let sent = BootTime::now();
         let row = self
             .call("trying the lock", CALL_TIMEOUT, async |c| {
@@ -1475,6 +1467,19 @@ mod tests {
         for text in ["007", "-0", "9223372036854775808", "1e3", "12a", "12@2"] {
             assert_eq!(numeric_key(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn derived_keys_are_what_the_documented_sql_computes() {
+        // Both from psql: SELECT ('x' || substr(md5('lockrun:deploy'), 1, 16))::bit(64)::bigint
+        assert_eq!(key_of_text("deploy", true), 7_204_244_605_055_272_036);
+        assert_eq!(key_of_text("pool@1", false), -4_680_013_064_253_613_195);
+        assert_eq!(key_of_text("424242", true), 424_242);
+        assert_ne!(
+            key_of_text("424242", false),
+            424_242,
+            "slots never use the number"
+        );
     }
 
     #[test]
