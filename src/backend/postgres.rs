@@ -10,9 +10,10 @@
 //!   `pg_advisory_unlock_shared`), so it interoperates with other tools'
 //!   shared and exclusive advisory locks.
 //! * Keys: a NAME that is a canonical decimal `bigint` (`424242`, `-7`) is
-//!   the key itself; any other NAME, and slot K of any NAME, is
-//!   [`KEY_SQL`] of `lockrun:NAME` (or `lockrun:NAME@K`), computed by the
-//!   server so that other tools can take the same lock with the same SQL.
+//!   the key itself; any other NAME, and slot K of any NAME, is the first
+//!   64 bits of the MD5 of `lockrun:NAME` (or `lockrun:NAME@K`), which is
+//!   what the documented SQL computes, so that other tools can take the
+//!   same lock ([`key_of_text`]).
 //! * Waiting polls `pg_try_advisory_lock` with backoff and jitter (50 ms to
 //!   1 s): a waiter blocked in `pg_advisory_lock` holds a lock-queue entry
 //!   that deadlocks `CREATE INDEX CONCURRENTLY` and friends; a poller never
@@ -27,16 +28,25 @@
 //! * Fence: a row per NAME in `lockrun_fence`, bumped in the lock's session
 //!   right after acquiring; the table is created on first use where the
 //!   role may, otherwise there is no fence.
+//! * TLS: libpq's `sslmode` and `sslrootcert` (see [`tls`]).
+
+mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio_postgres::config::SslMode;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tokio::sync::{Notify, watch};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::types::Type;
+use tokio_postgres::{AsyncMessage, Client};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+pub(crate) use tls::{RootCert, SslMode};
 
 use crate::acquire::poll_acquire;
 use crate::error::{Error, Result};
@@ -50,26 +60,19 @@ pub(crate) const DEFAULT_PORT: u16 = 5432;
 pub(crate) const PASSWORD_ENV: &str = "LOCKRUN_PG_PASSWORD";
 pub(crate) const LIBPQ_PASSWORD_ENV: &str = "PGPASSWORD";
 
-/// The key of a non-numeric NAME (and of every slot), as SQL of the text
-/// `lockrun:NAME` (`lockrun:NAME@K` for slot K): the first 64 bits of its
-/// MD5, big-endian, as a signed bigint.
-pub(crate) const KEY_SQL: &str = "('x' || substr(md5($1::text), 1, 16))::bit(64)::bigint";
-/// What [`KEY_SQL`] hashes, before the name.
+/// What a derived key hashes, before the name.
 pub(crate) const KEY_PREFIX: &str = "lockrun:";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const RENEW_TIMEOUT_CAP: Duration = Duration::from_secs(2);
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a second session may take to show a pooler's hand.
+const POOLER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const POLL_FIRST: Duration = Duration::from_millis(50);
 const POLL_CAP: Duration = Duration::from_secs(1);
-
-/// `sslmode` as far as lockrun supports it: no TLS is built in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ssl {
-    Disable,
-    Prefer,
-}
+/// How often a waiter looks up who holds the lock.
+const HOLDER_REFRESH: Duration = Duration::from_secs(1);
 
 /// A parsed `postgres://` / `postgresql://` URL. The password stays out of
 /// `Debug` and [`display_url`](Self::display_url).
@@ -82,7 +85,9 @@ pub(crate) struct PgConfig {
     password: Option<String>,
     /// Where the password came from, for the authentication error.
     password_from: &'static str,
-    pub ssl: Ssl,
+    pub ssl: SslMode,
+    /// `None`: libpq's default, `~/.postgresql/root.crt` if it exists.
+    pub root_cert: Option<RootCert>,
     /// Keep a fence counter in `lockrun_fence` (created when missing).
     pub fence: bool,
 }
@@ -96,11 +101,15 @@ impl fmt::Debug for PgConfig {
     }
 }
 
-/// Where a password may come from, besides the URL: read once at parse time.
+/// Where a password (and libpq's TLS settings) may come from, besides the
+/// URL: read once at parse time.
 struct PasswordSources {
     lockrun: Option<String>,
     libpq: Option<String>,
     pgpass: Option<PathBuf>,
+    /// `PGSSLMODE`, `PGSSLROOTCERT`: the URL wins, as in libpq.
+    sslmode: Option<String>,
+    sslrootcert: Option<String>,
 }
 
 impl PasswordSources {
@@ -114,12 +123,14 @@ impl PasswordSources {
             lockrun: var(PASSWORD_ENV),
             libpq: var(LIBPQ_PASSWORD_ENV),
             pgpass,
+            sslmode: var("PGSSLMODE"),
+            sslrootcert: var("PGSSLROOTCERT"),
         }
     }
 }
 
 impl PgConfig {
-    /// `postgres://[user[:password]@]host[:port][/db][?sslmode=disable|prefer&fence=on|off]`.
+    /// `postgres://[user[:password]@]host[:port][/db][?sslmode=MODE&sslrootcert=FILE&fence=on|off]`.
     pub(crate) fn parse(url: &str) -> Result<Self> {
         Self::parse_with(url, &PasswordSources::from_env())
     }
@@ -128,7 +139,7 @@ impl PgConfig {
         let shown = super::url::redacted(url);
         let bad = |why: &str| {
             Error::usage(format!(
-                "invalid postgres URL {shown:?}: {why}; use postgres://[user@]host[:port]/db[?sslmode=disable|prefer]"
+                "invalid postgres URL {shown:?}: {why}; use postgres://[user@]host[:port]/db[?sslmode=MODE&sslrootcert=FILE]"
             ))
         };
         let parts = super::url::parse(url).map_err(|why| bad(&why))?;
@@ -158,31 +169,32 @@ impl PgConfig {
             db if db.is_empty() => user.clone(),
             db => db,
         };
-        let mut ssl = Ssl::Prefer;
+        let mut sslmode = None;
+        let mut sslrootcert = None;
         let mut fence = true;
         let query = parts
             .query_pairs(super::url::Plus::Literal)
             .map_err(|why| bad(&format!("{why} in the query")))?;
         for (key, value) in query {
             match (key.as_str(), value.as_str()) {
-                ("sslmode", "disable" | "allow") => ssl = Ssl::Disable,
-                ("sslmode", "prefer") => ssl = Ssl::Prefer,
-                ("sslmode", "require" | "verify-ca" | "verify-full") => {
-                    return Err(bad(&format!(
-                        "sslmode={value} needs TLS, which this lockrun is built without (sslmode=disable or prefer work)"
-                    )));
-                }
-                ("sslmode", _) => return Err(bad("sslmode must be disable or prefer")),
+                ("sslmode", _) => sslmode = Some(value),
+                ("sslrootcert", "") => return Err(bad("sslrootcert needs a file name")),
+                ("sslrootcert", _) => sslrootcert = Some(value),
                 ("fence", "on") => fence = true,
                 ("fence", "off") => fence = false,
                 ("fence", _) => return Err(bad("fence must be on or off")),
                 (other, _) => {
                     return Err(bad(&format!(
-                        "unknown option {other:?} (known: sslmode, fence)"
+                        "unknown option {other:?} (known: sslmode, sslrootcert, fence)"
                     )));
                 }
             }
         }
+        let (ssl, root_cert) = ssl_settings(
+            sslmode.as_deref().or(sources.sslmode.as_deref()),
+            sslrootcert.as_deref().or(sources.sslrootcert.as_deref()),
+        )
+        .map_err(|why| bad(&why))?;
         let (password, password_from) = if let Some(p) = parts.password.clone() {
             (Some(p), "the URL")
         } else if let Some(p) = sources.lockrun.clone() {
@@ -207,6 +219,7 @@ impl PgConfig {
             password,
             password_from,
             ssl,
+            root_cert,
             fence,
         })
     }
@@ -220,11 +233,17 @@ impl PgConfig {
             super::url::encode(&self.dbname)
         );
         let mut options = Vec::new();
-        if self.ssl == Ssl::Disable {
-            options.push("sslmode=disable");
+        if self.ssl != SslMode::Prefer {
+            options.push(format!("sslmode={}", self.ssl.as_str()));
+        }
+        if let Some(root) = &self.root_cert {
+            options.push(format!(
+                "sslrootcert={}",
+                super::url::encode(&root.as_url_value())
+            ));
         }
         if !self.fence {
-            options.push("fence=off");
+            options.push("fence=off".into());
         }
         if !options.is_empty() {
             url.push('?');
@@ -241,7 +260,11 @@ impl PgConfig {
         }
     }
 
-    fn client_config(&self, application_name: &str) -> tokio_postgres::Config {
+    fn client_config(
+        &self,
+        application_name: &str,
+        ssl_mode: tokio_postgres::config::SslMode,
+    ) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
         c.host(&self.host)
             .port(self.port)
@@ -249,10 +272,7 @@ impl PgConfig {
             .dbname(&self.dbname)
             .application_name(application_name)
             .connect_timeout(CONNECT_TIMEOUT)
-            .ssl_mode(match self.ssl {
-                Ssl::Disable => SslMode::Disable,
-                Ssl::Prefer => SslMode::Prefer,
-            })
+            .ssl_mode(ssl_mode)
             // Our side: notice a dead server or link while idle.
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(10))
@@ -263,6 +283,32 @@ impl PgConfig {
         }
         c
     }
+}
+
+/// `sslmode` and `sslrootcert` (from the URL, else libpq's environment), as
+/// libpq reads them: `sslrootcert=system` means verify-full and refuses
+/// weaker modes. The error is a reason.
+fn ssl_settings(
+    mode: Option<&str>,
+    root: Option<&str>,
+) -> std::result::Result<(SslMode, Option<RootCert>), String> {
+    let root = root.map(RootCert::parse);
+    let mode = match mode {
+        Some(text) => SslMode::parse(text).ok_or_else(|| {
+            format!(
+                "sslmode {text:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"
+            )
+        })?,
+        None if root == Some(RootCert::System) => SslMode::VerifyFull,
+        None => SslMode::Prefer,
+    };
+    if root == Some(RootCert::System) && mode != SslMode::VerifyFull {
+        return Err(format!(
+            "sslrootcert=system needs sslmode=verify-full, not the weaker {}",
+            mode.as_str()
+        ));
+    }
+    Ok((mode, root))
 }
 
 /// The first matching line of a libpq password file (`host:port:db:user:password`,
@@ -334,6 +380,24 @@ pub(crate) fn numeric_key(key_text: &str) -> Option<i64> {
     (key.to_string() == key_text).then_some(key)
 }
 
+/// The advisory key of `key_text` (a NAME, or `NAME@K` for a slot): the
+/// number itself where allowed ([`numeric_key`]), else the documented SQL
+/// `('x' || substr(md5('lockrun:' || KEY_TEXT), 1, 16))::bit(64)::bigint`,
+/// computed here, with no round trip and no first-use
+/// cost in a fresh server session: the first 8 bytes of the MD5 of the
+/// text, big-endian. Names are ASCII, so the text's bytes are the same in
+/// every server encoding, and the SQL gives the same key.
+pub(crate) fn key_of_text(key_text: &str, numeric_allowed: bool) -> i64 {
+    use md5::Digest as _;
+    if numeric_allowed && let Some(key) = numeric_key(key_text) {
+        return key;
+    }
+    let digest = md5::Md5::digest(format!("{KEY_PREFIX}{key_text}").as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
 /// The low and high halves of a key as `pg_locks` shows them: `classid`
 /// is the high 32 bits, `objid` the low 32 bits, `objsubid` 1.
 const KEY_MATCH: &str = "l.locktype = 'advisory' AND l.objsubid = 1 \
@@ -343,14 +407,24 @@ const KEY_MATCH: &str = "l.locktype = 'advisory' AND l.objsubid = 1 \
 
 pub(crate) struct PgBackend {
     config: PgConfig,
+    /// TLS as `sslmode` says (never used with sslmode=disable).
+    tls: MakeRustlsConnect,
+    ssl_mode: tokio_postgres::config::SslMode,
     client: Option<Client>,
     /// `Some(reason)` once the connection task ended.
     closed: Option<watch::Receiver<Option<String>>>,
     /// The server process of our session; it must never change.
     backend_pid: i32,
-    try_stmt: Option<Statement>,
-    check_stmt: Option<Statement>,
-    keys: HashMap<String, i64>,
+    /// A NOTIFY on a channel we LISTEN on arrived (a lockrun released).
+    wake: Arc<Notify>,
+    /// Keys whose release channel this session LISTENs on, and keys
+    /// found held whose channel it does not yet.
+    listening: HashSet<i64>,
+    to_listen: HashSet<i64>,
+    /// When each key's holder was last looked up: woken waiters retry
+    /// together at every release, and each holder lookup (`pg_locks` ⋈
+    /// `pg_stat_activity`) would cost the server as much as the try.
+    holder_seen: HashMap<i64, std::time::Instant>,
     /// Whether the session settings for a lock (application_name, the
     /// server's keepalives) are in place for this connection.
     session_set: bool,
@@ -449,14 +523,18 @@ impl PgBackend {
     /// Connect (69 when unreachable, 77 when refused) and check that the
     /// session is a real one, not a transaction-pooled one.
     pub(crate) async fn connect(config: PgConfig) -> Result<Self> {
+        let (tls, ssl_mode) = tls::connector(config.ssl, config.root_cert.as_ref())?;
         let mut backend = PgBackend {
             config,
+            tls,
+            ssl_mode,
             client: None,
             closed: None,
             backend_pid: 0,
-            try_stmt: None,
-            check_stmt: None,
-            keys: HashMap::new(),
+            wake: Arc::new(Notify::new()),
+            listening: HashSet::new(),
+            to_listen: HashSet::new(),
+            holder_seen: HashMap::new(),
             session_set: false,
             fence_works: None,
             lost_waits: 0,
@@ -469,10 +547,12 @@ impl PgBackend {
         self.client = None;
         self.closed = None;
         self.session_set = false;
-        self.try_stmt = None;
-        self.check_stmt = None;
-        let config = self.config.client_config(&application_name(None));
-        let connected = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls))
+        self.listening.clear();
+        self.to_listen.clear();
+        let config = self
+            .config
+            .client_config(&application_name(None), self.ssl_mode);
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(self.tls.clone()))
             .await
             .map_err(|_| {
                 Error::unavailable(format!(
@@ -481,34 +561,127 @@ impl PgBackend {
                     humantime::format_duration(CONNECT_TIMEOUT)
                 ))
             })?;
-        let (client, connection) = connected.map_err(|e| self.error("connecting", &e))?;
+        let (client, mut connection) = connected.map_err(|e| self.error("connecting", &e))?;
         let (tx, rx) = watch::channel(None);
+        let wake = self.wake.clone();
         tokio::spawn(async move {
-            let reason = match connection.await {
-                Ok(()) => "the server closed the connection".to_owned(),
-                Err(e) => e.as_db_error().map_or_else(
-                    || e.to_string(),
-                    |db| format!("{}: {}", db.severity(), db.message()),
-                ),
+            let reason = loop {
+                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                    // Only our release channels are listened on.
+                    Some(Ok(AsyncMessage::Notification(_))) => wake.notify_one(),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        break e.as_db_error().map_or_else(
+                            || e.to_string(),
+                            |db| format!("{}: {}", db.severity(), db.message()),
+                        );
+                    }
+                    None => break "the server closed the connection".to_owned(),
+                }
             };
             let _ = tx.send(Some(reason));
         });
         self.client = Some(client);
         self.closed = Some(rx);
-        // Two statements, two pids: a transaction pooler hands them to
-        // different server sessions (most of the time; every later
-        // statement checks again).
-        let first = self.pid_query().await?;
-        let second = self.pid_query().await?;
-        self.backend_pid = first;
-        self.check_pid(second)?;
+        // Every statement reads the backend pid, which must never change:
+        // a busy transaction pooler hands statements to different server
+        // sessions. An idle one hands them all to the same one, so unless
+        // the server's end of our connection is the address we dialled
+        // (nothing in between), ask for a second session too.
+        let row = self
+            .call("reading the backend pid", CALL_TIMEOUT, async |c| {
+                c.query_typed_one(
+                    "SELECT pg_backend_pid(), host(inet_server_addr()), inet_server_port()",
+                    &[],
+                )
+                .await
+            })
+            .await?;
+        self.backend_pid = row.get(0);
+        let server_addr: Option<String> = row.get(1);
+        let server_port: Option<i32> = row.get(2);
+        if !self.dialled(server_addr.as_deref(), server_port).await {
+            self.probe_for_pooler().await?;
+        }
         Ok(())
+    }
+
+    /// Whether the server's end of our connection is the host and port we
+    /// connected to: then no pooler or proxy sits in between.
+    async fn dialled(&self, server_addr: Option<&str>, server_port: Option<i32>) -> bool {
+        let (Some(addr), Some(port)) = (server_addr, server_port) else {
+            // A Unix socket: a pooler may listen on one too.
+            return false;
+        };
+        let Ok(addr) = addr.parse::<std::net::IpAddr>() else {
+            return false;
+        };
+        if port != i32::from(self.config.port) {
+            return false;
+        }
+        if let Ok(ip) = self.config.host.parse::<std::net::IpAddr>() {
+            return ip == addr;
+        }
+        let lookup = tokio::net::lookup_host((self.config.host.as_str(), self.config.port));
+        match tokio::time::timeout(CALL_TIMEOUT, lookup).await {
+            Ok(Ok(mut found)) => found.any(|a| a.ip() == addr),
+            _ => false,
+        }
+    }
+
+    /// Something is between us and the server (a pooler, a proxy, a port
+    /// mapping): open a second session while ours lives. A server, or a
+    /// pooler in session mode, gives it a server process of its own; a
+    /// transaction pooler, its pool idle between our statements, hands it
+    /// ours. A second session that cannot be had in time proves nothing
+    /// (a full session pool waits for ours to end) and is let go.
+    async fn probe_for_pooler(&mut self) -> Result<()> {
+        let config = self
+            .config
+            .client_config(&application_name(None), self.ssl_mode);
+        let probe = async {
+            let (client, connection) = config.connect(self.tls.clone()).await.ok()?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            let row = client
+                .query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .ok()?;
+            Some(row.get::<_, i32>(0))
+        };
+        let other = tokio::time::timeout(POOLER_PROBE_TIMEOUT, probe)
+            .await
+            .ok()
+            .flatten();
+        let again = self.pid_query().await?;
+        self.check_pid(again)?;
+        match other {
+            Some(pid) if pid == self.backend_pid => Err(Error::unavailable(format!(
+                "postgres at {}: two sessions at once were both served by backend pid {pid}: a connection pooler in transaction mode (PgBouncer?) is in the way, and a session advisory lock would be held by some other client's session; connect lockrun to PostgreSQL directly or through a session-pooling port",
+                self.config.address()
+            ))),
+            Some(pid) => {
+                tracing::debug!(
+                    ours = self.backend_pid,
+                    other = pid,
+                    "not a transaction pooler"
+                );
+                Ok(())
+            }
+            None => {
+                tracing::debug!(
+                    "no second session to probe with; the per-statement pid check remains"
+                );
+                Ok(())
+            }
+        }
     }
 
     async fn pid_query(&mut self) -> Result<i32> {
         let row = self
             .call("reading the backend pid", CALL_TIMEOUT, async |c| {
-                c.query_one("SELECT pg_backend_pid()", &[]).await
+                c.query_typed_one("SELECT pg_backend_pid()", &[]).await
             })
             .await?;
         Ok(row.get(0))
@@ -582,7 +755,7 @@ impl PgBackend {
                 "postgres at {address} wants a password for user {user:?}; set {PASSWORD_ENV} (or PGPASSWORD, or a ~/.pgpass line)"
             ));
         }
-        let reason = match e.as_db_error() {
+        let mut reason = match e.as_db_error() {
             Some(db) => format!("{}: {}", db.severity(), db.message()),
             None => {
                 use std::error::Error as _;
@@ -592,34 +765,28 @@ impl PgBackend {
                 }
             }
         };
+        if reason.contains("server does not support TLS") {
+            reason.push_str(&format!(
+                " (sslmode={} needs a server with ssl=on; sslmode=prefer uses TLS only where the server offers it)",
+                self.config.ssl.as_str()
+            ));
+        } else if reason.contains("certificate") {
+            let roots = self.config.root_cert.as_ref().map_or_else(
+                || "~/.postgresql/root.crt".to_owned(),
+                |r| format!("sslrootcert={}", r.as_url_value()),
+            );
+            reason.push_str(&format!(
+                " (sslmode={} checks the server's certificate against {roots})",
+                self.config.ssl.as_str()
+            ));
+        }
         Error::unavailable(format!("postgres at {address}: {what} failed: {reason}"))
     }
 
-    /// The advisory key of `key_text`, computed by the server for any
-    /// non-numeric text (see [`KEY_SQL`]); cached.
-    async fn key(&mut self, key_text: &str, numeric_allowed: bool) -> Result<i64> {
-        if numeric_allowed && let Some(key) = numeric_key(key_text) {
-            return Ok(key);
-        }
-        if let Some(key) = self.keys.get(key_text) {
-            return Ok(*key);
-        }
-        let text = format!("{KEY_PREFIX}{key_text}");
-        let sql = format!("SELECT {KEY_SQL}");
-        let row = self
-            .call("computing the lock key", CALL_TIMEOUT, async |c| {
-                c.query_one(&sql, &[&text]).await
-            })
-            .await?;
-        let key: i64 = row.get(0);
-        self.keys.insert(key_text.to_owned(), key);
-        Ok(key)
-    }
-
-    async fn key_of(&mut self, name: &LockName, slot: u32, slots: u32) -> Result<(String, i64)> {
+    fn key_of(&self, name: &LockName, slot: u32, slots: u32) -> (String, i64) {
         let text = name.slot_key(slot, slots);
-        let key = self.key(&text, slots <= 1).await?;
-        Ok((text, key))
+        let key = key_of_text(&text, slots <= 1);
+        (text, key)
     }
 
     /// Settings the session needs before it takes a lock: its name in
@@ -645,40 +812,49 @@ impl PgBackend {
             ("tcp_keepalives_count", count.to_string()),
             ("tcp_user_timeout", user_timeout_ms.to_string()),
         ];
-        for (name, value) in settings {
-            let result = self
-                .call("configuring the session", CALL_TIMEOUT, async |c| {
-                    c.query_one("SELECT set_config($1, $2, false)", &[&name, &value])
-                        .await
-                })
-                .await;
-            if let Err(e) = result {
-                if self.is_closed() {
-                    return Err(e);
-                }
-                tracing::warn!(setting = name, error = %e, "could not configure the session; the server's defaults apply");
-            }
-        }
-        self.try_stmt = Some(
-            self.call("preparing statements", CALL_TIMEOUT, async |c| {
-                c.prepare(if req.shared {
-                    "SELECT pg_try_advisory_lock_shared($1::int8), pg_backend_pid()"
-                } else {
-                    "SELECT pg_try_advisory_lock($1::int8), pg_backend_pid()"
-                })
+        // One round trip for all of them; one by one only if that fails
+        // (a setting this server does not know), so that the rest apply.
+        let all = self
+            .call("configuring the session", CALL_TIMEOUT, async |c| {
+                c.query_typed(
+                    "SELECT set_config('application_name', $1, false), \
+                     set_config('tcp_keepalives_idle', $2, false), \
+                     set_config('tcp_keepalives_interval', $3, false), \
+                     set_config('tcp_keepalives_count', $4, false), \
+                     set_config('tcp_user_timeout', $5, false)",
+                    &[
+                        (&settings[0].1, Type::TEXT),
+                        (&settings[1].1, Type::TEXT),
+                        (&settings[2].1, Type::TEXT),
+                        (&settings[3].1, Type::TEXT),
+                        (&settings[4].1, Type::TEXT),
+                    ],
+                )
                 .await
             })
-            .await?,
-        );
-        let check = format!(
-            "SELECT pg_backend_pid(), EXISTS (SELECT 1 FROM pg_locks l WHERE {KEY_MATCH} AND l.granted AND l.pid = pg_backend_pid())"
-        );
-        self.check_stmt = Some(
-            self.call("preparing statements", CALL_TIMEOUT, async |c| {
-                c.prepare(&check).await
-            })
-            .await?,
-        );
+            .await;
+        if let Err(e) = all {
+            if self.is_closed() {
+                return Err(e);
+            }
+            for (name, value) in &settings {
+                let result = self
+                    .call("configuring the session", CALL_TIMEOUT, async |c| {
+                        c.query_typed(
+                            "SELECT set_config($1, $2, false)",
+                            &[(name, Type::TEXT), (value, Type::TEXT)],
+                        )
+                        .await
+                    })
+                    .await;
+                if let Err(e) = result {
+                    if self.is_closed() {
+                        return Err(e);
+                    }
+                    tracing::warn!(setting = name, error = %e, "could not configure the session; the server's defaults apply");
+                }
+            }
+        }
         self.session_set = true;
         Ok(())
     }
@@ -695,7 +871,7 @@ impl PgBackend {
         );
         let rows = self
             .call("reading pg_locks", CALL_TIMEOUT, async |c| {
-                c.query(&sql, &[&key]).await
+                c.query_typed(&sql, &[(&key, Type::INT8)]).await
             })
             .await?;
         Ok(rows
@@ -738,7 +914,7 @@ impl PgBackend {
         slot: u32,
         slots: u32,
     ) -> Result<(SlotState, Vec<i32>)> {
-        let (key_text, key) = self.key_of(name, slot, slots).await?;
+        let (key_text, key) = self.key_of(name, slot, slots);
         let rows = self.lock_rows(key).await?;
         let holders: Vec<i32> = rows.iter().filter(|r| r.granted).map(|r| r.pid).collect();
         let blocked = rows.iter().filter(|r| !r.granted).count();
@@ -774,7 +950,11 @@ impl PgBackend {
                     self.config.address()
                 ))
             })?;
-            let bumped = tokio::time::timeout(CALL_TIMEOUT, client.query_one(BUMP, &[&text])).await;
+            let bumped = tokio::time::timeout(
+                CALL_TIMEOUT,
+                client.query_typed_one(BUMP, &[(&text, Type::TEXT)]),
+            )
+            .await;
             let e = match bumped {
                 Ok(Ok(row)) => {
                     self.fence_works = Some(true);
@@ -821,6 +1001,11 @@ impl PgBackend {
     }
 }
 
+/// The NOTIFY channel a lockrun holder of `key` signals on release.
+fn release_channel(key: i64) -> String {
+    format!("lockrun:{key}")
+}
+
 /// Equal jitter: half the capped exponential step, plus up to as much again.
 fn poll_delay(round: u32) -> Duration {
     let step = POLL_FIRST
@@ -854,13 +1039,15 @@ impl Backend for PgBackend {
                 self.close_reason()
             )));
         }
-        let stmt = self.check_stmt.clone().expect("prepared");
+        let check = format!(
+            "SELECT pg_backend_pid(), EXISTS (SELECT 1 FROM pg_locks l WHERE {KEY_MATCH} AND l.granted AND l.pid = pg_backend_pid())"
+        );
         let key = lease.key;
         let sent = BootTime::now();
         let limit = (lease.ttl / 3).min(RENEW_TIMEOUT_CAP);
         let result = self
             .call("checking the lock", limit, async |c| {
-                c.query_one(&stmt, &[&key]).await
+                c.query_typed_one(&check, &[(&key, Type::INT8)]).await
             })
             .await;
         let row = match result {
@@ -908,14 +1095,19 @@ impl Backend for PgBackend {
             return Ok(());
         }
         let key = lease.key;
+        // The wake-up hint for lockrun waiters (they LISTEN on it); sent
+        // when this statement's implicit transaction commits, after the
+        // unlock, which is not transactional.
+        let channel = release_channel(key);
         let sql = if lease.shared {
-            "SELECT pg_advisory_unlock_shared($1::int8)"
+            "SELECT pg_advisory_unlock_shared($1), pg_notify($2, '')"
         } else {
-            "SELECT pg_advisory_unlock($1::int8)"
+            "SELECT pg_advisory_unlock($1), pg_notify($2, '')"
         };
         let released: bool = self
             .call("releasing the lock", RELEASE_TIMEOUT, async |c| {
-                c.query_one(sql, &[&key]).await
+                c.query_typed_one(sql, &[(&key, Type::INT8), (&channel, Type::TEXT)])
+                    .await
             })
             .await?
             .get(0);
@@ -937,12 +1129,19 @@ impl Polling for PgBackend {
             self.reconnect().await?;
         }
         self.prepare_session(req).await?;
-        let (key_text, key) = self.key_of(&req.name, slot, req.slots).await?;
-        let stmt = self.try_stmt.clone().expect("prepared");
+        let (key_text, key) = self.key_of(&req.name, slot, req.slots);
         let sent = BootTime::now();
         let row = self
             .call("trying the lock", CALL_TIMEOUT, async |c| {
-                c.query_one(&stmt, &[&key]).await
+                c.query_typed_one(
+                    if req.shared {
+                        "SELECT pg_try_advisory_lock_shared($1), pg_backend_pid()"
+                    } else {
+                        "SELECT pg_try_advisory_lock($1), pg_backend_pid()"
+                    },
+                    &[(&key, Type::INT8)],
+                )
+                .await
             })
             .await?;
         let got: bool = row.get(0);
@@ -951,25 +1150,37 @@ impl Polling for PgBackend {
             if got {
                 // Some pooled session holds it now: give it back there if we can.
                 let sql = if req.shared {
-                    "SELECT pg_advisory_unlock_shared($1::int8)"
+                    "SELECT pg_advisory_unlock_shared($1)"
                 } else {
-                    "SELECT pg_advisory_unlock($1::int8)"
+                    "SELECT pg_advisory_unlock($1)"
                 };
                 let _ = self
                     .call("unlocking", RELEASE_TIMEOUT, async |c| {
-                        c.query_one(sql, &[&key]).await
+                        c.query_typed_one(sql, &[(&key, Type::INT8)]).await
                     })
                     .await;
             }
             return Err(e);
         }
         if !got {
+            if !self.listening.contains(&key) {
+                self.to_listen.insert(key);
+            }
+            // The holder shown while waiting may be up to a second old.
+            let fresh = self
+                .holder_seen
+                .get(&key)
+                .is_some_and(|at| at.elapsed() < HOLDER_REFRESH);
+            if fresh {
+                return Ok(Attempt::Held(None));
+            }
             let holder = self
                 .lock_rows(key)
                 .await?
                 .iter()
                 .find(|r| r.granted)
                 .map(LockRow::holder);
+            self.holder_seen.insert(key, std::time::Instant::now());
             return Ok(Attempt::Held(holder));
         }
         self.lost_waits = 0;
@@ -991,8 +1202,34 @@ impl Polling for PgBackend {
             // The next try reconnects; a restarting server gets a moment.
             self.lost_waits += 1;
             delay = delay.max(poll_delay(self.lost_waits.min(5)));
+        } else if !self.to_listen.is_empty() {
+            // First wait on these keys: LISTEN, then try again at once, so
+            // that a release between our try and the LISTEN is not missed.
+            let keys: Vec<i64> = self.to_listen.drain().collect();
+            let sql: String = keys
+                .iter()
+                .map(|k| format!("LISTEN \"{}\";", release_channel(*k)))
+                .collect();
+            match self
+                .call("listening for releases", CALL_TIMEOUT, async |c| {
+                    c.batch_execute(&sql).await
+                })
+                .await
+            {
+                Ok(()) => {
+                    self.listening.extend(keys);
+                    return Ok(WaitOutcome::Retry);
+                }
+                // Polling alone still works.
+                Err(e) => tracing::debug!(error = %e, "LISTEN failed; polling only"),
+            }
         }
-        tokio::time::sleep(delay).await;
+        // A lockrun holder's release wakes us at once; any other holder's
+        // (psql, a migration tool) is seen by the poll.
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = self.wake.notified() => {}
+        }
         Ok(WaitOutcome::Retry)
     }
 }
@@ -1132,6 +1369,8 @@ mod tests {
             lockrun: None,
             libpq: None,
             pgpass: None,
+            sslmode: None,
+            sslrootcert: None,
         }
     }
 
@@ -1149,7 +1388,7 @@ mod tests {
         assert_eq!(c.display_url(), "postgres://app@db.example:5432/prod");
         let c = parse("postgresql://u:s3cret@127.0.0.1:6543/d?sslmode=disable&fence=off").unwrap();
         assert_eq!(c.password.as_deref(), Some("s3cret"));
-        assert_eq!((c.ssl, c.fence), (Ssl::Disable, false));
+        assert_eq!((c.ssl, c.fence), (SslMode::Disable, false));
         assert_eq!(
             c.display_url(),
             "postgres://u@127.0.0.1:6543/d?sslmode=disable&fence=off"
@@ -1168,8 +1407,9 @@ mod tests {
             "postgres://",
             "postgres://u:secret@",
             "postgres://u:secret@h/a/b",
-            "postgres://u:secret@h?sslmode=require",
             "postgres://u:secret@h?sslmode=bogus",
+            "postgres://u:secret@h?sslrootcert=",
+            "postgres://u:secret@h?sslmode=require&sslrootcert=system",
             "postgres://u:secret@h?what=1",
             "postgres:h",
         ] {
@@ -1177,10 +1417,45 @@ mod tests {
             assert!(matches!(err, Error::Usage(_)), "{url}: {err}");
             assert!(!err.to_string().contains("secret"), "{url}: {err}");
         }
-        let err = parse("postgres://h?sslmode=require")
+        let err = parse("postgres://h?sslmode=require&sslrootcert=system")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("TLS"), "{err}");
+        assert!(err.contains("verify-full"), "{err}");
+    }
+
+    #[test]
+    fn tls_settings_as_libpq_reads_them() {
+        let c = parse("postgres://u@h/d?sslmode=verify-full&sslrootcert=/etc/ca%20x.pem").unwrap();
+        assert_eq!(c.ssl, SslMode::VerifyFull);
+        assert_eq!(c.root_cert, Some(RootCert::File("/etc/ca x.pem".into())));
+        assert_eq!(
+            c.display_url(),
+            "postgres://u@h:5432/d?sslmode=verify-full&sslrootcert=%2Fetc%2Fca%20x.pem"
+        );
+        // sslrootcert=system alone means verify-full.
+        let c = parse("postgres://u@h/d?sslrootcert=system").unwrap();
+        assert_eq!(
+            (c.ssl, c.root_cert),
+            (SslMode::VerifyFull, Some(RootCert::System))
+        );
+        // The environment applies where the URL says nothing.
+        let env = PasswordSources {
+            sslmode: Some("require".into()),
+            sslrootcert: Some("/ca.pem".into()),
+            ..no_sources()
+        };
+        let c = PgConfig::parse_with("postgres://u@h/d", &env).unwrap();
+        assert_eq!(
+            (c.ssl, c.root_cert),
+            (SslMode::Require, Some(RootCert::File("/ca.pem".into())))
+        );
+        let c = PgConfig::parse_with("postgres://u@h/d?sslmode=disable", &env).unwrap();
+        assert_eq!(c.ssl, SslMode::Disable);
+        let bad = PasswordSources {
+            sslmode: Some("on".into()),
+            ..no_sources()
+        };
+        assert!(PgConfig::parse_with("postgres://u@h/d", &bad).is_err());
     }
 
     #[test]
@@ -1188,7 +1463,7 @@ mod tests {
         let sources = PasswordSources {
             lockrun: Some("ours".into()),
             libpq: Some("libpq".into()),
-            pgpass: None,
+            ..no_sources()
         };
         let c = PgConfig::parse_with("postgres://u@h/d", &sources).unwrap();
         assert_eq!(c.password.as_deref(), Some("ours"));
@@ -1243,6 +1518,19 @@ mod tests {
         for text in ["007", "-0", "9223372036854775808", "1e3", "12a", "12@2"] {
             assert_eq!(numeric_key(text), None, "{text}");
         }
+    }
+
+    #[test]
+    fn derived_keys_are_what_the_documented_sql_computes() {
+        // Both from psql: SELECT ('x' || substr(md5('lockrun:deploy'), 1, 16))::bit(64)::bigint
+        assert_eq!(key_of_text("deploy", true), 7_204_244_605_055_272_036);
+        assert_eq!(key_of_text("pool@1", false), -4_680_013_064_253_613_195);
+        assert_eq!(key_of_text("424242", true), 424_242);
+        assert_ne!(
+            key_of_text("424242", false),
+            424_242,
+            "slots never use the number"
+        );
     }
 
     #[test]

@@ -50,10 +50,22 @@ pub struct PgServer {
     bin: PathBuf,
     /// The unprivileged user to run as, when we are root.
     run_as: Option<(u32, u32)>,
+    /// `ssl=on` with the certificates of [`make_test_certificates`] here.
+    pub tls: Option<PathBuf>,
 }
 
 impl PgServer {
     pub fn start() -> PgServer {
+        PgServer::start_with(false).expect("a plain server")
+    }
+
+    /// A server with `ssl=on` and a certificate for 127.0.0.1 from a CA of
+    /// the test's own (`tls/ca.pem`); `None` (skipped) without openssl.
+    pub fn start_tls() -> Option<PgServer> {
+        PgServer::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Option<PgServer> {
         require("psql", "postgresql-client");
         let bin = bindir();
         let dir = tempfile::tempdir().unwrap();
@@ -71,12 +83,34 @@ impl PgServer {
         if let Some((uid, gid)) = run_as {
             std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid)).unwrap();
         }
+        let tls = if tls {
+            let certs = dir.path().join("tls");
+            std::fs::create_dir(&certs).unwrap();
+            if !make_test_certificates(&certs) {
+                return None;
+            }
+            // postgres wants its key 0600 and its own.
+            std::fs::set_permissions(
+                certs.join("server.key"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .unwrap();
+            if let Some((uid, gid)) = run_as {
+                for file in ["server.key", "server.pem"] {
+                    std::os::unix::fs::chown(certs.join(file), Some(uid), Some(gid)).unwrap();
+                }
+            }
+            Some(certs)
+        } else {
+            None
+        };
         let mut server = PgServer {
             proc: None,
             port: free_port(),
             dir,
             bin,
             run_as,
+            tls,
         };
         let data = server.data();
         let mut initdb = server.as_server_user(&server.bin.join("initdb"));
@@ -96,7 +130,7 @@ impl PgServer {
         let out = run_timeout(initdb, Duration::from_secs(120));
         assert!(out.status.success(), "initdb failed: {}", stderr_of(&out));
         server.launch();
-        server
+        Some(server)
     }
 
     fn data(&self) -> String {
@@ -127,16 +161,27 @@ impl PgServer {
                 "unix_socket_directories={}",
                 self.dir.path().display()
             ))
-            .args(["-c", "fsync=off", "-c", "max_connections=100"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.dir.path().join("log"))
-                    .unwrap(),
-            );
+            .args(["-c", "fsync=off", "-c", "max_connections=100"]);
+        if let Some(certs) = &self.tls {
+            cmd.args(["-c", "ssl=on"])
+                .arg("-c")
+                .arg(format!(
+                    "ssl_cert_file={}",
+                    certs.join("server.pem").display()
+                ))
+                .arg("-c")
+                .arg(format!(
+                    "ssl_key_file={}",
+                    certs.join("server.key").display()
+                ));
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.path().join("log"))
+                .unwrap(),
+        );
         // setpriv execs: the pid is the postmaster's.
         self.proc = Some(Proc::spawn(cmd, "postgres"));
         let port = self.port.to_string();
@@ -249,12 +294,105 @@ impl PsqlSession {
 
 /// `lockrun --backend URL` with the password in the environment.
 fn lockrun(server: &PgServer, args: &[&str]) -> Command {
+    lockrun_at(&server.url(), args)
+}
+
+/// [`lockrun`] at any URL (a pooler, other TLS settings).
+fn lockrun_at(url: &str, args: &[&str]) -> Command {
     let mut cmd = lockrun_cmd();
     cmd.env("LOCKRUN_PG_PASSWORD", PASSWORD)
         .env_remove("PGPASSWORD")
-        .args(["--backend", &server.url(), "--ttl", TTL])
+        .env_remove("PGSSLMODE")
+        .env_remove("PGSSLROOTCERT")
+        .args(["--backend", url, "--ttl", TTL])
         .args(args);
     cmd
+}
+
+/// A PgBouncer of a test's own in front of `server`, on a free loopback
+/// port, as the server's user when we are root (it refuses root too).
+pub struct PgBouncer {
+    proc: Option<Proc>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PgBouncer {
+    pub fn start(server: &PgServer, pool_mode: &str) -> PgBouncer {
+        require("pgbouncer", "pgbouncer");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        std::fs::write(
+            dir.path().join("users.txt"),
+            format!("\"postgres\" \"{PASSWORD}\"\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("pgbouncer.ini"),
+            format!(
+                "[databases]\npostgres = host=127.0.0.1 port={} dbname=postgres\n\
+                 [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+                 auth_type = scram-sha-256\nauth_file = {d}/users.txt\npool_mode = {pool_mode}\n\
+                 default_pool_size = 4\nmax_client_conn = 50\nlogfile = {d}/log\n",
+                server.port
+            ),
+        )
+        .unwrap();
+        if let Some((uid, gid)) = server.run_as {
+            for path in [
+                dir.path().to_owned(),
+                dir.path().join("users.txt"),
+                dir.path().join("pgbouncer.ini"),
+            ] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let program = Command::new("sh")
+            .args(["-c", "command -v pgbouncer"])
+            .output()
+            .unwrap();
+        let program = PathBuf::from(String::from_utf8_lossy(&program.stdout).trim());
+        let mut cmd = server.as_server_user(&program);
+        cmd.arg(dir.path().join("pgbouncer.ini"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut bouncer = PgBouncer {
+            proc: Some(Proc::spawn(cmd, "pgbouncer")),
+            port,
+            dir,
+        };
+        let port = port.to_string();
+        wait_until("pgbouncer to accept connections", SOON, || {
+            if let Some(proc) = &mut bouncer.proc
+                && let Ok(Some(status)) = proc.child.try_wait()
+            {
+                let log =
+                    std::fs::read_to_string(bouncer.dir.path().join("log")).unwrap_or_default();
+                panic!("pgbouncer exited ({status}): {log}");
+            }
+            Command::new("pg_isready")
+                .args(["-q", "-h", "127.0.0.1", "-p", &port, "-t", "1"])
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        bouncer
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            // SIGINT: pgbouncer's "safe shutdown"; Proc's drop reaps.
+            proc.signal(Signal::SIGTERM);
+            proc.wait_timeout(SOON);
+        }
+    }
 }
 
 fn key_sql(name: &str) -> String {
@@ -523,4 +661,113 @@ fn shared_holders_overlap_and_interoperate_with_psql_both_ways() {
     assert_eq!(no_wait(&["-s"]), 75);
     psql.close();
     assert_eq!(no_wait(&[]), 0);
+}
+
+#[test]
+fn a_transaction_pooler_is_refused_and_a_session_pooler_works() {
+    let server = PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    let touch_ran = ["-n", "pooled", "--", "touch", ran.to_str().unwrap()];
+    let pooler = PgBouncer::start(&server, "transaction");
+    let out = run_timeout(lockrun_at(&pooler.url(), &touch_ran), SOON);
+    let stderr = stderr_of(&out);
+    assert_eq!(code(out.status), 69, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("pooler in transaction mode"), "{stderr}");
+    assert!(!ran.exists(), "the command never runs");
+    drop(pooler);
+
+    let pooler = PgBouncer::start(&server, "session");
+    let out = run_timeout(lockrun_at(&pooler.url(), &touch_ran), SOON);
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+    assert!(ran.exists());
+}
+
+/// Whether the lockrun session for NAME is encrypted (`pg_stat_ssl`).
+fn session_encrypted(server: &PgServer, name: &str) -> String {
+    server.psql(&format!(
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.application_name LIKE 'lockrun {name} %'"
+    ))
+}
+
+#[test]
+fn tls_as_libpq_sslmode_says() {
+    let Some(server) = PgServer::start_tls() else {
+        return;
+    };
+    let ca = server.tls.clone().unwrap().join("ca.pem");
+    let ready = tempfile::tempdir().unwrap();
+    let with = |query: &str| format!("{}?{query}", server.url());
+
+    // verify-full with the test's CA: the session is encrypted, and the
+    // child's LOCKRUN_BACKEND keeps the TLS settings.
+    let full = with(&format!("sslmode=verify-full&sslrootcert={}", ca.display()));
+    let holder = Holder::spawn(lockrun_at(&full, &[]), &ready.path().join("1"), "tls");
+    assert_eq!(session_encrypted(&server, "tls"), "t");
+    assert_eq!(holder.release(), 0);
+    let out = run_timeout(
+        lockrun_at(
+            &full,
+            &["-n", "tls", "--", "sh", "-c", "echo $LOCKRUN_BACKEND"],
+        ),
+        SOON,
+    );
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("sslmode=verify-full&sslrootcert="),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // The same from libpq's environment.
+    let mut cmd = lockrun(&server, &["-n", "tls", "--", "true"]);
+    cmd.env("PGSSLMODE", "verify-full")
+        .env("PGSSLROOTCERT", &ca);
+    let out = run_timeout(cmd, SOON);
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+
+    // The default (prefer) encrypts where the server offers TLS.
+    let holder = Holder::spawn(lockrun(&server, &[]), &ready.path().join("2"), "plain-url");
+    assert_eq!(session_encrypted(&server, "plain-url"), "t");
+    assert_eq!(holder.release(), 0);
+
+    // A certificate from another CA: one line, 69, the command never runs.
+    let other = tempfile::tempdir().unwrap();
+    assert!(make_test_certificates(other.path()));
+    let ran = ready.path().join("ran");
+    let wrong = with(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        other.path().join("ca.pem").display()
+    ));
+    let out = run_timeout(
+        lockrun_at(&wrong, &["-n", "tls", "--", "touch", ran.to_str().unwrap()]),
+        SOON,
+    );
+    let stderr = stderr_of(&out);
+    assert_eq!(code(out.status), 69, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+    assert!(!ran.exists());
+    // A root file that is not there is a usage error.
+    let missing = with("sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem");
+    let out = run_timeout(lockrun_at(&missing, &["-n", "tls", "--", "true"]), SOON);
+    assert_eq!(code(out.status), 64, "{}", stderr_of(&out));
+}
+
+#[test]
+fn sslmode_require_against_a_server_without_tls_fails_clearly() {
+    let server = PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    let url = format!("{}?sslmode=require", server.url());
+    let out = run_timeout(
+        lockrun_at(&url, &["-n", "x", "--", "touch", ran.to_str().unwrap()]),
+        SOON,
+    );
+    let stderr = stderr_of(&out);
+    assert_eq!(code(out.status), 69, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("does not support TLS"), "{stderr}");
+    assert!(!ran.exists());
 }

@@ -50,19 +50,7 @@ impl RedisServer {
     /// CA of its own; `None` (the test is skipped) without openssl.
     pub fn start_tls() -> Option<RedisServer> {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display();
-        let script = format!(
-            "cd {d} && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=lockrun-test-ca && \
-             openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost && \
-             printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext && \
-             openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext"
-        );
-        let out = run_timeout(sh(&script), SOON);
-        if !out.status.success() {
-            eprintln!(
-                "skipping the TLS test: cannot make certificates: {}",
-                stderr_of(&out)
-            );
+        if !make_test_certificates(dir.path()) {
             return None;
         }
         let file = |name: &str| dir.path().join(name).display().to_string();

@@ -238,6 +238,30 @@ pub fn touch(path: &Path) {
     File::create(path).unwrap();
 }
 
+/// A throw-away CA (`ca.pem`, `ca.key`) and a server certificate for
+/// localhost and 127.0.0.1 signed by it (`server.pem`, `server.key`) in
+/// `dir`, made with openssl; false (the caller skips its test, saying why)
+/// when they cannot be made.
+pub fn make_test_certificates(dir: &Path) -> bool {
+    let d = sh_quote(&dir.display().to_string());
+    let script = format!(
+        "cd {d} && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=lockrun-test-ca && \
+         openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost && \
+         printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\n' > ext && \
+         openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile ext"
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script]);
+    let out = run_timeout(cmd, SOON);
+    if !out.status.success() {
+        eprintln!(
+            "skipping the TLS test: cannot make certificates: {}",
+            stderr_of(&out)
+        );
+    }
+    out.status.success()
+}
+
 /// Fail with an install hint when a program the tests need is missing.
 pub fn require(program: &str, package: &str) {
     let found = Command::new("sh")
