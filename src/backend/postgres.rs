@@ -421,6 +421,8 @@ pub(crate) struct PgBackend {
     /// found held whose channel it does not yet.
     listening: HashSet<i64>,
     to_listen: HashSet<i64>,
+    /// Keys to LISTEN on, pipelined ahead of the next try.
+    listen_next: HashSet<i64>,
     /// When each key's holder was last looked up: woken waiters retry
     /// together at every release, and each holder lookup (`pg_locks` ⋈
     /// `pg_stat_activity`) would cost the server as much as the try.
@@ -537,6 +539,7 @@ impl PgBackend {
             wake: Arc::new(Notify::new()),
             listening: HashSet::new(),
             to_listen: HashSet::new(),
+            listen_next: HashSet::new(),
             holder_seen: HashMap::new(),
             session_set: false,
             checked: false,
@@ -553,6 +556,7 @@ impl PgBackend {
         self.session_set = false;
         self.listening.clear();
         self.to_listen.clear();
+        self.listen_next.clear();
         let config = self
             .config
             .client_config(&application_name(None), self.ssl_mode);
@@ -1026,9 +1030,33 @@ impl PgBackend {
                     self.config.address()
                 ))
             })?;
-            let result =
-                tokio::time::timeout(CALL_TIMEOUT, client.query_typed_one(&sql, &params)).await;
+            // LISTENs due go out ahead of the try, pipelined: the server
+            // runs them first (so a release after the try wakes us), and
+            // it costs no round trip of its own.
+            let keys: Vec<i64> = self.listen_next.drain().collect();
+            let listen_sql: String = keys
+                .iter()
+                .map(|k| format!("LISTEN \"{}\";", release_channel(*k)))
+                .collect();
+            let listen = async {
+                if keys.is_empty() {
+                    return None;
+                }
+                Some(tokio::time::timeout(CALL_TIMEOUT, client.batch_execute(&listen_sql)).await)
+            };
+            let (listened, result) = tokio::join!(
+                listen,
+                tokio::time::timeout(CALL_TIMEOUT, client.query_typed_one(&sql, &params))
+            );
             drop(params);
+            match listened {
+                Some(Ok(Ok(()))) | None => {}
+                // Polling alone still works.
+                Some(Ok(Err(e))) => tracing::debug!(error = %e, "LISTEN failed; polling only"),
+                Some(Err(_)) => tracing::debug!("LISTEN got no answer; polling only"),
+            }
+            // Not retried when it failed: the poll covers those keys.
+            self.listening.extend(keys);
             let row = match result {
                 Ok(Ok(row)) => row,
                 // No answer: the error ends lockrun, and with it the
@@ -1285,26 +1313,11 @@ impl Polling for PgBackend {
             self.lost_waits += 1;
             delay = delay.max(poll_delay(self.lost_waits.min(5)));
         } else if !self.to_listen.is_empty() {
-            // First wait on these keys: LISTEN, then try again at once, so
-            // that a release between our try and the LISTEN is not missed.
-            let keys: Vec<i64> = self.to_listen.drain().collect();
-            let sql: String = keys
-                .iter()
-                .map(|k| format!("LISTEN \"{}\";", release_channel(*k)))
-                .collect();
-            match self
-                .call("listening for releases", CALL_TIMEOUT, async |c| {
-                    c.batch_execute(&sql).await
-                })
-                .await
-            {
-                Ok(()) => {
-                    self.listening.extend(keys);
-                    return Ok(WaitOutcome::Retry);
-                }
-                // Polling alone still works.
-                Err(e) => tracing::debug!(error = %e, "LISTEN failed; polling only"),
-            }
+            // First wait on these keys: try again at once with the LISTEN
+            // sent ahead of the try in the same round trip, so that a
+            // release between our last try and the LISTEN is not missed.
+            self.listen_next.extend(self.to_listen.drain());
+            return Ok(WaitOutcome::Retry);
         }
         // A lockrun holder's release wakes us at once; any other holder's
         // (psql, a migration tool) is seen by the poll.
