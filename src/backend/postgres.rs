@@ -1241,10 +1241,14 @@ impl Backend for PgBackend {
         // when this statement's implicit transaction commits, after the
         // unlock, which is not transactional.
         let channel = release_channel(key);
+        // NOTIFY gives the statement a transaction id, so its commit
+        // would wait for a WAL flush; nothing in it needs to survive a
+        // crash (the unlock is not transactional, and a crash ends every
+        // session), so this one transaction commits asynchronously.
         let sql = if lease.shared {
-            "SELECT pg_advisory_unlock_shared($1), pg_notify($2, '')"
+            "SELECT pg_advisory_unlock_shared($1), pg_notify($2, ''), set_config('synchronous_commit', 'off', true)"
         } else {
-            "SELECT pg_advisory_unlock($1), pg_notify($2, '')"
+            "SELECT pg_advisory_unlock($1), pg_notify($2, ''), set_config('synchronous_commit', 'off', true)"
         };
         let released: bool = self
             .call("releasing the lock", RELEASE_TIMEOUT, async |c| {
