@@ -25,9 +25,12 @@
 //!   the send time of the last successful check + ttl, like a lease.
 //! * A pooler in transaction mode (PgBouncer) is refused: the backend pid
 //!   is read with every statement and must never change.
-//! * Fence: a row per NAME in `lockrun_fence`, bumped in the lock's session
-//!   right after acquiring; the table is created on first use where the
-//!   role may, otherwise there is no fence.
+//! * Fence: a row per NAME in `lockrun_fence`, bumped in the try
+//!   statement itself, only when the lock was granted; the table is
+//!   created on first use where the role may, otherwise there is no fence.
+//! * Round trips: an uncontended run is start-up, one try statement (the
+//!   session settings and the pooler check's address ride along on the
+//!   first) and the release.
 //! * TLS: libpq's `sslmode` and `sslrootcert` (see [`tls`]).
 
 mod tls;
@@ -1080,9 +1083,7 @@ impl PgBackend {
                     } else if with_settings {
                         // A setting this server does not know: one by one.
                         self.prepare_session(req).await?;
-                    } else if with_fence
-                        && code == Some(SqlState::UNIQUE_VIOLATION)
-                        && attempt < 3
+                    } else if with_fence && code == Some(SqlState::UNIQUE_VIOLATION) && attempt < 3
                     {
                     } else if with_fence {
                         tracing::info!(error = %e, "cannot keep a fence in lockrun_fence: no fence (LOCKRUN_FENCE unset)");
