@@ -25,9 +25,12 @@
 //!   the send time of the last successful check + ttl, like a lease.
 //! * A pooler in transaction mode (PgBouncer) is refused: the backend pid
 //!   is read with every statement and must never change.
-//! * Fence: a row per NAME in `lockrun_fence`, bumped in the lock's session
-//!   right after acquiring; the table is created on first use where the
-//!   role may, otherwise there is no fence.
+//! * Fence: a row per NAME in `lockrun_fence`, bumped in the try
+//!   statement itself, only when the lock was granted; the table is
+//!   created on first use where the role may, otherwise there is no fence.
+//! * Round trips: an uncontended run is start-up, one try statement (the
+//!   session settings and the pooler check's address ride along on the
+//!   first) and the release.
 //! * TLS: libpq's `sslmode` and `sslrootcert` (see [`tls`]).
 
 mod tls;
@@ -421,6 +424,8 @@ pub(crate) struct PgBackend {
     /// found held whose channel it does not yet.
     listening: HashSet<i64>,
     to_listen: HashSet<i64>,
+    /// Keys to LISTEN on, pipelined ahead of the next try.
+    listen_next: HashSet<i64>,
     /// When each key's holder was last looked up: woken waiters retry
     /// together at every release, and each holder lookup (`pg_locks` ⋈
     /// `pg_stat_activity`) would cost the server as much as the try.
@@ -428,6 +433,9 @@ pub(crate) struct PgBackend {
     /// Whether the session settings for a lock (application_name, the
     /// server's keepalives) are in place for this connection.
     session_set: bool,
+    /// Whether this connection's session was checked for a pooler: the
+    /// first try does it in its own statement, so nothing else does.
+    checked: bool,
     /// `None`: not tried yet; `Some(false)`: no fence on this server.
     fence_works: Option<bool>,
     lost_waits: u32,
@@ -534,8 +542,10 @@ impl PgBackend {
             wake: Arc::new(Notify::new()),
             listening: HashSet::new(),
             to_listen: HashSet::new(),
+            listen_next: HashSet::new(),
             holder_seen: HashMap::new(),
             session_set: false,
+            checked: false,
             fence_works: None,
             lost_waits: 0,
         };
@@ -549,6 +559,7 @@ impl PgBackend {
         self.session_set = false;
         self.listening.clear();
         self.to_listen.clear();
+        self.listen_next.clear();
         let config = self
             .config
             .client_config(&application_name(None), self.ssl_mode);
@@ -583,6 +594,16 @@ impl PgBackend {
         });
         self.client = Some(client);
         self.closed = Some(rx);
+        self.checked = false;
+        Ok(())
+    }
+
+    /// The pooler check, as its own statement, for a session that has not
+    /// had its first try (status, list, release --force, doctor).
+    async fn ensure_checked(&mut self) -> Result<()> {
+        if self.checked {
+            return Ok(());
+        }
         // Every statement reads the backend pid, which must never change:
         // a busy transaction pooler hands statements to different server
         // sessions. An idle one hands them all to the same one, so unless
@@ -597,12 +618,23 @@ impl PgBackend {
                 .await
             })
             .await?;
-        self.backend_pid = row.get(0);
-        let server_addr: Option<String> = row.get(1);
-        let server_port: Option<i32> = row.get(2);
+        self.first_pid(row.get(0), row.get(1), row.get(2)).await
+    }
+
+    /// The first statement's pid and server address: the pid every later
+    /// statement must show, and the pooler probe unless we reached the
+    /// server itself.
+    async fn first_pid(
+        &mut self,
+        pid: i32,
+        server_addr: Option<String>,
+        server_port: Option<i32>,
+    ) -> Result<()> {
+        self.backend_pid = pid;
         if !self.dialled(server_addr.as_deref(), server_port).await {
             self.probe_for_pooler().await?;
         }
+        self.checked = true;
         Ok(())
     }
 
@@ -789,70 +821,25 @@ impl PgBackend {
         (text, key)
     }
 
-    /// Settings the session needs before it takes a lock: its name in
-    /// `pg_stat_activity`, and the server side of the TCP connection set to
-    /// give up on a silent client after about `ttl` (never sooner).
+    /// The session settings one by one, for a server that refused them
+    /// together in the first try (a setting it does not know), so that the
+    /// rest apply.
     async fn prepare_session(&mut self, req: &LockRequest) -> Result<()> {
-        if self.session_set {
-            return Ok(());
-        }
-        let app = application_name(Some(&req.name));
-        let ttl_s = req.ttl.as_secs().max(1);
-        let idle = (ttl_s / 3).max(1);
-        let interval = (ttl_s / 6).max(1);
-        // idle + count × interval ≥ ttl where tcp_user_timeout is not honoured.
-        let count = ttl_s.saturating_sub(idle).div_ceil(interval).max(1);
-        let user_timeout_ms = u64::try_from(req.ttl.as_millis())
-            .unwrap_or(u64::MAX)
-            .min(i32::MAX as u64);
-        let settings = [
-            ("application_name", app),
-            ("tcp_keepalives_idle", idle.to_string()),
-            ("tcp_keepalives_interval", interval.to_string()),
-            ("tcp_keepalives_count", count.to_string()),
-            ("tcp_user_timeout", user_timeout_ms.to_string()),
-        ];
-        // One round trip for all of them; one by one only if that fails
-        // (a setting this server does not know), so that the rest apply.
-        let all = self
-            .call("configuring the session", CALL_TIMEOUT, async |c| {
-                c.query_typed(
-                    "SELECT set_config('application_name', $1, false), \
-                     set_config('tcp_keepalives_idle', $2, false), \
-                     set_config('tcp_keepalives_interval', $3, false), \
-                     set_config('tcp_keepalives_count', $4, false), \
-                     set_config('tcp_user_timeout', $5, false)",
-                    &[
-                        (&settings[0].1, Type::TEXT),
-                        (&settings[1].1, Type::TEXT),
-                        (&settings[2].1, Type::TEXT),
-                        (&settings[3].1, Type::TEXT),
-                        (&settings[4].1, Type::TEXT),
-                    ],
-                )
-                .await
-            })
-            .await;
-        if let Err(e) = all {
-            if self.is_closed() {
-                return Err(e);
-            }
-            for (name, value) in &settings {
-                let result = self
-                    .call("configuring the session", CALL_TIMEOUT, async |c| {
-                        c.query_typed(
-                            "SELECT set_config($1, $2, false)",
-                            &[(name, Type::TEXT), (value, Type::TEXT)],
-                        )
-                        .await
-                    })
-                    .await;
-                if let Err(e) = result {
-                    if self.is_closed() {
-                        return Err(e);
-                    }
-                    tracing::warn!(setting = name, error = %e, "could not configure the session; the server's defaults apply");
+        for (name, value) in &session_settings(req) {
+            let result = self
+                .call("configuring the session", CALL_TIMEOUT, async |c| {
+                    c.query_typed(
+                        "SELECT set_config($1, $2, false)",
+                        &[(name, Type::TEXT), (value, Type::TEXT)],
+                    )
+                    .await
+                })
+                .await;
+            if let Err(e) = result {
+                if self.is_closed() {
+                    return Err(e);
                 }
+                tracing::warn!(setting = name, error = %e, "could not configure the session; the server's defaults apply");
             }
         }
         self.session_set = true;
@@ -934,71 +921,227 @@ impl PgBackend {
         Ok((state, holders))
     }
 
-    /// Bump NAME's fence in our session, creating the table where allowed.
-    async fn next_fence(&mut self, name: &LockName) -> Result<Option<u64>> {
-        if !self.config.fence || self.fence_works == Some(false) {
-            return Ok(None);
-        }
-        const BUMP: &str = "INSERT INTO lockrun_fence AS f (name, fence) VALUES ($1, 1) \
-             ON CONFLICT (name) DO UPDATE SET fence = f.fence + 1 RETURNING f.fence";
+    /// `lockrun_fence` is missing: create it where the role may. Whether
+    /// it exists now (a concurrent creation counts).
+    async fn create_fence_table(&mut self) -> bool {
         const CREATE: &str = "CREATE TABLE IF NOT EXISTS lockrun_fence (name text PRIMARY KEY, fence bigint NOT NULL)";
-        let text = name.as_str().to_owned();
-        for attempt in 0..3 {
+        let Some(client) = &self.client else {
+            return false;
+        };
+        match tokio::time::timeout(CALL_TIMEOUT, client.batch_execute(CREATE)).await {
+            Ok(Ok(())) => true,
+            // Two first users at once: the other one made it.
+            Ok(Err(e))
+                if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                    || e.code() == Some(&SqlState::DUPLICATE_TABLE) =>
+            {
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "cannot create lockrun_fence: no fence (LOCKRUN_FENCE unset)");
+                false
+            }
+            Err(_) => {
+                tracing::info!("creating lockrun_fence timed out: no fence");
+                false
+            }
+        }
+    }
+
+    /// Give back `key` after a try statement failed, in case it took the
+    /// lock before failing (a session lock outlives its statement's
+    /// error). Unlocking a key we do not hold only warns. When even that
+    /// fails the error stands, and lockrun exits, which ends the session
+    /// and its locks: a lock is never held without lockrun knowing.
+    async fn unlock_after_error(&mut self, key: i64, shared: bool) -> Result<()> {
+        let sql = if shared {
+            "SELECT pg_advisory_unlock_shared($1)"
+        } else {
+            "SELECT pg_advisory_unlock($1)"
+        };
+        self.call("unlocking after a failed try", RELEASE_TIMEOUT, async |c| {
+            c.query_typed_one(sql, &[(&key, Type::INT8)]).await
+        })
+        .await
+        .map(drop)
+    }
+
+    /// One round trip that tries the lock and, only if granted, bumps the
+    /// fence; on a session's first try it also applies the session
+    /// settings (before the try) and reads the server address for the
+    /// pooler check. Returns (granted, pid, fence).
+    async fn try_statement(
+        &mut self,
+        req: &LockRequest,
+        key: i64,
+    ) -> Result<(bool, i32, Option<u64>)> {
+        for attempt in 0..4 {
+            let with_settings = !self.session_set;
+            let with_check = !self.checked;
+            let with_fence = self.config.fence && self.fence_works != Some(false);
+            let settings = session_settings(req);
+            let name = req.name.as_str().to_owned();
+            let mut params: Vec<(&(dyn tokio_postgres::types::ToSql + Sync), Type)> =
+                vec![(&key, Type::INT8)];
+            let mut ctes = Vec::new();
+            let try_fn = if req.shared {
+                "pg_try_advisory_lock_shared"
+            } else {
+                "pg_try_advisory_lock"
+            };
+            if with_settings {
+                // A CTE the try reads from, so the settings are applied
+                // before the lock is taken, and an unknown one fails the
+                // statement before it could take it.
+                let calls: Vec<String> = settings
+                    .iter()
+                    .map(|(setting, value)| {
+                        params.push((value, Type::TEXT));
+                        format!("set_config('{setting}', ${}, false)", params.len())
+                    })
+                    .collect();
+                ctes.push(format!("s AS (SELECT {})", calls.join(", ")));
+                ctes.push(format!("l AS (SELECT {try_fn}($1) AS got FROM s)"));
+            } else {
+                ctes.push(format!("l AS (SELECT {try_fn}($1) AS got)"));
+            }
+            let fence_col = if with_fence {
+                params.push((&name, Type::TEXT));
+                // `l` is read twice, so it is evaluated once (and a CTE
+                // with a volatile function is never inlined).
+                ctes.push(format!(
+                    "f AS (INSERT INTO lockrun_fence AS t (name, fence) SELECT ${}, 1 FROM l WHERE l.got \
+                     ON CONFLICT (name) DO UPDATE SET fence = t.fence + 1 RETURNING t.fence)",
+                    params.len()
+                ));
+                "(SELECT fence FROM f)"
+            } else {
+                "NULL::int8"
+            };
+            let check_cols = if with_check {
+                "host(inet_server_addr()), inet_server_port()"
+            } else {
+                "NULL::text, NULL::int4"
+            };
+            let sql = format!(
+                "WITH {} SELECT l.got, pg_backend_pid(), {fence_col}, {check_cols} FROM l",
+                ctes.join(", ")
+            );
             let client = self.client.as_ref().ok_or_else(|| {
                 Error::unavailable(format!(
-                    "postgres at {}: not connected",
+                    "postgres at {}: trying the lock failed: not connected",
                     self.config.address()
                 ))
             })?;
-            let bumped = tokio::time::timeout(
-                CALL_TIMEOUT,
-                client.query_typed_one(BUMP, &[(&text, Type::TEXT)]),
-            )
-            .await;
-            let e = match bumped {
-                Ok(Ok(row)) => {
-                    self.fence_works = Some(true);
-                    return Ok(u64::try_from(row.get::<_, i64>(0)).ok());
+            // LISTENs due go out ahead of the try, pipelined: the server
+            // runs them first (so a release after the try wakes us), and
+            // it costs no round trip of its own.
+            let keys: Vec<i64> = self.listen_next.drain().collect();
+            let listen_sql: String = keys
+                .iter()
+                .map(|k| format!("LISTEN \"{}\";", release_channel(*k)))
+                .collect();
+            let listen = async {
+                if keys.is_empty() {
+                    return None;
                 }
-                Ok(Err(e)) => e,
+                Some(tokio::time::timeout(CALL_TIMEOUT, client.batch_execute(&listen_sql)).await)
+            };
+            let (listened, result) = tokio::join!(
+                listen,
+                tokio::time::timeout(CALL_TIMEOUT, client.query_typed_one(&sql, &params))
+            );
+            drop(params);
+            match listened {
+                Some(Ok(Ok(()))) | None => {}
+                // Polling alone still works.
+                Some(Ok(Err(e))) => tracing::debug!(error = %e, "LISTEN failed; polling only"),
+                Some(Err(_)) => tracing::debug!("LISTEN got no answer; polling only"),
+            }
+            // Not retried when it failed: the poll covers those keys.
+            self.listening.extend(keys);
+            let row = match result {
+                Ok(Ok(row)) => row,
+                // No answer: the error ends lockrun, and with it the
+                // session and whatever the statement took.
                 Err(_) => {
                     return Err(Error::unavailable(format!(
-                        "postgres at {}: bumping the fence got no answer",
-                        self.config.address()
+                        "postgres at {}: trying the lock got no answer within {}",
+                        self.config.address(),
+                        humantime::format_duration(CALL_TIMEOUT)
                     )));
                 }
-            };
-            if self.is_closed() {
-                return Err(self.error("bumping the fence", &e));
-            }
-            if e.code() == Some(&SqlState::UNDEFINED_TABLE) && attempt == 0 {
-                let created =
-                    tokio::time::timeout(CALL_TIMEOUT, client.batch_execute(CREATE)).await;
-                match created {
-                    Ok(Ok(())) => continue,
-                    // Two first users at once: the other one made it.
-                    Ok(Err(e))
-                        if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
-                            || e.code() == Some(&SqlState::DUPLICATE_TABLE) =>
+                // The session is gone, and any lock it took with it.
+                Ok(Err(e)) if self.is_closed() => return Err(self.error("trying the lock", &e)),
+                Ok(Err(e)) => {
+                    self.unlock_after_error(key, req.shared).await?;
+                    let code = e.code().cloned();
+                    if with_fence && code == Some(SqlState::UNDEFINED_TABLE) && attempt == 0 {
+                        if !self.create_fence_table().await {
+                            self.fence_works = Some(false);
+                        }
+                    } else if with_settings {
+                        // A setting this server does not know: one by one.
+                        self.prepare_session(req).await?;
+                    } else if with_fence && code == Some(SqlState::UNIQUE_VIOLATION) && attempt < 3
                     {
-                        continue;
+                    } else if with_fence {
+                        tracing::info!(error = %e, "cannot keep a fence in lockrun_fence: no fence (LOCKRUN_FENCE unset)");
+                        self.fence_works = Some(false);
+                    } else {
+                        return Err(self.error("trying the lock", &e));
                     }
-                    Ok(Err(e)) => {
-                        tracing::info!(error = %e, "cannot create lockrun_fence: no fence (LOCKRUN_FENCE unset)");
-                    }
-                    Err(_) => tracing::info!("creating lockrun_fence timed out: no fence"),
+                    continue;
                 }
-            } else if e.code() == Some(&SqlState::UNIQUE_VIOLATION) && attempt < 2 {
-                continue;
+            };
+            self.session_set = true;
+            let got: bool = row.get(0);
+            let pid: i32 = row.get(1);
+            let fence: Option<i64> = row.get(2);
+            let checked = if with_check {
+                self.first_pid(pid, row.get(3), row.get(4)).await
             } else {
-                tracing::info!(error = %e, "cannot keep a fence in lockrun_fence: no fence (LOCKRUN_FENCE unset)");
+                self.check_pid(pid)
+            };
+            if let Err(e) = checked {
+                if got {
+                    // Some pooled session holds it now: give it back there if we can.
+                    let _ = self.unlock_after_error(key, req.shared).await;
+                }
+                return Err(e);
             }
-            self.fence_works = Some(false);
-            return Ok(None);
+            if got && with_fence {
+                self.fence_works = Some(fence.is_some());
+            }
+            return Ok((got, pid, fence.and_then(|f| u64::try_from(f).ok())));
         }
-        self.fence_works = Some(false);
-        Ok(None)
+        Err(Error::unavailable(format!(
+            "postgres at {}: trying the lock kept failing",
+            self.config.address()
+        )))
     }
+}
+
+/// The session settings for a lock: its name in `pg_stat_activity`, and
+/// the server side of the TCP connection set to give up on a silent
+/// client after about `ttl` (never sooner).
+fn session_settings(req: &LockRequest) -> [(&'static str, String); 5] {
+    let app = application_name(Some(&req.name));
+    let ttl_s = req.ttl.as_secs().max(1);
+    let idle = (ttl_s / 3).max(1);
+    let interval = (ttl_s / 6).max(1);
+    // idle + count × interval ≥ ttl where tcp_user_timeout is not honoured.
+    let count = ttl_s.saturating_sub(idle).div_ceil(interval).max(1);
+    let user_timeout_ms = u64::try_from(req.ttl.as_millis())
+        .unwrap_or(u64::MAX)
+        .min(i32::MAX as u64);
+    [
+        ("application_name", app),
+        ("tcp_keepalives_idle", idle.to_string()),
+        ("tcp_keepalives_interval", interval.to_string()),
+        ("tcp_keepalives_count", count.to_string()),
+        ("tcp_user_timeout", user_timeout_ms.to_string()),
+    ]
 }
 
 /// The NOTIFY channel a lockrun holder of `key` signals on release.
@@ -1099,10 +1242,14 @@ impl Backend for PgBackend {
         // when this statement's implicit transaction commits, after the
         // unlock, which is not transactional.
         let channel = release_channel(key);
+        // NOTIFY gives the statement a transaction id, so its commit
+        // would wait for a WAL flush; nothing in it needs to survive a
+        // crash (the unlock is not transactional, and a crash ends every
+        // session), so this one transaction commits asynchronously.
         let sql = if lease.shared {
-            "SELECT pg_advisory_unlock_shared($1), pg_notify($2, '')"
+            "SELECT pg_advisory_unlock_shared($1), pg_notify($2, ''), set_config('synchronous_commit', 'off', true)"
         } else {
-            "SELECT pg_advisory_unlock($1), pg_notify($2, '')"
+            "SELECT pg_advisory_unlock($1), pg_notify($2, ''), set_config('synchronous_commit', 'off', true)"
         };
         let released: bool = self
             .call("releasing the lock", RELEASE_TIMEOUT, async |c| {
@@ -1128,40 +1275,9 @@ impl Polling for PgBackend {
             tracing::info!(reason = %self.close_reason(), "the postgres connection is gone; reconnecting");
             self.reconnect().await?;
         }
-        self.prepare_session(req).await?;
         let (key_text, key) = self.key_of(&req.name, slot, req.slots);
         let sent = BootTime::now();
-        let row = self
-            .call("trying the lock", CALL_TIMEOUT, async |c| {
-                c.query_typed_one(
-                    if req.shared {
-                        "SELECT pg_try_advisory_lock_shared($1), pg_backend_pid()"
-                    } else {
-                        "SELECT pg_try_advisory_lock($1), pg_backend_pid()"
-                    },
-                    &[(&key, Type::INT8)],
-                )
-                .await
-            })
-            .await?;
-        let got: bool = row.get(0);
-        let pid: i32 = row.get(1);
-        if let Err(e) = self.check_pid(pid) {
-            if got {
-                // Some pooled session holds it now: give it back there if we can.
-                let sql = if req.shared {
-                    "SELECT pg_advisory_unlock_shared($1)"
-                } else {
-                    "SELECT pg_advisory_unlock($1)"
-                };
-                let _ = self
-                    .call("unlocking", RELEASE_TIMEOUT, async |c| {
-                        c.query_typed_one(sql, &[(&key, Type::INT8)]).await
-                    })
-                    .await;
-            }
-            return Err(e);
-        }
+        let (got, _pid, fence) = self.try_statement(req, key).await?;
         if !got {
             if !self.listening.contains(&key) {
                 self.to_listen.insert(key);
@@ -1184,7 +1300,6 @@ impl Polling for PgBackend {
             return Ok(Attempt::Held(holder));
         }
         self.lost_waits = 0;
-        let fence = self.next_fence(&req.name).await?;
         Ok(Attempt::Acquired(PgLease {
             key,
             shared: req.shared,
@@ -1203,26 +1318,11 @@ impl Polling for PgBackend {
             self.lost_waits += 1;
             delay = delay.max(poll_delay(self.lost_waits.min(5)));
         } else if !self.to_listen.is_empty() {
-            // First wait on these keys: LISTEN, then try again at once, so
-            // that a release between our try and the LISTEN is not missed.
-            let keys: Vec<i64> = self.to_listen.drain().collect();
-            let sql: String = keys
-                .iter()
-                .map(|k| format!("LISTEN \"{}\";", release_channel(*k)))
-                .collect();
-            match self
-                .call("listening for releases", CALL_TIMEOUT, async |c| {
-                    c.batch_execute(&sql).await
-                })
-                .await
-            {
-                Ok(()) => {
-                    self.listening.extend(keys);
-                    return Ok(WaitOutcome::Retry);
-                }
-                // Polling alone still works.
-                Err(e) => tracing::debug!(error = %e, "LISTEN failed; polling only"),
-            }
+            // First wait on these keys: try again at once with the LISTEN
+            // sent ahead of the try in the same round trip, so that a
+            // release between our last try and the LISTEN is not missed.
+            self.listen_next.extend(self.to_listen.drain());
+            return Ok(WaitOutcome::Retry);
         }
         // A lockrun holder's release wakes us at once; any other holder's
         // (psql, a migration tool) is seen by the poll.
@@ -1236,6 +1336,7 @@ impl Polling for PgBackend {
 
 impl Inspect for PgBackend {
     async fn status(&mut self, name: &LockName, slots: Option<u32>) -> Result<Vec<SlotState>> {
+        self.ensure_checked().await?;
         let slots = slots.unwrap_or(1).max(1);
         let mut out = Vec::new();
         let mut holders = Vec::new();
@@ -1252,6 +1353,7 @@ impl Inspect for PgBackend {
     }
 
     async fn list(&mut self) -> Result<Vec<SlotState>> {
+        self.ensure_checked().await?;
         let sql = "SELECT (l.classid::int8 << 32) | l.objid::int8, l.pid, l.granted, \
              coalesce(a.application_name, ''), coalesce(a.usename::text, ''), \
              coalesce(host(a.client_addr), ''), coalesce(extract(epoch FROM a.backend_start)::int8, 0), \
@@ -1315,6 +1417,7 @@ impl Inspect for PgBackend {
         name: &LockName,
         slots: Option<u32>,
     ) -> Result<Vec<SlotState>> {
+        self.ensure_checked().await?;
         let slots = slots.unwrap_or(1).max(1);
         let mut ended = Vec::new();
         for slot in 1..=slots {
@@ -1346,6 +1449,7 @@ impl Inspect for PgBackend {
 impl PgBackend {
     /// The server's clock, as Unix seconds.
     pub(crate) async fn doctor_clock(&mut self) -> Result<f64> {
+        self.ensure_checked().await?;
         let row = self
             .call("reading the server clock", CALL_TIMEOUT, async |c| {
                 c.query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])

@@ -771,3 +771,71 @@ fn sslmode_require_against_a_server_without_tls_fails_clearly() {
     assert!(stderr.contains("does not support TLS"), "{stderr}");
     assert!(!ran.exists());
 }
+
+/// The try statement bumps the fence in the same round trip; a role that
+/// may not create `lockrun_fence` (PostgreSQL 15 gives `public` no CREATE
+/// to non-owners), or may not write it once it exists, still gets the lock,
+/// without a fence, and leaves nothing held.
+#[test]
+fn a_role_without_the_fence_table_locks_without_a_fence() {
+    let server = PgServer::start();
+    server.psql(&format!("CREATE ROLE nofence LOGIN PASSWORD '{PASSWORD}'"));
+    let url = format!("postgres://nofence@127.0.0.1:{}/postgres", server.port);
+    let key = key_sql("nf");
+    let run = || {
+        let out = run_timeout(
+            lockrun_at(
+                &url,
+                &[
+                    "-n",
+                    "nf",
+                    "--",
+                    "sh",
+                    "-c",
+                    "echo fence=${LOCKRUN_FENCE:-none}",
+                ],
+            ),
+            SOON,
+        );
+        let stderr = stderr_of(&out);
+        assert_eq!(code(out.status), 0, "{stderr}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "fence=none",
+            "{stderr}"
+        );
+        // Free again: a psql try gets it (and gives it back).
+        assert_eq!(
+            server.psql(&format!(
+                "SELECT pg_try_advisory_lock({key}) AND pg_advisory_unlock({key})"
+            )),
+            "t"
+        );
+    };
+    // No table, and this role cannot create one.
+    run();
+    // The table exists, and this role may not write it.
+    server.psql("CREATE TABLE lockrun_fence (name text PRIMARY KEY, fence bigint NOT NULL)");
+    run();
+    // The owner's lockrun still gets a fence.
+    let out = run_timeout(
+        lockrun(
+            &server,
+            &[
+                "-n",
+                "nf",
+                "--",
+                "sh",
+                "-c",
+                "echo fence=${LOCKRUN_FENCE:-none}",
+            ],
+        ),
+        SOON,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "fence=1",
+        "{}",
+        stderr_of(&out)
+    );
+}
