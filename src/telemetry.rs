@@ -141,13 +141,26 @@ pub(crate) fn init(
 
 fn open_events(target: &EventsTarget) -> Result<File, String> {
     match target {
-        EventsTarget::File(path) => OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o666)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| format!("cannot open --events {}: {e}", path.display())),
+        EventsTarget::File(path) => {
+            let failed =
+                |e: std::io::Error| format!("cannot open --events {}: {e}", path.display());
+            // O_NONBLOCK: a FIFO without a reader fails (ENXIO) instead of
+            // blocking the open for ever, with SIGTERM and Ctrl-C only
+            // noted by the handlers. The writer thread then writes blocking.
+            let file = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o666)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .open(path)
+                .map_err(failed)?;
+            nix::fcntl::fcntl(
+                &file,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND),
+            )
+            .map_err(|e| failed(e.into()))?;
+            Ok(file)
+        }
         &EventsTarget::Fd(fd) => {
             // Our own copy, close-on-exec: the command keeps whatever it
             // inherited of the caller's descriptor, nothing more.

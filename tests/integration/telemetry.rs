@@ -310,7 +310,14 @@ fn renewals_and_a_lost_lease_on_redis_to_an_inherited_descriptor() {
 #[test]
 fn an_unusable_events_target_warns_once_and_changes_nothing() {
     let sb = Sandbox::new();
-    for target in ["/nonexistent-lockrun-dir/events.jsonl", "fd:97"] {
+    // A FIFO nobody reads: the open used to block for ever, deaf to SIGTERM.
+    let fifo = sb.path("events.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for target in [
+        "/nonexistent-lockrun-dir/events.jsonl",
+        "fd:97",
+        fifo.to_str().unwrap(),
+    ] {
         let out = run_timeout(
             sb.lockrun(&["--events", target, "x", "--", "sh", "-c", "exit 5"]),
             SOON,
