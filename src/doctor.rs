@@ -536,8 +536,21 @@ async fn check_etcd(config: crate::backend::etcd::EtcdConfig, report: &mut Repor
     let endpoints = backend.endpoints().to_vec();
     let mut leaders = std::collections::BTreeSet::new();
     let mut answered = 0;
-    for (i, endpoint) in endpoints.iter().enumerate() {
-        match backend.member_status(i).await {
+    let mut statuses = Vec::with_capacity(endpoints.len());
+    for i in 0..endpoints.len() {
+        statuses.push(backend.member_status(i).await);
+    }
+    // No member answers: the backend is unreachable (69), as on the others.
+    if statuses.iter().all(Result::is_err)
+        && let Some(Err(why)) = statuses.first()
+    {
+        return Err(Error::unavailable(format!(
+            "etcd at {}: no member answers ({why})",
+            endpoints.join(",")
+        )));
+    }
+    for (endpoint, status) in endpoints.iter().zip(statuses) {
+        match status {
             Ok(status) => {
                 answered += 1;
                 let leader = status["leader"]

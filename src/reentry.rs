@@ -29,7 +29,7 @@ use std::ffi::OsString;
 use crate::backend::{AnyBackend, BackendConfig};
 use crate::error::{Error, Result};
 use crate::exit::Exit;
-use crate::lock::{HolderInfo, Inspect, LockName};
+use crate::lock::{HolderInfo, Inspect, LockName, SlotState};
 use crate::signals::Signals;
 
 /// The variable that carries the locks a command runs under.
@@ -136,6 +136,7 @@ pub(crate) enum Nested {
 pub(crate) async fn check(
     name: &LockName,
     slots: Option<u32>,
+    shared: bool,
     backend: &BackendConfig,
     raw_backend: Option<&str>,
 ) -> Result<Nested> {
@@ -158,14 +159,29 @@ pub(crate) async fn check(
     }
     let token_required = !matches!(backend, AnyBackend::Postgres(_) | AnyBackend::CloudShell(_));
     let states = backend.status(name, slots).await?;
+    // An ancestor's shared hold does not cover an exclusive request: other
+    // readers may hold the lock beside it.
+    let covers = |s: &&SlotState| s.held && (shared || s.shared_by.is_none());
+    let shared_ancestor = |states: &[SlotState], by: &dyn Fn(&HolderInfo) -> bool| {
+        !shared
+            && states
+                .iter()
+                .filter(|s| s.held && s.shared_by.is_some())
+                .filter_map(|s| s.holder.as_ref())
+                .any(by)
+    };
+    let by_ancestor = |h: &HolderInfo| proves(h, &tokens, token_required);
     if states
         .iter()
-        .filter(|s| s.held)
+        .filter(covers)
         .filter_map(|s| s.holder.as_ref())
-        .any(|h| proves(h, &tokens, token_required))
+        .any(by_ancestor)
     {
         tracing::info!(%name, "an ancestor holds the lock: re-entering");
         return Ok(Nested::Reenter);
+    }
+    if shared_ancestor(&states, &by_ancestor) {
+        return Err(held_shared(name, &url));
     }
     if let Some((keeper, token)) = &kept {
         let by_keeper = |h: &HolderInfo| {
@@ -173,12 +189,15 @@ pub(crate) async fn check(
         };
         if states
             .iter()
-            .filter(|s| s.held)
+            .filter(covers)
             .filter_map(|s| s.holder.as_ref())
             .any(by_keeper)
         {
             tracing::info!(%name, keeper, "this job's keeper holds the lock: re-entering");
             return Ok(Nested::Reenter);
+        }
+        if shared_ancestor(&states, &by_keeper) {
+            return Err(held_shared(name, &url));
         }
         if tokens.is_empty() && !parent_says {
             // Only the state file claimed it, and the backend says
@@ -199,6 +218,15 @@ pub(crate) async fn check(
     Err(Error::NotReentrant(crate::ui::sanitize(&format!(
         "the environment says this runs under the lock {name} at {url} (LOCKRUN_NAME/{HELD_ENV}), but {now}; not waiting for a lock this process may hold itself; to take it afresh, run lockrun with {HELD_ENV} and LOCKRUN_NAME unset"
     ))))
+}
+
+/// An exclusive request nested in an ancestor's shared hold: it can
+/// neither re-enter (other readers may hold the lock beside the ancestor)
+/// nor wait (the ancestor waits for this process).
+fn held_shared(name: &LockName, url: &str) -> Error {
+    Error::NotReentrant(crate::ui::sanitize(&format!(
+        "an ancestor of this process holds the lock {name} at {url} shared (--shared), and an exclusive lock cannot be taken inside it: other readers may hold it too, and waiting would wait for the ancestor; take the outer lock exclusively, or this one with --shared"
+    )))
 }
 
 /// Re-enter: become the command (exec), which runs under the ancestor's

@@ -96,6 +96,7 @@ pub(crate) async fn run(plan: RunPlan, args: &RunArgs, global: &GlobalArgs) -> R
     if let crate::reentry::Nested::Reenter = crate::reentry::check(
         &plan.name,
         args.slots,
+        args.shared,
         &plan.backend,
         global.backend.as_deref(),
     )

@@ -141,13 +141,26 @@ pub(crate) fn init(
 
 fn open_events(target: &EventsTarget) -> Result<File, String> {
     match target {
-        EventsTarget::File(path) => OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o666)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-            .map_err(|e| format!("cannot open --events {}: {e}", path.display())),
+        EventsTarget::File(path) => {
+            let failed =
+                |e: std::io::Error| format!("cannot open --events {}: {e}", path.display());
+            // O_NONBLOCK: a FIFO without a reader fails (ENXIO) instead of
+            // blocking the open for ever, with SIGTERM and Ctrl-C only
+            // noted by the handlers. The writer thread then writes blocking.
+            let file = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o666)
+                .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .open(path)
+                .map_err(failed)?;
+            nix::fcntl::fcntl(
+                &file,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_APPEND),
+            )
+            .map_err(|e| failed(e.into()))?;
+            Ok(file)
+        }
         &EventsTarget::Fd(fd) => {
             // Our own copy, close-on-exec: the command keeps whatever it
             // inherited of the caller's descriptor, nothing more.
@@ -522,10 +535,38 @@ fn add_to_metrics(path: &Path, name: &str, kind: &str, tally: &Tally) -> std::io
         .mode(0o666)
         .custom_flags(libc::O_CLOEXEC)
         .open(&sidecar)?;
-    let guard = nix::fcntl::Flock::lock(guard, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| std::io::Error::from(e))?;
-    let mut metrics = match File::open(path) {
+    // Bounded: a lockrun stopped while it updates the file must not keep
+    // every later lockrun from exiting.
+    let deadline = Instant::now() + FLUSH_LIMIT;
+    let mut guard = guard;
+    let guard = loop {
+        match nix::fcntl::Flock::lock(guard, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => break locked,
+            Err((file, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                guard = file;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                return Err(std::io::Error::other(format!(
+                    "{} stayed locked by another process for {}s",
+                    sidecar.display(),
+                    FLUSH_LIMIT.as_secs()
+                )));
+            }
+            Err((_, e)) => return Err(e.into()),
+        }
+    };
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; only a regular
+    // file is read (a device such as /dev/zero never ends).
+    let existing = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path);
+    let mut metrics = match existing {
         Ok(mut file) => {
+            if !file.metadata()?.is_file() {
+                return Err(std::io::Error::other("not a regular file"));
+            }
             let mut text = String::new();
             file.read_to_string(&mut text)?;
             parse_metrics(&text)
@@ -551,7 +592,8 @@ fn add_to_metrics(path: &Path, name: &str, kind: &str, tally: &Tally) -> std::io
         .create(true)
         .truncate(true)
         .mode(0o666)
-        .custom_flags(libc::O_CLOEXEC)
+        // A FIFO left at PATH.tmp fails (ENXIO) instead of waiting.
+        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(&tmp)?;
     out.write_all(render_metrics(&metrics).as_bytes())?;
     out.flush()?;

@@ -139,6 +139,20 @@ fn doctor_on_an_unreachable_backend_exits_69() {
     cmd.args(["--backend", &format!("redis://127.0.0.1:{port}"), "doctor"]);
     let out = run_timeout(cmd, SOON);
     assert_eq!(code(out.status), 69, "{}", stderr_of(&out));
+    // etcd too: no member answering is unreachable (69, one line), not a
+    // finding (1), as on every other backend.
+    let port = crate::util::free_port();
+    let mut cmd = lockrun_cmd();
+    cmd.args(["--backend", &format!("etcd://127.0.0.1:{port}"), "doctor"]);
+    let out = run_timeout(cmd, SOON);
+    let stderr = stderr_of(&out);
+    assert_eq!(code(out.status), 69, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]

@@ -167,3 +167,40 @@ fn the_same_lock_nested_reenters_on_postgres() {
     let password = format!("LOCKRUN_PG_PASSWORD={}", crate::postgres::PASSWORD);
     assert_reenters(outer, &password);
 }
+
+/// Outer `--shared`, inner exclusive: other readers may hold the lock next
+/// to the outer one, so re-entering would run an exclusive command beside
+/// them. The inner lockrun must neither run its command nor wait for
+/// itself: 78 at once, one line. Inner `--shared` under an outer exclusive
+/// holder still re-enters (exclusive covers shared).
+fn assert_exclusive_inside_shared_refused(mut outer: Command, env: &str) {
+    let script = format!("{env} {b} -n x -- echo WRONG; echo inner=$?", b = bin());
+    outer.arg("--shared");
+    let out = nested(outer, "x", &script);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = stderr_of(&out);
+    assert_eq!(stdout, "inner=78\n", "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("shared"), "{stderr}");
+}
+
+#[test]
+fn an_exclusive_lock_nested_in_a_shared_holder_never_reenters() {
+    let sandbox = Sandbox::new();
+    assert_exclusive_inside_shared_refused(sandbox.lockrun(&[]), "");
+    let server = RedisServer::start();
+    let mut outer = lockrun_cmd();
+    outer
+        .env("LOCKRUN_TTL", "3s")
+        .args(["--backend", &server.url()]);
+    assert_exclusive_inside_shared_refused(outer, "");
+    let pg = crate::postgres::PgServer::start();
+    let mut outer = lockrun_cmd();
+    outer
+        .env("LOCKRUN_PG_PASSWORD", crate::postgres::PASSWORD)
+        .env_remove("PGPASSWORD")
+        .env("LOCKRUN_TTL", "3s")
+        .args(["--backend", &pg.url()]);
+    let password = format!("LOCKRUN_PG_PASSWORD={}", crate::postgres::PASSWORD);
+    assert_exclusive_inside_shared_refused(outer, &password);
+}

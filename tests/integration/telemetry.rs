@@ -310,7 +310,14 @@ fn renewals_and_a_lost_lease_on_redis_to_an_inherited_descriptor() {
 #[test]
 fn an_unusable_events_target_warns_once_and_changes_nothing() {
     let sb = Sandbox::new();
-    for target in ["/nonexistent-lockrun-dir/events.jsonl", "fd:97"] {
+    // A FIFO nobody reads: the open used to block for ever, deaf to SIGTERM.
+    let fifo = sb.path("events.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    for target in [
+        "/nonexistent-lockrun-dir/events.jsonl",
+        "fd:97",
+        fifo.to_str().unwrap(),
+    ] {
         let out = run_timeout(
             sb.lockrun(&["--events", target, "x", "--", "sh", "-c", "exit 5"]),
             SOON,
@@ -511,4 +518,35 @@ fn the_schema_doc_lists_every_event_and_key() {
             );
         }
     }
+}
+
+/// A `--metrics-file` that is no regular file (a FIFO nobody writes to,
+/// a link to /dev/zero), or whose `.lock` sidecar another process keeps locked, must
+/// not hang lockrun or get it killed after the command ran: one warning
+/// line, the command's own exit code, within a bound.
+#[test]
+fn an_unusable_metrics_file_never_hangs_or_changes_the_exit_code() {
+    let sb = Sandbox::new();
+    let fifo = sb.path("metrics.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let zero = sb.path("zero.prom");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let locked = sb.path("locked.prom");
+    let sidecar = std::fs::File::create(sb.path("locked.prom.lock")).unwrap();
+    let _held = nix::fcntl::Flock::lock(sidecar, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    for target in [&fifo, &zero, &locked] {
+        let arg = target.to_str().unwrap();
+        let out = run_timeout(
+            sb.lockrun(&["--metrics-file", arg, "x", "--", "sh", "-c", "exit 5"]),
+            SOON,
+        );
+        let stderr = stderr_of(&out);
+        assert_eq!(code(out.status), 5, "{arg}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{arg}: {stderr}");
+        assert!(
+            stderr.starts_with("lockrun: warning: cannot update --metrics-file"),
+            "{arg}: {stderr}"
+        );
+    }
+    assert!(!locked.exists());
 }
