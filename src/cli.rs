@@ -87,7 +87,7 @@ impl Cli {
     /// the first `--` names a subcommand, clap cannot enter one, so the run
     /// mode's smaller parser gives the same result; any error it reports is
     /// discarded and the full parser reports its own (help, usage, tips).
-    pub fn parse_args(args: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
+    pub(crate) fn parse_args(args: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
         use clap::Subcommand;
         let names_subcommand = args
             .iter()
