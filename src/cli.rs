@@ -64,6 +64,47 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
+/// The run mode's parser: the top level without the subcommands, whose
+/// argument trees clap would otherwise build on every run (about a quarter
+/// of lockrun's instructions before the lock; bench/analysis.md). No help
+/// or version flags: `--help` fails here and goes to [`Cli`].
+#[derive(Debug, Parser)]
+#[command(
+    name = "lockrun",
+    disable_help_flag = true,
+    disable_version_flag = true
+)]
+struct RunOnly {
+    #[command(flatten)]
+    global: GlobalArgs,
+
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+impl Cli {
+    /// Parse `args` as [`Cli::try_parse_from`] does. When no argument before
+    /// the first `--` names a subcommand, clap cannot enter one, so the run
+    /// mode's smaller parser gives the same result; any error it reports is
+    /// discarded and the full parser reports its own (help, usage, tips).
+    pub(crate) fn parse_args(args: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
+        use clap::Subcommand;
+        let names_subcommand = args
+            .iter()
+            .skip(1)
+            .take_while(|arg| *arg != "--")
+            .any(|arg| arg.to_str().is_some_and(Command::has_subcommand));
+        if !names_subcommand && let Ok(run) = RunOnly::try_parse_from(args) {
+            return Ok(Cli {
+                global: run.global,
+                run: run.run,
+                command: None,
+            });
+        }
+        Cli::try_parse_from(args)
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Where locks live [default: lock files in a private per-user directory]
@@ -513,5 +554,47 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
+        RunOnly::command().debug_assert();
+    }
+
+    #[test]
+    fn the_run_only_parser_agrees_with_the_full_one() {
+        let cases: &[&[&str]] = &[
+            &["lockrun", "x", "--", "true"],
+            &[
+                "lockrun",
+                "-n",
+                "-w",
+                "5s",
+                "-b",
+                "file:///tmp/l",
+                "x",
+                "--",
+                "a",
+                "b",
+            ],
+            &["lockrun", "x", "--", "status", "run"],
+            &["lockrun", "run", "status", "--", "true"],
+            &["lockrun", "status", "x"],
+            &["lockrun", "-q", "x", "true"],
+            &["lockrun", "x"],
+            &["lockrun", "--help"],
+            &["lockrun", "-h"],
+            &["lockrun", "-V"],
+            &["lockrun", "--version"],
+            &["lockrun", "-nh", "x", "--", "true"],
+            &["lockrun", "--wiat", "5s", "x", "--", "true"],
+            &["lockrun", "statu", "x"],
+        ];
+        for case in cases {
+            let args: Vec<std::ffi::OsString> = case.iter().map(Into::into).collect();
+            let fast = Cli::parse_args(&args).map(|c| format!("{c:?}"));
+            let full = Cli::try_parse_from(&args).map(|c| format!("{c:?}"));
+            assert_eq!(
+                fast.map_err(|e| e.to_string()),
+                full.map_err(|e| e.to_string()),
+                "{case:?}"
+            );
+        }
     }
 }

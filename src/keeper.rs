@@ -15,9 +15,11 @@
 //! can say so (exit 76).
 //!
 //! Keepers are found through state files, one per keeper, in the user's
-//! private lock directory (`keepers/NAME.BACKEND.PID.keeper`); `release`
-//! ends only keepers of this user that watch one of its own ancestors (the
-//! same job) or the process given with `--for-pid`.
+//! private lock directory (`keepers/NAME.BACKEND/PID.keeper`: a directory
+//! per lock and backend, removed with its last keeper, so that every run's
+//! "is there a keeper of NAME?" is one `stat` of a path that does not
+//! exist); `release` ends only keepers of this user that watch one of its
+//! own ancestors (the same job) or the process given with `--for-pid`.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -164,6 +166,32 @@ fn tag_of(config: &BackendConfig, raw_backend: Option<&str>) -> String {
     }
 }
 
+/// The directory of the keepers of `name` on the backend tagged `tag`.
+fn keeper_dir(name: &LockName, tag: &str) -> PathBuf {
+    state_dir().join(format!("{name}.{tag}"))
+}
+
+/// Whether a keeper of `name` may exist: one `stat` per place the default
+/// lock directory can be (`/run/lock` or `/tmp`, see `default_dir`), without
+/// deciding which one it is now (that costs two more system calls). Every
+/// lockrun run asks; nearly always the answer is no after the first `stat`
+/// and the second.
+fn may_have_keepers(name: &LockName, tag: &str) -> bool {
+    let relative = Path::new("keepers").join(format!("{name}.{tag}"));
+    crate::backend::file::default_dir_candidates()
+        .iter()
+        .any(|dir| std::fs::symlink_metadata(dir.join(&relative)).is_ok())
+}
+
+/// Remove a keeper's state file and, if it was the last of its lock, the
+/// lock's keeper directory (`remove_dir` fails while others are in it).
+fn remove_state(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
 fn ensure_state_dir() -> Result<PathBuf> {
     crate::backend::file::ensure_private_dir(&crate::backend::file::default_dir())?;
     let dir = state_dir();
@@ -174,23 +202,34 @@ fn ensure_state_dir() -> Result<PathBuf> {
 fn write_state(path: &Path, state: &State) -> Result<()> {
     let text = serde_json::to_vec(state).map_err(|e| Error::internal(e.to_string()))?;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            Error::unavailable(format!("cannot write keeper state {}: {e}", path.display()))
-        })
+    let mut attempts = 0;
+    loop {
+        if let Some(dir) = path.parent() {
+            crate::backend::file::ensure_private_dir(dir)?;
+        }
+        match std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, path)) {
+            Ok(()) => return Ok(()),
+            // The lock's last other keeper removed the directory between
+            // our mkdir and our write: make it again (bounded).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 8 => attempts += 1,
+            Err(e) => {
+                return Err(Error::unavailable(format!(
+                    "cannot write keeper state {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+    }
 }
 
 fn read_states(name: &LockName, tag: &str) -> Vec<(PathBuf, State)> {
-    let prefix = format!("{name}.{tag}.");
-    let Ok(entries) = std::fs::read_dir(state_dir()) else {
+    let Ok(entries) = std::fs::read_dir(keeper_dir(name, tag)) else {
         return Vec::new();
     };
     entries
         .filter_map(|entry| {
             let path = entry.ok()?.path();
-            let file = path.file_name()?.to_str()?;
-            if !(file.starts_with(&prefix) && file.ends_with(".keeper")) {
+            if !path.file_name()?.to_str()?.ends_with(".keeper") {
                 return None;
             }
             let state: State = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
@@ -471,11 +510,7 @@ async fn keep(
         Err(e) => return fail(&mut report, &e),
     };
     let key = req.name.slot_key(lease.slot(), req.slots);
-    let path = state_dir().join(format!(
-        "{name}.{}.{}.keeper",
-        backend_tag(&config, global),
-        me.pid
-    ));
+    let path = keeper_dir(&name, &backend_tag(&config, global)).join(format!("{}.keeper", me.pid));
     let mut state = State {
         name: name.to_string(),
         key: key.clone(),
@@ -506,15 +541,13 @@ async fn keep(
     if !report.send(&format!("ok {doc}")) {
         // Nobody is waiting for this lock any more.
         let _ = backend.release(lease).await;
-        let _ = std::fs::remove_file(&path);
+        remove_state(&path);
         return Ok(Exit::Success);
     }
     drop(report);
     let lost = hold(&mut backend, lease, &req, &watch, &mut signals).await;
     match lost {
-        None => {
-            let _ = std::fs::remove_file(&path);
-        }
+        None => remove_state(&path),
         Some((kind, reason)) => {
             state.phase = kind.into();
             state.reason = reason;
@@ -590,24 +623,26 @@ pub(crate) fn kept_for_this_job(
     config: &BackendConfig,
     raw_backend: Option<&str>,
 ) -> Option<(u32, String)> {
-    read_states(name, &tag_of(config, raw_backend))
-        .into_iter()
-        .find_map(|(_, s)| {
-            let keeper = Process {
-                pid: s.keeper_pid,
-                start: s.keeper_start,
-            };
-            let job = Process {
-                pid: s.for_pid,
-                start: s.for_start,
-            };
-            (s.phase == "held"
-                && !s.token.is_empty()
-                && keeper.alive()
-                && job.alive()
-                && crate::reentry::is_ancestor(s.for_pid))
-            .then_some((s.keeper_pid, s.token))
-        })
+    let tag = tag_of(config, raw_backend);
+    if !may_have_keepers(name, &tag) {
+        return None;
+    }
+    read_states(name, &tag).into_iter().find_map(|(_, s)| {
+        let keeper = Process {
+            pid: s.keeper_pid,
+            start: s.keeper_start,
+        };
+        let job = Process {
+            pid: s.for_pid,
+            start: s.for_start,
+        };
+        (s.phase == "held"
+            && !s.token.is_empty()
+            && keeper.alive()
+            && job.alive()
+            && crate::reentry::is_ancestor(s.for_pid))
+        .then_some((s.keeper_pid, s.token))
+    })
 }
 
 /// One line per keeper of this user that lost `name` on this backend and
@@ -690,7 +725,7 @@ pub(crate) async fn release(args: &ReleaseArgs, global: &GlobalArgs) -> Result<E
         let last: Option<State> = std::fs::read(&path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
-        let _ = std::fs::remove_file(&path);
+        remove_state(&path);
         let Some(last) = last else { continue };
         let line = |what: &str| {
             crate::ui::sanitize(&format!(

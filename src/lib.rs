@@ -28,8 +28,6 @@ pub(crate) mod ui;
 
 use std::ffi::OsString;
 
-use clap::Parser;
-
 use crate::cli::{Cli, Command};
 use crate::error::{Error, Result};
 use crate::exit::Exit;
@@ -44,7 +42,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     if args.get(1).is_some_and(|arg| arg == "--complete-names") {
         return inspect::complete_names(args.get(2));
     }
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match Cli::parse_args(&args) {
         Ok(cli) => cli,
         Err(e) => return report_parse_error(&e),
     };

@@ -111,7 +111,7 @@ impl HolderInfo {
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| "unknown-host".into());
-        let uid = nix::unistd::getuid();
+        let uid = crate::os::uid();
         let user = nix::unistd::User::from_uid(uid)
             .ok()
             .flatten()

@@ -358,6 +358,14 @@ fn waitid_finds(extra: libc::c_int) -> bool {
     }
 }
 
+/// This process's real uid, asked of the kernel once: the keeper look-up,
+/// the default lock directory and the holder record all need it on every
+/// run, and lockrun never changes its uid.
+pub(crate) fn uid() -> nix::unistd::Uid {
+    static UID: std::sync::OnceLock<nix::unistd::Uid> = std::sync::OnceLock::new();
+    *UID.get_or_init(nix::unistd::getuid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,6 +47,30 @@ pub(crate) struct Prepared {
     sh_argv: Vec<*const libc::c_char>,
 }
 
+unsafe extern "C" {
+    /// The C library's environment: `NAME=VALUE` strings, NULL-terminated.
+    static environ: *const *const libc::c_char;
+}
+
+/// This process's environment as the C library holds it. The strings stay
+/// valid and unchanged as long as nobody calls setenv/putenv/unsetenv:
+/// lockrun never changes its own environment (what the command gets on top
+/// is passed explicitly), so they outlive every `Prepared` built from them.
+fn inherited_environment() -> Vec<&'static std::ffi::CStr> {
+    let mut entries = Vec::new();
+    // SAFETY: `environ` is a valid NULL-terminated array of NUL-terminated
+    // strings set up by the C runtime before main, and is not modified by
+    // this process (above); reading it allocates nothing and calls nothing.
+    unsafe {
+        let mut cursor = environ;
+        while !cursor.is_null() && !(*cursor).is_null() {
+            entries.push(std::ffi::CStr::from_ptr(*cursor));
+            cursor = cursor.add(1);
+        }
+    }
+    entries
+}
+
 impl Prepared {
     /// `program` with `args`, in lockrun's environment minus the secrets,
     /// plus `env`.
@@ -76,20 +100,28 @@ impl Prepared {
         argv.push(std::ptr::null());
         sh_argv.push(std::ptr::null());
 
+        // lockrun's own environment goes to the command as it is, minus the
+        // secrets and the keys `env` sets: pointers into `environ`, not
+        // copies (copying each variable twice, through `vars_os` and a
+        // CString, was a tenth of lockrun's instructions before the spawn).
         let mut envp = Vec::new();
-        for (key, value) in std::env::vars_os() {
-            let key_bytes = key.as_bytes();
-            if SECRET_ENV.iter().any(|s| s.as_bytes() == key_bytes)
-                || env.iter().any(|(k, _)| k.as_bytes() == key_bytes)
+        for entry in inherited_environment() {
+            let bytes = entry.to_bytes();
+            // As std's `vars_os`: the key ends at the first '=' after its
+            // first byte; an entry without one is not a variable.
+            let Some(end) = bytes
+                .get(1..)
+                .and_then(|b| b.iter().position(|&c| c == b'='))
+            else {
+                continue;
+            };
+            let key = &bytes[..=end];
+            if SECRET_ENV.iter().any(|s| s.as_bytes() == key)
+                || env.iter().any(|(k, _)| k.as_bytes() == key)
             {
                 continue;
             }
-            let mut entry = key_bytes.to_vec();
-            entry.push(b'=');
-            entry.extend_from_slice(value.as_bytes());
-            let entry = c(&entry)?;
             envp.push(entry.as_ptr());
-            strings.push(entry);
         }
         for (key, value) in env {
             let entry = c(format!("{key}={value}").as_bytes())?;

@@ -97,12 +97,21 @@ impl Lease for FileLease {
     }
 }
 
+/// Every place `default_dir` can be, whichever of its bases is usable now.
+pub(crate) fn default_dir_candidates() -> [PathBuf; 2] {
+    let name = format!("lockrun-{}", crate::os::uid());
+    [
+        Path::new("/run/lock").join(&name),
+        Path::new("/tmp").join(name),
+    ]
+}
+
 /// The default lock directory. It depends only on the uid, never on
 /// variables such as `XDG_RUNTIME_DIR`, `TMPDIR` or `HOME` that cron or
 /// systemd may not set, so a cron job, a CI job and an interactive shell of
 /// the same user agree. `/run/lock` survives systemd's `PrivateTmp=`.
 pub(crate) fn default_dir() -> PathBuf {
-    let uid = nix::unistd::getuid();
+    let uid = crate::os::uid();
     let run_lock = Path::new("/run/lock");
     let base = if run_lock.is_dir()
         && nix::unistd::access(
@@ -858,7 +867,7 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<()> {
             dir.display()
         )));
     }
-    let uid = nix::unistd::getuid().as_raw();
+    let uid = crate::os::uid().as_raw();
     if meta.uid() != uid {
         return Err(Error::no_permission(format!(
             "lock directory {} belongs to uid {}, not to you (uid {uid}); remove it or choose another with --backend file:///DIR",

@@ -71,6 +71,42 @@ fn acquire_holds_across_processes_until_release() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
 
+/// The keeper state directories of lock `name` (any backend) under both
+/// places the default lock directory can be.
+fn keeper_dirs_of(name: &str) -> Vec<std::path::PathBuf> {
+    let uid = nix::unistd::getuid();
+    ["/run/lock", "/tmp"]
+        .iter()
+        .filter_map(|base| std::fs::read_dir(format!("{base}/lockrun-{uid}/keepers")).ok())
+        .flatten()
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let file = path.file_name()?.to_str()?;
+            file.starts_with(&format!("{name}.")).then_some(path)
+        })
+        .collect()
+}
+
+#[test]
+fn the_keeper_directory_goes_with_the_last_keeper() {
+    // Every run stats `keepers/NAME.BACKEND`: it must not outlive the keeper,
+    // or runs of NAME would read it for ever after.
+    let sandbox = Sandbox::new();
+    let name = format!("kdir{}", std::process::id());
+    let job = job();
+    let keeper = acquire(sandbox.lockrun(&[]), &name, job.pid());
+    let dirs = keeper_dirs_of(&name);
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let files: Vec<_> = std::fs::read_dir(&dirs[0]).unwrap().flatten().collect();
+    assert_eq!(files.len(), 1, "one state file: {files:?}");
+    assert!(files[0].file_name().to_string_lossy().ends_with(".keeper"));
+    let (released, stderr) =
+        exit_of(sandbox.lockrun(&["release", "--for-pid", &job.pid().to_string(), &name]));
+    assert_eq!(released, 0, "{stderr}");
+    assert!(!alive(keeper.pid));
+    assert_eq!(keeper_dirs_of(&name), Vec::<std::path::PathBuf>::new());
+}
+
 #[test]
 fn the_keeper_frees_the_lock_when_the_job_exits() {
     let sandbox = Sandbox::new();
