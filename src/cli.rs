@@ -464,9 +464,9 @@ pub struct ReleaseArgs {
     pub for_pid: Option<u32>,
 }
 
-/// What `lockrun --generate WHAT` writes. That flag is handled before clap
-/// parses (see `generate::main`), so it never shows up in `--help`, the man
-/// page or the completions it generates.
+/// What `lockrun --generate WHAT` writes (debug builds only). That flag is
+/// handled before clap parses (see `generate::main`), so it never shows up
+/// in `--help`, the man page or the completions it generates.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Generate {
     Man,

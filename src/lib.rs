@@ -8,6 +8,10 @@ pub(crate) mod doctor;
 pub(crate) mod duration;
 pub(crate) mod error;
 pub mod exit;
+// A development tool (scripts/generate, tests/integration/generated.rs),
+// left out of release builds: clap_complete and clap_mangen are ~90 KB of
+// a binary that must stay under 5 MiB; users get the checked-in files.
+#[cfg(debug_assertions)]
 pub(crate) mod generate;
 pub(crate) mod guardian;
 pub(crate) mod inspect;
@@ -35,6 +39,7 @@ use crate::exit::Exit;
 /// Parse `args`, do the work, and return the process exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     let args: Vec<OsString> = args.into_iter().collect();
+    #[cfg(debug_assertions)]
     if args.get(1).is_some_and(|arg| arg == "--generate") {
         return generate::main(&args[2..]);
     }
