@@ -11,10 +11,10 @@
 //!   the key with the lowest create revision; with `--slots N`, the N
 //!   lowest (etcd's semaphore recipe).
 //! * A contender creates its key once (a txn `CreateRevision == 0` that puts
-//!   it and reads the whole queue in the same round trip), and a waiter
-//!   watches only its predecessor, the key with the next-lower create
-//!   revision, for deletion: a release wakes exactly one waiter, and the
-//!   queue is FIFO. (With slots, a waiter watches the queue for deletions:
+//!   it and reads the queue, or a summary of it, in the same round trip),
+//!   and a waiter watches only its predecessor, the key with the next-lower
+//!   create revision, for deletion: a release wakes exactly one waiter, and
+//!   the queue is FIFO. (With slots, a waiter watches the queue for deletions:
 //!   any earlier key leaving moves it up.)
 //! * The fence is the create revision of the holder's key: cluster-wide,
 //!   strictly increasing, the `ETCD_LOCK_REV` of etcdctl.
@@ -1702,7 +1702,8 @@ impl Polling for EtcdBackend {
         // raft round trip on the hand-off path. The state at that revision
         // is final for what matters: keys created later rank after ours,
         // and a key ahead deleted later only moves us up (the watch that
-        // follows starts right after it). Any error: the txn below.
+        // follows, with its gap read, covers everything after it). Any
+        // error: the txn below.
         let woke = self.woke.take();
         // The only key ahead of ours is gone: we hold, with no request at
         // all. No key can rank ahead of ours later (create revisions only
