@@ -65,14 +65,6 @@ const RENEW_TIMEOUT_CAP: Duration = Duration::from_secs(2);
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a waiter waits for a cluster that stopped answering.
 const OUTAGE_PATIENCE: Duration = Duration::from_secs(60);
-/// The holder's watch on its own key opens this long after the lock is
-/// taken: a command that is done by then (a short critical section, the
-/// benchmark's) never pays for it: a second HTTP client, a connection and
-/// a watcher created and torn down in etcd, on a machine whose cores
-/// contenders and etcd share. A deletion meanwhile is not missed (the
-/// watch starts at the revision of our last look) and is noticed when the
-/// watch opens; the renewals, not this watch, are what bound a lost lease.
-const OWN_WATCH_DELAY: Duration = Duration::from_millis(100);
 /// The revoke in `Drop` (a wait ended by a signal or `--wait`) gets this long.
 const DROP_TIMEOUT: Duration = Duration::from_millis(800);
 
@@ -658,8 +650,6 @@ pub(crate) struct EtcdLease {
     /// Where a new watch on our own key starts: no deletion since the last
     /// check of the key can be missed.
     watch_from: i64,
-    /// No own-key watch before this (see [`OWN_WATCH_DELAY`]).
-    watch_after: tokio::time::Instant,
 }
 
 impl Lease for EtcdLease {
@@ -1092,7 +1082,6 @@ impl EtcdBackend {
                 ttl: req.ttl,
                 expires_at: queued.renewed.saturating_add(req.ttl),
                 watch_from: start_revision,
-                watch_after: tokio::time::Instant::now() + OWN_WATCH_DELAY,
             }));
         }
         let predecessor = || blocking.last().map(|kv| kv.key_text()).unwrap_or_default();
@@ -1477,10 +1466,13 @@ impl EtcdBackend {
     async fn own_key_event(&mut self, lease: &EtcdLease) {
         loop {
             if self.own_watch.is_none() {
-                let at = self
-                    .own_watch_retry
-                    .map_or(lease.watch_after, |retry| retry.max(lease.watch_after));
-                tokio::time::sleep_until(at).await;
+                // Opened at once, not after a delay that would spare short
+                // commands its cost: a deleted key is another holder's
+                // grant, and every moment the command runs after it is an
+                // overlap.
+                if let Some(retry) = self.own_watch_retry {
+                    tokio::time::sleep_until(retry).await;
+                }
                 let create = json!({
                     "key": b64(&lease.key),
                     "start_revision": lease.watch_from.to_string(),
@@ -1730,7 +1722,6 @@ impl Polling for EtcdBackend {
                 ttl: req.ttl,
                 expires_at: queued.renewed.saturating_add(req.ttl),
                 watch_from: woke.since,
-                watch_after: tokio::time::Instant::now() + OWN_WATCH_DELAY,
             }));
         }
         if let (Some(Woke { at, .. }), Some(queued)) = (woke, &self.queued)
