@@ -11,10 +11,10 @@
 //!   the key with the lowest create revision; with `--slots N`, the N
 //!   lowest (etcd's semaphore recipe).
 //! * A contender creates its key once (a txn `CreateRevision == 0` that puts
-//!   it and reads the whole queue in the same round trip), and a waiter
-//!   watches only its predecessor, the key with the next-lower create
-//!   revision, for deletion: a release wakes exactly one waiter, and the
-//!   queue is FIFO. (With slots, a waiter watches the queue for deletions:
+//!   it and reads the queue, or a summary of it, in the same round trip),
+//!   and a waiter watches only its predecessor, the key with the next-lower
+//!   create revision, for deletion: a release wakes exactly one waiter, and
+//!   the queue is FIFO. (With slots, a waiter watches the queue for deletions:
 //!   any earlier key leaving moves it up.)
 //! * The fence is the create revision of the holder's key: cluster-wide,
 //!   strictly increasing, the `ETCD_LOCK_REV` of etcdctl.
@@ -349,6 +349,26 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// The two reads of a contender's txn that stand for the whole queue (etcd
+/// still scans the range to sort it, but sends, and its gateway turns into
+/// JSON, three keys instead of every key ahead, each with its holder
+/// record: 1.40 against 0.87 ms of etcd CPU for a queue of 32):
+/// the newest two keys by create revision (ours, just put, and our
+/// predecessor) with the count of the range, and the oldest one (the
+/// holder, for the waiting line).
+fn queue_summary(prefix: &str) -> [Value; 2] {
+    let range = |order: &str, limit: u32| {
+        json!({"request_range": {
+            "key": b64(prefix),
+            "range_end": b64_encode(&prefix_end(prefix.as_bytes())),
+            "sort_order": order,
+            "sort_target": "CREATE",
+            "limit": limit.to_string(),
+        }})
+    };
+    [range("DESCEND", 2), range("ASCEND", 1)]
+}
+
 // --- JSON of the gateway -------------------------------------------------
 
 /// etcd's gateway writes 64-bit integers as strings.
@@ -379,6 +399,8 @@ struct Kv {
     value: String,
     #[serde(default, deserialize_with = "de_i64", alias = "createRevision")]
     create_revision: i64,
+    #[serde(default, deserialize_with = "de_i64", alias = "modRevision")]
+    mod_revision: i64,
     #[serde(default, deserialize_with = "de_i64")]
     lease: i64,
 }
@@ -400,6 +422,10 @@ struct RangeResponse {
     header: Header,
     #[serde(default)]
     kvs: Vec<Kv>,
+    /// Keys in the range, whatever `limit` (not what the revision filters
+    /// leave: etcd counts before it filters).
+    #[serde(default, deserialize_with = "de_i64")]
+    count: i64,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -446,6 +472,8 @@ struct WatchMessage {
 struct WatchResult {
     #[serde(default)]
     header: Header,
+    #[serde(default)]
+    created: bool,
     #[serde(default)]
     canceled: bool,
     #[serde(default)]
@@ -537,7 +565,12 @@ struct WatchTarget {
     key: String,
     /// `Some`: the range `[key, range_end)` (slots); `None`: the one key.
     range_end: Option<Vec<u8>>,
+    /// The revision right after our last look at the queue: nothing that
+    /// happened from here on may be missed.
     start_revision: i64,
+    /// What that look saw of the target, for the check of the gap between
+    /// the look and the watch's creation (see [`EtcdBackend::watch_for_delete`]).
+    seen: Seen,
     /// Wake on any event, puts too: a `--slots` waiter behind the first
     /// one waits for its predecessor to be deleted *or* to become a holder
     /// (a holder rewrites its key once, see [`EtcdBackend::claim_slot`]).
@@ -545,6 +578,15 @@ struct WatchTarget {
     /// `key` is the only key ahead of ours (plain lock, second in line):
     /// its deletion alone makes us the holder.
     sole_ahead: bool,
+}
+
+/// A watch target as the last look at the queue saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    /// The one key, with these create and mod revisions.
+    Key { create: i64, modified: i64 },
+    /// `ahead` keys of the range had a create revision below `mine`.
+    Ahead { ahead: usize, mine: i64 },
 }
 
 /// What a watch that ended told the next try.
@@ -974,6 +1016,10 @@ impl EtcdBackend {
 
     /// Our place in the queue `kvs` (sorted by create revision; `me` is our
     /// key in it): hold, or watch what can move us up, from `start_revision`.
+    ///
+    /// `ahead_total`: how many keys are ahead of ours when `kvs` holds only
+    /// some of them (the first and our predecessor, see [`queue_summary`]);
+    /// `None`: `kvs` is the whole queue up to ours.
     async fn decide(
         &mut self,
         req: &LockRequest,
@@ -981,6 +1027,7 @@ impl EtcdBackend {
         kvs: &[Kv],
         me: &Kv,
         start_revision: i64,
+        ahead_total: Option<usize>,
     ) -> Result<Attempt<EtcdLease>> {
         if let Some(queued) = &mut self.queued {
             queued.rev = me.create_revision;
@@ -989,7 +1036,8 @@ impl EtcdBackend {
             .iter()
             .filter(|kv| kv.create_revision < me.create_revision)
             .collect();
-        let position = ahead.len() as u32 + 1;
+        let ahead_n = ahead_total.unwrap_or(ahead.len());
+        let position = u32::try_from(ahead_n).unwrap_or(u32::MAX).saturating_add(1);
         let slots = req.slots.max(1);
         self.position = Some(position);
         // The read-write recipe: a shared holder waits only for the last
@@ -1037,15 +1085,30 @@ impl EtcdBackend {
             }));
         }
         let predecessor = || blocking.last().map(|kv| kv.key_text()).unwrap_or_default();
+        let seen_predecessor = blocking.last().map_or(
+            Seen::Key {
+                create: 0,
+                modified: 0,
+            },
+            |kv| Seen::Key {
+                create: kv.create_revision,
+                modified: kv.mod_revision,
+            },
+        );
         self.watch = Some(if slots == 1 {
             // The Mutex recipe: only the next-lower key's deletion matters.
             WatchTarget {
                 key: predecessor(),
                 range_end: None,
                 start_revision,
+                seen: seen_predecessor,
                 any_event: false,
                 // Its deletion admits us with no further read.
-                sole_ahead: blocking.len() == 1,
+                sole_ahead: if req.shared {
+                    blocking.len() == 1
+                } else {
+                    ahead_n == 1
+                },
             }
         } else if position == slots + 1 {
             // First in line for a slot: any holder's deletion frees one,
@@ -1054,6 +1117,10 @@ impl EtcdBackend {
                 key: prefix.to_owned(),
                 range_end: Some(prefix_end(prefix.as_bytes())),
                 start_revision,
+                seen: Seen::Ahead {
+                    ahead: ahead_n,
+                    mine: me.create_revision,
+                },
                 any_event: false,
                 sole_ahead: false,
             }
@@ -1065,6 +1132,7 @@ impl EtcdBackend {
                 key: predecessor(),
                 range_end: None,
                 start_revision,
+                seen: seen_predecessor,
                 any_event: true,
                 sole_ahead: false,
             }
@@ -1253,11 +1321,19 @@ impl EtcdBackend {
     /// Watch `target` until a deletion (any event with `any_event`),
     /// keeping our queue key's lease alive meanwhile. `Ok`: something
     /// happened (or the watch was cancelled): try again.
+    ///
+    /// The watch starts at the cluster's current revision, not at
+    /// `target.start_revision`: etcd serves a watch whose start revision is
+    /// already past (a contender queued, or a holder let go, between our
+    /// look and the watch) from its "unsynced" group, which a background
+    /// loop catches up only every 100 ms, and events that happen meanwhile
+    /// wait for it too: up to 100 ms of a hand-off lost, which was the
+    /// throughput dip at N = 4 (bench/analysis.md, "etcd, fourth round").
+    /// The gap between our look and the watch's creation revision is
+    /// closed by one local read at that revision ([`Self::changed_by`]),
+    /// made only when the revision moved at all.
     async fn watch_for_delete(&mut self, target: &WatchTarget, ttl: Duration) -> Result<()> {
-        let mut create = json!({
-            "key": b64(&target.key),
-            "start_revision": target.start_revision.to_string(),
-        });
+        let mut create = json!({ "key": b64(&target.key) });
         if !target.any_event {
             create["filters"] = json!(["NOPUT"]);
         }
@@ -1289,6 +1365,23 @@ impl EtcdBackend {
                                 }
                                 let result = message.result.unwrap_or_default();
                                 if result.canceled {
+                                    return Ok(());
+                                }
+                                if result.created {
+                                    let at = result.header.revision;
+                                    if at < target.start_revision {
+                                        // Nothing happened since our look.
+                                        continue;
+                                    }
+                                    let Some(deleted) = self.changed_by(target, at).await else {
+                                        continue;
+                                    };
+                                    self.woke = Some(Woke {
+                                        at,
+                                        first: target.sole_ahead && deleted,
+                                        since: target.start_revision,
+                                    })
+                                    .filter(|w| w.at > 0);
                                     return Ok(());
                                 }
                                 let deleted = result.events.iter().any(|e| e.kind == "DELETE");
@@ -1326,6 +1419,44 @@ impl EtcdBackend {
 }
 
 impl EtcdBackend {
+    /// Whether `target` changed between our last look at the queue and
+    /// revision `at` (a watch's creation revision; every event after it
+    /// reaches the watch): `None` unchanged, `Some(deleted)` changed. One
+    /// serializable read at `at` from the member the watch is on, which
+    /// has applied `at` (it told us so): local, no raft round trip. A read
+    /// that fails counts as a change: the caller reads the queue anew.
+    async fn changed_by(&mut self, target: &WatchTarget, at: i64) -> Option<bool> {
+        let mut body = json!({
+            "key": b64(&target.key),
+            "revision": at.to_string(),
+            "serializable": true,
+        });
+        if let Some(end) = &target.range_end {
+            body["range_end"] = Value::String(b64_encode(end));
+            body["keys_only"] = Value::Bool(true);
+        }
+        if let Seen::Ahead { mine, .. } = target.seen {
+            // Keys created after ours rank behind us: not counted.
+            body["max_create_revision"] = Value::String((mine - 1).max(1).to_string());
+        }
+        let reply: std::result::Result<RangeResponse, Failure> =
+            self.send("/v3/kv/range", &body, CALL_TIMEOUT).await;
+        let Ok(reply) = reply else {
+            tracing::debug!("the read closing a watch's gap failed; reading the queue anew");
+            return Some(false);
+        };
+        match target.seen {
+            Seen::Key { create, modified } => match reply.kvs.first() {
+                Some(kv) if kv.create_revision == create => {
+                    (target.any_event && kv.mod_revision != modified).then_some(false)
+                }
+                _ => Some(true),
+            },
+            // Keys ahead of ours can only leave.
+            Seen::Ahead { ahead, .. } => (reply.kvs.len() < ahead).then_some(true),
+        }
+    }
+
     /// The holder's own key deleted (`release --force`, `etcdctl del`) or
     /// its lease revoked (the key goes with it): resolves at once, so the
     /// supervisor renews now and finds the lock lost. A watch that cannot
@@ -1335,8 +1466,12 @@ impl EtcdBackend {
     async fn own_key_event(&mut self, lease: &EtcdLease) {
         loop {
             if self.own_watch.is_none() {
-                if let Some(at) = self.own_watch_retry {
-                    tokio::time::sleep_until(at).await;
+                // Opened at once, not after a delay that would spare short
+                // commands its cost: a deleted key is another holder's
+                // grant, and every moment the command runs after it is an
+                // overlap.
+                if let Some(retry) = self.own_watch_retry {
+                    tokio::time::sleep_until(retry).await;
                 }
                 let create = json!({
                     "key": b64(&lease.key),
@@ -1559,7 +1694,8 @@ impl Polling for EtcdBackend {
         // raft round trip on the hand-off path. The state at that revision
         // is final for what matters: keys created later rank after ours,
         // and a key ahead deleted later only moves us up (the watch that
-        // follows starts right after it). Any error: the txn below.
+        // follows, with its gap read, covers everything after it). Any
+        // error: the txn below.
         let woke = self.woke.take();
         // The only key ahead of ours is gone: we hold, with no request at
         // all. No key can rank ahead of ours later (create revisions only
@@ -1613,7 +1749,9 @@ impl Polling for EtcdBackend {
                         .cloned();
                     match me.filter(|me| me.lease == lease) {
                         Some(me) => {
-                            return self.decide(req, &prefix, &reply.kvs, &me, at + 1).await;
+                            return self
+                                .decide(req, &prefix, &reply.kvs, &me, at + 1, None)
+                                .await;
                         }
                         // Our key went with its lease: queue anew below.
                         None => self.queued = None,
@@ -1652,12 +1790,19 @@ impl Polling for EtcdBackend {
                 "sort_target": "CREATE",
             }});
             let mine = json!({"request_range": {"key": key}});
+            let put = json!({"request_put": {"key": key, "value": b64(&holder), "lease": lease.to_string()}});
+            // A shared contender needs every key ahead (the last exclusive
+            // one is its predecessor); an exclusive one only a summary.
+            let summary = !req.shared;
+            let success = if summary {
+                let [newest, oldest] = queue_summary(&prefix);
+                json!([put, newest, oldest])
+            } else {
+                json!([put, mine, owners])
+            };
             let body = json!({
                 "compare": [{"target": "CREATE", "result": "EQUAL", "key": key, "create_revision": "0"}],
-                "success": [
-                    {"request_put": {"key": key, "value": b64(&holder), "lease": lease.to_string()}},
-                    mine, owners,
-                ],
+                "success": success,
                 "failure": [mine, owners],
             });
             let reply: std::result::Result<TxnResponse, Failure> = self
@@ -1704,15 +1849,44 @@ impl Polling for EtcdBackend {
                     .get(skip + i)
                     .and_then(|r| r.response_range.as_ref())
             };
-            let me = range(0).and_then(|r| r.kvs.first()).cloned();
-            let kvs = range(1).map(|r| r.kvs.clone()).unwrap_or_default();
-            let Some(me) = me.filter(|me| me.lease == lease) else {
+            let (me, kvs, ahead_total) = if reply.succeeded && summary {
+                // Our put is the newest key of the queue: the first of the
+                // newest two is ours, the second our predecessor, and the
+                // count of the range is our position.
+                let newest = range(0);
+                let me = newest.and_then(|r| r.kvs.first()).cloned();
+                let mut kvs: Vec<Kv> = range(1).map(|r| r.kvs.clone()).unwrap_or_default();
+                if let Some(predecessor) = newest.and_then(|r| r.kvs.get(1))
+                    && kvs
+                        .first()
+                        .is_none_or(|kv| kv.create_revision < predecessor.create_revision)
+                {
+                    kvs.push(predecessor.clone());
+                }
+                let total = newest.map_or(1, |r| usize::try_from(r.count).unwrap_or(1));
+                (me, kvs, Some(total.saturating_sub(1)))
+            } else {
+                let me = range(0).and_then(|r| r.kvs.first()).cloned();
+                (
+                    me,
+                    range(1).map(|r| r.kvs.clone()).unwrap_or_default(),
+                    None,
+                )
+            };
+            let Some(me) = me.filter(|me| me.lease == lease && me.key == key) else {
                 // The key went with its lease between our grant and now.
                 self.queued = None;
                 continue;
             };
             return self
-                .decide(req, &prefix, &kvs, &me, reply.header.revision + 1)
+                .decide(
+                    req,
+                    &prefix,
+                    &kvs,
+                    &me,
+                    reply.header.revision + 1,
+                    ahead_total,
+                )
                 .await;
         }
         Err(Error::unavailable(format!(

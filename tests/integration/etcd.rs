@@ -204,6 +204,40 @@ fn waiters_get_the_lock_in_the_order_they_queued() {
     assert_eq!(std::fs::read_to_string(&order).unwrap(), "1\n2\n3\n4\n");
 }
 
+/// A contender's txn reads a summary of the queue (the newest two keys and
+/// the range's count, and the oldest key), not every key ahead: its place
+/// in line and the holder it names must still be exact.
+#[test]
+fn a_waiter_is_told_its_place_in_line_and_who_holds() {
+    let server = EtcdServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let holder = Holder::spawn(
+        lockrun_at(&url, &["--ttl", TTL]),
+        &dir.path().join("ready"),
+        "line",
+    );
+    let holder_pid = holder.proc.pid();
+    let mut waiters = Vec::new();
+    for i in 1..=3 {
+        let mut cmd = lockrun_at(&url, &["-w", "30s", "--ttl", TTL, "line", "--", "true"]);
+        cmd.stdin(Stdio::null()).stderr(Stdio::piped());
+        waiters.push(Proc::spawn(cmd, &format!("waiter {i}")));
+        wait_queue(&server, "line", i + 1);
+    }
+    assert_eq!(holder.release(), 0);
+    for (waiter, place) in waiters.iter_mut().zip(["2nd", "3rd", "4th"]) {
+        let (status, stderr) = waiter.finish(SOON);
+        assert!(status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("waiting for line, {place} in line, held by "))
+                && stderr.contains(&format!(" pid {holder_pid} (sh -c ")),
+            "{place}: {stderr}"
+        );
+    }
+    assert!(server.keys("line/").is_empty());
+}
+
 #[test]
 fn a_wait_ended_by_a_signal_or_the_deadline_leaves_no_queue_key() {
     let server = EtcdServer::start();
