@@ -78,9 +78,11 @@ const POOLER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const POLL_FIRST: Duration = Duration::from_millis(50);
 /// The longest wait in the server's lock queue (`lock_timeout`) before the
 /// waiter steps out and in again: it bounds how long our queued
-/// transaction can hold up a `CREATE INDEX CONCURRENTLY` (see DESIGN.md),
-/// and how long a waiter whose lockrun died stays queued.
-const QUEUE_STEP: Duration = Duration::from_secs(1);
+/// transaction can hold up a `CREATE INDEX CONCURRENTLY` (see DESIGN.md;
+/// under the default `deadlock_timeout` of 1 s, so that the index build
+/// never waits long enough to run its deadlock check), and how long a
+/// waiter whose lockrun died stays queued.
+const QUEUE_STEP: Duration = Duration::from_millis(500);
 const POLL_CAP: Duration = Duration::from_secs(1);
 /// How often a waiter looks up who holds the lock.
 const HOLDER_REFRESH: Duration = Duration::from_secs(1);
@@ -1125,8 +1127,13 @@ impl PgBackend {
                 // lock on our fence row (somebody's `SELECT … FOR UPDATE`)
                 // would time out the same way after the grant, so give the
                 // key back in case (a warning when not held).
+                // The deadlock detector choosing our queued statement
+                // (a holder waiting for our transaction, see QUEUE_STEP)
+                // is the same: out of the queue, and in again.
                 Ok(Err(e))
-                    if queue.is_some() && e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) =>
+                    if queue.is_some()
+                        && (e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                            || e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)) =>
                 {
                     self.unlock_after_error(key, req.shared).await?;
                     return Ok((false, self.backend_pid, None));
@@ -1230,17 +1237,32 @@ impl PgBackend {
         wait: &mut Wait<'_, I, D>,
     ) -> Result<PgLease> {
         let mut round = 0;
+        let mut try_first = true;
         loop {
-            match self.try_acquire(req, 1).await? {
-                Attempt::Acquired(lease) => return Ok(lease),
-                Attempt::Held(holder) => wait.saw(holder),
+            if try_first {
+                match self.try_acquire(req, 1).await? {
+                    Attempt::Acquired(lease) => return Ok(lease),
+                    Attempt::Held(holder) => wait.saw(holder),
+                }
+                wait.check_signals()?;
             }
-            wait.check_signals()?;
             wait.give_up_if_over()?;
             let remaining = wait.remaining();
+            try_first = true;
             match wait.until(self.queue_wait(req, round, remaining)).await? {
                 Some(WaitOutcome::Acquired(lease)) => return Ok(lease),
-                Some(WaitOutcome::Retry) => round += 1,
+                Some(WaitOutcome::Retry) => {
+                    round += 1;
+                    // Straight back into the queue (its statement takes a
+                    // free lock too), unless the waiting line's holder is
+                    // due a look-up or the connection is to be remade.
+                    let key = self.key_of(&req.name, 1, 1).1;
+                    try_first = self.is_closed()
+                        || self
+                            .holder_seen
+                            .get(&key)
+                            .is_none_or(|at| at.elapsed() >= HOLDER_REFRESH);
+                }
                 // The deadline came first and dropped the queued statement,
                 // which may still be granted: step out, then one last try.
                 None => {

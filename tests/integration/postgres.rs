@@ -286,6 +286,15 @@ pub struct PsqlSession {
 }
 
 impl PsqlSession {
+    /// Run more SQL in this session; returns once it has run (a failing
+    /// statement ends psql, and so the wait, with ON_ERROR_STOP).
+    pub fn run(&mut self, sql: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{sql};\n\\echo done").unwrap();
+        stdin.flush().unwrap();
+        wait_for_line(&mut self._stdout, "done");
+    }
+
     pub fn close(mut self) {
         drop(self.stdin.take());
         self.proc.wait_timeout(SOON);
@@ -472,6 +481,44 @@ fn other_names_use_the_documented_key_derivation() {
     );
     assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    psql.close();
+}
+
+#[test]
+fn a_queued_waiter_does_not_hold_up_create_index_concurrently() {
+    let server = PgServer::start();
+    // The deadlock detector would free the index build after 1 s by
+    // aborting the waiter; with it out of the way, only lockrun's
+    // lock_timeout does.
+    server.psql("ALTER SYSTEM SET deadlock_timeout = '60s'");
+    server.psql("SELECT pg_reload_conf()");
+    // A migration tool's way: hold the lock, build an index concurrently.
+    let mut psql = server.psql_session("CREATE TABLE cic (x int); SELECT pg_advisory_lock(424243)");
+    let mut waiter = Proc::spawn(
+        lockrun(&server, &["-w", "60s", "424243", "--", "true"]),
+        "queued waiter",
+    );
+    wait_until("the waiter queued in the server", SOON, || {
+        server.psql(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 424243 AND NOT granted",
+        ) == "1"
+    });
+    let started = std::time::Instant::now();
+    // The build waits for every older transaction, the queued waiter's
+    // too, which leaves the queue within its lock_timeout; without one,
+    // this would run into the statement timeout and end psql.
+    psql.run("SET statement_timeout = '20s'; CREATE INDEX CONCURRENTLY cic_x ON cic (x)");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the index build took {took:?}"
+    );
+    assert_eq!(
+        server.psql("SELECT indisvalid FROM pg_index WHERE indexrelid = 'cic_x'::regclass"),
+        "t"
+    );
+    psql.run("SELECT pg_advisory_unlock(424243)");
+    assert_eq!(code(waiter.wait_timeout(SOON)), 0, "the waiter got it");
     psql.close();
 }
 
