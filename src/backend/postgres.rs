@@ -1034,8 +1034,12 @@ impl PgBackend {
                         .collect();
                     ctes.push(format!("s AS (SELECT {})", calls.join(", ")));
                 }
+                // Granted, the timeout is turned off again (left to
+                // right: the target list's AND keeps its order), so a
+                // timeout always means nothing was granted.
                 ctes.push(format!(
-                    "l AS (SELECT {queue_fn}($1)::text = '' AS got FROM {from}(SELECT set_config('lock_timeout', $2, true)) t)"
+                    "l AS (SELECT {queue_fn}($1)::text = '' AND set_config('lock_timeout', '0', true) = '0' AS got \
+                     FROM {from}(SELECT set_config('lock_timeout', $2, true)) t)"
                 ));
             } else if with_settings {
                 // A CTE the try reads from, so the settings are applied
@@ -1122,18 +1126,20 @@ impl PgBackend {
                 }
                 // The session is gone, and any lock it took with it.
                 Ok(Err(e)) if self.is_closed() => return Err(self.error("trying the lock", &e)),
-                // `lock_timeout` ended the wait in the queue. Almost always
-                // for the advisory lock, so nothing was taken; but a row
-                // lock on our fence row (somebody's `SELECT … FOR UPDATE`)
-                // would time out the same way after the grant, so give the
-                // key back in case (a warning when not held).
-                // The deadlock detector choosing our queued statement
-                // (a holder waiting for our transaction, see QUEUE_STEP)
-                // is the same: out of the queue, and in again.
+                // `lock_timeout` ended the wait in the queue: nothing was
+                // granted (the timeout is off once it is).
                 Ok(Err(e))
-                    if queue.is_some()
-                        && (e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
-                            || e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)) =>
+                    if queue.is_some() && e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) =>
+                {
+                    return Ok((false, self.backend_pid, None));
+                }
+                // The deadlock detector chose our queued statement (a
+                // holder waiting for our transaction, see QUEUE_STEP): out
+                // of the queue and in again, as after a timeout; the key
+                // is given back in case the cycle was on the fence row,
+                // after the grant (a warning when not held).
+                Ok(Err(e))
+                    if queue.is_some() && e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) =>
                 {
                     self.unlock_after_error(key, req.shared).await?;
                     return Ok((false, self.backend_pid, None));
