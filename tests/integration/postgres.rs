@@ -254,7 +254,7 @@ impl PgServer {
         PsqlSession {
             proc,
             stdin: Some(stdin),
-            _stdout: stdout,
+            stdout,
         }
     }
 
@@ -282,7 +282,7 @@ impl Drop for PgServer {
 pub struct PsqlSession {
     proc: Proc,
     stdin: Option<std::process::ChildStdin>,
-    _stdout: BufReader<std::process::ChildStdout>,
+    stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl PsqlSession {
@@ -292,7 +292,7 @@ impl PsqlSession {
         let stdin = self.stdin.as_mut().unwrap();
         writeln!(stdin, "{sql};\n\\echo done").unwrap();
         stdin.flush().unwrap();
-        wait_for_line(&mut self._stdout, "done");
+        wait_for_line(&mut self.stdout, "done");
     }
 
     pub fn close(mut self) {
@@ -520,6 +520,45 @@ fn a_queued_waiter_does_not_hold_up_create_index_concurrently() {
     psql.run("SELECT pg_advisory_unlock(424243)");
     assert_eq!(code(waiter.wait_timeout(SOON)), 0, "the waiter got it");
     psql.close();
+}
+
+#[test]
+fn a_queued_waiter_gives_up_at_its_deadline_or_a_signal_and_leaves_nothing_queued() {
+    let server = PgServer::start();
+    let psql = server.psql_session("SELECT pg_advisory_lock(424244)");
+    let queued = || {
+        server.psql(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 424244 AND NOT granted",
+        )
+    };
+    // --wait: the server's lock_timeout ends the wait; busy, 75.
+    let started = std::time::Instant::now();
+    let out = run_timeout(
+        lockrun(&server, &["-w", "700ms", "424244", "--", "true"]),
+        SOON,
+    );
+    let took = started.elapsed();
+    assert_eq!(code(out.status), 75, "{}", stderr_of(&out));
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!(queued(), "0", "nothing left in the lock queue");
+    // A signal while queued: lockrun exits at once, and the statement it
+    // left in the server leaves the queue within its lock_timeout.
+    let mut waiter = Proc::spawn(
+        lockrun(&server, &["-w", "60s", "424244", "--", "true"]),
+        "queued waiter",
+    );
+    wait_until("the waiter queued in the server", SOON, || queued() == "1");
+    waiter.signal(Signal::SIGTERM);
+    assert_eq!(code(waiter.wait_timeout(SOON)), 128 + 15);
+    wait_until("the abandoned wait left the queue", SOON, || {
+        queued() == "0"
+    });
+    psql.close();
+    let out = run_timeout(lockrun(&server, &["-n", "424244", "--", "true"]), SOON);
+    assert_eq!(code(out.status), 0, "free again: {}", stderr_of(&out));
 }
 
 #[test]
