@@ -949,30 +949,35 @@ impl PgBackend {
         Ok((state, holders, all))
     }
 
-    /// `lockrun_fence` is missing: create it where the role may. Whether
-    /// it exists now (a concurrent creation counts).
-    async fn create_fence_table(&mut self) -> bool {
+    /// `lockrun_fence` is missing: create it where the role may. `Ok(true)`:
+    /// it exists now (a concurrent creation counts); `Ok(false)`: this role
+    /// may not create it here, so there is no fence (documented). Any other
+    /// failure, a timeout included, is an error: a run must never go on
+    /// without its fence because the server was slow once.
+    async fn create_fence_table(&mut self) -> Result<bool> {
         const CREATE: &str = "CREATE TABLE IF NOT EXISTS lockrun_fence (name text PRIMARY KEY, fence bigint NOT NULL)";
         let Some(client) = &self.client else {
-            return false;
+            return Ok(false);
         };
         match tokio::time::timeout(CALL_TIMEOUT, client.batch_execute(CREATE)).await {
-            Ok(Ok(())) => true,
+            Ok(Ok(())) => Ok(true),
             // Two first users at once: the other one made it.
             Ok(Err(e))
                 if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
                     || e.code() == Some(&SqlState::DUPLICATE_TABLE) =>
             {
-                true
+                Ok(true)
             }
-            Ok(Err(e)) => {
+            Ok(Err(e)) if not_permitted(&e) => {
                 tracing::info!(error = %e, "cannot create lockrun_fence: no fence (LOCKRUN_FENCE unset)");
-                false
+                Ok(false)
             }
-            Err(_) => {
-                tracing::info!("creating lockrun_fence timed out: no fence");
-                false
-            }
+            Ok(Err(e)) => Err(self.error("creating the fence table lockrun_fence", &e)),
+            Err(_) => Err(Error::unavailable(format!(
+                "postgres at {}: creating the fence table lockrun_fence timed out after {}",
+                self.config.address(),
+                humantime::format_duration(CALL_TIMEOUT)
+            ))),
         }
     }
 
@@ -1153,7 +1158,7 @@ impl PgBackend {
                     self.unlock_after_error(key, req.shared).await?;
                     let code = e.code().cloned();
                     if with_fence && code == Some(SqlState::UNDEFINED_TABLE) && attempt == 0 {
-                        if !self.create_fence_table().await {
+                        if !self.create_fence_table().await? {
                             self.fence_works = Some(false);
                         }
                     } else if with_settings {
@@ -1161,7 +1166,7 @@ impl PgBackend {
                         self.prepare_session(req).await?;
                     } else if with_fence && code == Some(SqlState::UNIQUE_VIOLATION) && attempt < 3
                     {
-                    } else if with_fence {
+                    } else if with_fence && not_permitted(&e) {
                         tracing::info!(error = %e, "cannot keep a fence in lockrun_fence: no fence (LOCKRUN_FENCE unset)");
                         self.fence_works = Some(false);
                     } else {
@@ -1659,6 +1664,15 @@ impl PgBackend {
     pub(crate) fn server_address(&self) -> String {
         self.config.address()
     }
+}
+
+/// The role may not create or write `lockrun_fence` here (privileges, a
+/// read-only server): a lasting condition, under which lockrun runs
+/// without a fence as documented. Every other error is reported.
+fn not_permitted(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|code| {
+        code == &SqlState::INSUFFICIENT_PRIVILEGE || code == &SqlState::READ_ONLY_SQL_TRANSACTION
+    })
 }
 
 #[cfg(test)]
