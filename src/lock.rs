@@ -461,6 +461,15 @@ impl<'a, I: Interrupts, D: WaitDisplay> Wait<'a, I, D> {
         }
     }
 
+    /// How much longer `--wait` lets us wait (`None`: no limit), for a
+    /// backend whose server ends its own wait at the deadline.
+    pub(crate) fn remaining(&self) -> Option<Duration> {
+        match self.policy {
+            WaitPolicy::Until(deadline) => Some(deadline.saturating_duration_since(Instant::now())),
+            _ => None,
+        }
+    }
+
     fn busy(&self, waited: Option<Duration>) -> Error {
         match &self.reason {
             // Nobody holds it, the backend just grants nothing yet: say so,

@@ -14,10 +14,13 @@
 //!   64 bits of the MD5 of `lockrun:NAME` (or `lockrun:NAME@K`), which is
 //!   what the documented SQL computes, so that other tools can take the
 //!   same lock ([`key_of_text`]).
-//! * Waiting polls `pg_try_advisory_lock` with backoff and jitter (50 ms to
-//!   1 s): a waiter blocked in `pg_advisory_lock` holds a lock-queue entry
-//!   that deadlocks `CREATE INDEX CONCURRENTLY` and friends; a poller never
-//!   blocks in the server.
+//! * Waiting for a single lock queues in the server: `pg_advisory_lock`
+//!   under a `lock_timeout` of at most 1 s, then a try and again. The
+//!   server hands the lock to the first in its queue at the release (one
+//!   wake-up, no herd), and the timeout bounds how long a queued waiter can
+//!   hold up `CREATE INDEX CONCURRENTLY` (the deadlock of a blocking wait
+//!   without one). `--slots N` polls `pg_try_advisory_lock` with backoff and
+//!   jitter (50 ms to 1 s), woken by a NOTIFY from lockrun releasers.
 //! * The dead-host bound: the session sets the server side of its TCP
 //!   connection (`tcp_user_timeout`, `tcp_keepalives_*`) so that the server
 //!   drops a silent client — and so frees its lock — about `--ttl` after the
@@ -73,6 +76,13 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a second session may take to show a pooler's hand.
 const POOLER_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const POLL_FIRST: Duration = Duration::from_millis(50);
+/// The longest wait in the server's lock queue (`lock_timeout`) before the
+/// waiter steps out and in again: it bounds how long our queued
+/// transaction can hold up a `CREATE INDEX CONCURRENTLY` (see DESIGN.md;
+/// under the default `deadlock_timeout` of 1 s, so that the index build
+/// never waits long enough to run its deadlock check), and how long a
+/// waiter whose lockrun died stays queued.
+const QUEUE_STEP: Duration = Duration::from_millis(500);
 const POLL_CAP: Duration = Duration::from_secs(1);
 /// How often a waiter looks up who holds the lock.
 const HOLDER_REFRESH: Duration = Duration::from_secs(1);
@@ -439,6 +449,9 @@ pub(crate) struct PgBackend {
     /// `None`: not tried yet; `Some(false)`: no fence on this server.
     fence_works: Option<bool>,
     lost_waits: u32,
+    /// A queued lock statement (key, shared) is, or may still be, in the
+    /// server: set while it runs, left set when its future was dropped.
+    queued: Option<(i64, bool)>,
 }
 
 pub(crate) struct PgLease {
@@ -450,6 +463,10 @@ pub(crate) struct PgLease {
     fence: Option<u64>,
     ttl: Duration,
     expires_at: BootTime,
+    /// Waiters for it poll (a lock of several slots), so its release
+    /// sends them the NOTIFY hint; a single lock's waiters queue in the
+    /// server, which wakes the next one itself.
+    notify: bool,
 }
 
 impl Lease for PgLease {
@@ -548,6 +565,7 @@ impl PgBackend {
             checked: false,
             fence_works: None,
             lost_waits: 0,
+            queued: None,
         };
         backend.reconnect().await?;
         Ok(backend)
@@ -849,16 +867,24 @@ impl PgBackend {
     /// Every session holding or waiting for `key` (blocking waiters only:
     /// other tools' `pg_advisory_lock`).
     async fn lock_rows(&mut self, key: i64) -> Result<Vec<LockRow>> {
-        let sql = format!(
-            "SELECT l.pid, l.granted, coalesce(a.application_name, ''), coalesce(a.usename::text, ''), \
+        // The functions under the pg_locks and pg_stat_activity views, not
+        // the views: every waiter sends this once, in a fresh backend,
+        // where the views' rewriting and joins (pg_database, pg_authid)
+        // cost ~4.3 ms of server time against ~1.8 ms for this (first
+        // statements of fresh sessions, bench/analysis.md).
+        let sql = "SELECT l.pid, l.granted, coalesce(a.application_name, ''), \
+             coalesce(pg_get_userbyid(a.usesysid)::text, ''), \
              coalesce(host(a.client_addr), ''), coalesce(extract(epoch FROM a.backend_start)::int8, 0), \
              l.mode = 'ShareLock' \
-             FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE {KEY_MATCH} ORDER BY l.granted DESC, l.pid"
-        );
+             FROM pg_lock_status() l LEFT JOIN LATERAL pg_stat_get_activity(l.pid) a ON true \
+             WHERE l.locktype = 'advisory' AND l.objsubid = 1 \
+             AND l.database = (SELECT d.datid FROM pg_stat_get_activity(pg_backend_pid()) d) \
+             AND l.classid::int8 = (($1::int8 >> 32) & 4294967295) \
+             AND l.objid::int8 = ($1::int8 & 4294967295) \
+             ORDER BY l.granted DESC, l.pid";
         let rows = self
             .call("reading pg_locks", CALL_TIMEOUT, async |c| {
-                c.query_typed(&sql, &[(&key, Type::INT8)]).await
+                c.query_typed(sql, &[(&key, Type::INT8)]).await
             })
             .await?;
         Ok(rows
@@ -875,9 +901,10 @@ impl PgBackend {
             .collect())
     }
 
-    /// lockrun sessions waiting for NAME (they poll, so `pg_locks` does not
-    /// show them): named `lockrun NAME …` in `pg_stat_activity`, holding nothing of it.
-    async fn polling_waiters(&mut self, name: &LockName, holders: &[i32]) -> Result<u32> {
+    /// lockrun sessions waiting for NAME that `pg_locks` does not show
+    /// (polling for a slot, or between two waits in the queue): named
+    /// `lockrun NAME …` in `pg_stat_activity`, and not in `in_rows`.
+    async fn polling_waiters(&mut self, name: &LockName, in_rows: &[i32]) -> Result<u32> {
         let prefix = format!("lockrun {name} ");
         let rows = self
             .call("reading pg_stat_activity", CALL_TIMEOUT, async |c| {
@@ -890,7 +917,7 @@ impl PgBackend {
             .await?;
         let count = rows
             .iter()
-            .filter(|r| !holders.contains(&r.get::<_, i32>(0)))
+            .filter(|r| !in_rows.contains(&r.get::<_, i32>(0)))
             .count();
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
@@ -900,10 +927,11 @@ impl PgBackend {
         name: &LockName,
         slot: u32,
         slots: u32,
-    ) -> Result<(SlotState, Vec<i32>)> {
+    ) -> Result<(SlotState, Vec<i32>, Vec<i32>)> {
         let (key_text, key) = self.key_of(name, slot, slots);
         let rows = self.lock_rows(key).await?;
         let holders: Vec<i32> = rows.iter().filter(|r| r.granted).map(|r| r.pid).collect();
+        let all = rows.iter().map(|r| r.pid).collect();
         let blocked = rows.iter().filter(|r| !r.granted).count();
         let holder = rows.iter().find(|r| r.granted).map(LockRow::holder);
         let shared = rows.iter().filter(|r| r.granted && r.shared).count();
@@ -918,33 +946,38 @@ impl PgBackend {
             queue: Vec::new(),
             shared_by: (shared > 0).then(|| u32::try_from(shared).unwrap_or(u32::MAX)),
         };
-        Ok((state, holders))
+        Ok((state, holders, all))
     }
 
-    /// `lockrun_fence` is missing: create it where the role may. Whether
-    /// it exists now (a concurrent creation counts).
-    async fn create_fence_table(&mut self) -> bool {
+    /// `lockrun_fence` is missing: create it where the role may. `Ok(true)`:
+    /// it exists now (a concurrent creation counts); `Ok(false)`: this role
+    /// may not create it here, so there is no fence (documented). Any other
+    /// failure, a timeout included, is an error: a run must never go on
+    /// without its fence because the server was slow once.
+    async fn create_fence_table(&mut self) -> Result<bool> {
         const CREATE: &str = "CREATE TABLE IF NOT EXISTS lockrun_fence (name text PRIMARY KEY, fence bigint NOT NULL)";
         let Some(client) = &self.client else {
-            return false;
+            return Ok(false);
         };
         match tokio::time::timeout(CALL_TIMEOUT, client.batch_execute(CREATE)).await {
-            Ok(Ok(())) => true,
+            Ok(Ok(())) => Ok(true),
             // Two first users at once: the other one made it.
             Ok(Err(e))
                 if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
                     || e.code() == Some(&SqlState::DUPLICATE_TABLE) =>
             {
-                true
+                Ok(true)
             }
-            Ok(Err(e)) => {
+            Ok(Err(e)) if not_permitted(&e) => {
                 tracing::info!(error = %e, "cannot create lockrun_fence: no fence (LOCKRUN_FENCE unset)");
-                false
+                Ok(false)
             }
-            Err(_) => {
-                tracing::info!("creating lockrun_fence timed out: no fence");
-                false
-            }
+            Ok(Err(e)) => Err(self.error("creating the fence table lockrun_fence", &e)),
+            Err(_) => Err(Error::unavailable(format!(
+                "postgres at {}: creating the fence table lockrun_fence timed out after {}",
+                self.config.address(),
+                humantime::format_duration(CALL_TIMEOUT)
+            ))),
         }
     }
 
@@ -974,6 +1007,7 @@ impl PgBackend {
         &mut self,
         req: &LockRequest,
         key: i64,
+        queue: Option<Duration>,
     ) -> Result<(bool, i32, Option<u64>)> {
         for attempt in 0..4 {
             let with_settings = !self.session_set;
@@ -989,7 +1023,38 @@ impl PgBackend {
             } else {
                 "pg_try_advisory_lock"
             };
-            if with_settings {
+            let lock_timeout = queue.map(|step| step.as_millis().max(1).to_string());
+            if let Some(timeout) = &lock_timeout {
+                // Queued in the server's lock manager, for at most `step`
+                // (`lock_timeout`, for this statement's transaction only):
+                // the release wakes exactly the first in the queue and
+                // hands it the lock. The setting is read from a subquery,
+                // so it is in force before the lock is asked for.
+                let queue_fn = if req.shared {
+                    "pg_advisory_lock_shared"
+                } else {
+                    "pg_advisory_lock"
+                };
+                params.push((timeout, Type::TEXT));
+                let from = if with_settings { "s, " } else { "" };
+                if with_settings {
+                    let calls: Vec<String> = settings
+                        .iter()
+                        .map(|(setting, value)| {
+                            params.push((value, Type::TEXT));
+                            format!("set_config('{setting}', ${}, false)", params.len())
+                        })
+                        .collect();
+                    ctes.push(format!("s AS (SELECT {})", calls.join(", ")));
+                }
+                // Granted, the timeout is turned off again (left to
+                // right: the target list's AND keeps its order), so a
+                // timeout always means nothing was granted.
+                ctes.push(format!(
+                    "l AS (SELECT {queue_fn}($1)::text = '' AND set_config('lock_timeout', '0', true) = '0' AS got \
+                     FROM {from}(SELECT set_config('lock_timeout', $2, true)) t)"
+                ));
+            } else if with_settings {
                 // A CTE the try reads from, so the settings are applied
                 // before the lock is taken, and an unknown one fails the
                 // statement before it could take it.
@@ -1047,9 +1112,10 @@ impl PgBackend {
                 }
                 Some(tokio::time::timeout(CALL_TIMEOUT, client.batch_execute(&listen_sql)).await)
             };
+            let limit = CALL_TIMEOUT + queue.unwrap_or_default();
             let (listened, result) = tokio::join!(
                 listen,
-                tokio::time::timeout(CALL_TIMEOUT, client.query_typed_one(&sql, &params))
+                tokio::time::timeout(limit, client.query_typed_one(&sql, &params))
             );
             drop(params);
             match listened {
@@ -1073,11 +1139,26 @@ impl PgBackend {
                 }
                 // The session is gone, and any lock it took with it.
                 Ok(Err(e)) if self.is_closed() => return Err(self.error("trying the lock", &e)),
+                // `lock_timeout` ended the wait in the queue, or the
+                // deadlock detector chose our queued statement (a holder
+                // waiting for our transaction, see QUEUE_STEP): out of the
+                // queue and in again. A grant that comes as the timeout
+                // fires is kept by the server although the statement
+                // fails (a session lock outlives it), so the key is given
+                // back (a warning when not held): the hold count stays 1.
+                Ok(Err(e))
+                    if queue.is_some()
+                        && (e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                            || e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)) =>
+                {
+                    self.unlock_after_error(key, req.shared).await?;
+                    return Ok((false, self.backend_pid, None));
+                }
                 Ok(Err(e)) => {
                     self.unlock_after_error(key, req.shared).await?;
                     let code = e.code().cloned();
                     if with_fence && code == Some(SqlState::UNDEFINED_TABLE) && attempt == 0 {
-                        if !self.create_fence_table().await {
+                        if !self.create_fence_table().await? {
                             self.fence_works = Some(false);
                         }
                     } else if with_settings {
@@ -1085,7 +1166,7 @@ impl PgBackend {
                         self.prepare_session(req).await?;
                     } else if with_fence && code == Some(SqlState::UNIQUE_VIOLATION) && attempt < 3
                     {
-                    } else if with_fence {
+                    } else if with_fence && not_permitted(&e) {
                         tracing::info!(error = %e, "cannot keep a fence in lockrun_fence: no fence (LOCKRUN_FENCE unset)");
                         self.fence_works = Some(false);
                     } else {
@@ -1159,6 +1240,111 @@ fn poll_delay(round: u32) -> Duration {
     half + Duration::from_nanos(rand::random_range(0..=nanos))
 }
 
+/// Waiting in the server's lock queue (a single lock, not `--slots`).
+impl PgBackend {
+    /// Try; when held, queue in the server for at most [`QUEUE_STEP`] (or
+    /// what `--wait` leaves) and try again when that runs out. The server
+    /// grants the lock to the first queued session at the release, so a
+    /// hand-off is the release statement and the grant, and a release
+    /// wakes one waiter, not all of them.
+    async fn queue_acquire<I: Interrupts, D: WaitDisplay>(
+        &mut self,
+        req: &LockRequest,
+        wait: &mut Wait<'_, I, D>,
+    ) -> Result<PgLease> {
+        let mut round = 0;
+        let mut try_first = true;
+        loop {
+            if try_first {
+                match self.try_acquire(req, 1).await? {
+                    Attempt::Acquired(lease) => return Ok(lease),
+                    Attempt::Held(holder) => wait.saw(holder),
+                }
+                wait.check_signals()?;
+            }
+            wait.give_up_if_over()?;
+            let remaining = wait.remaining();
+            try_first = true;
+            match wait.until(self.queue_wait(req, round, remaining)).await? {
+                Some(WaitOutcome::Acquired(lease)) => return Ok(lease),
+                Some(WaitOutcome::Retry) => {
+                    round += 1;
+                    // Straight back into the queue (its statement takes a
+                    // free lock too), unless the waiting line's holder is
+                    // due a look-up or the connection is to be remade.
+                    let key = self.key_of(&req.name, 1, 1).1;
+                    try_first = self.is_closed()
+                        || self
+                            .holder_seen
+                            .get(&key)
+                            .is_none_or(|at| at.elapsed() >= HOLDER_REFRESH);
+                }
+                // The deadline came first and dropped the queued statement,
+                // which may still be granted: step out, then one last try.
+                None => {
+                    self.leave_queue().await?;
+                    round += 1;
+                }
+            }
+            // A signal (`until`'s error) ends lockrun, and with it the
+            // session: a queued statement still in the server is ended by
+            // its lock_timeout, or granted and freed as the backend finds
+            // the connection closed.
+        }
+    }
+
+    /// One wait in the lock queue, ended by the grant or by
+    /// `lock_timeout`; a lost connection waits as a poll would before the
+    /// next try reconnects.
+    async fn queue_wait(
+        &mut self,
+        req: &LockRequest,
+        round: u32,
+        remaining: Option<Duration>,
+    ) -> Result<WaitOutcome<PgLease>> {
+        if self.is_closed() {
+            return Polling::wait(self, req, round).await;
+        }
+        let step = remaining.map_or(QUEUE_STEP, |r| r.min(QUEUE_STEP));
+        let (key_text, key) = self.key_of(&req.name, 1, 1);
+        let sent = BootTime::now();
+        self.queued = Some((key, req.shared));
+        let (got, _pid, fence) = self.try_statement(req, key, Some(step)).await?;
+        self.queued = None;
+        if !got {
+            return Ok(WaitOutcome::Retry);
+        }
+        self.lost_waits = 0;
+        Ok(WaitOutcome::Acquired(PgLease {
+            key,
+            shared: req.shared,
+            key_text,
+            slot: 1,
+            fence,
+            ttl: req.ttl,
+            expires_at: sent.saturating_add(req.ttl),
+            notify: false,
+        }))
+    }
+
+    /// A queued statement was dropped (the `--wait` deadline): the server
+    /// runs our statements in order, so an unlock of everything sent now
+    /// runs after it, whether it was granted or timed out. A lockrun
+    /// session holds no other advisory lock while it waits.
+    async fn leave_queue(&mut self) -> Result<()> {
+        if self.queued.take().is_none() || self.is_closed() {
+            return Ok(());
+        }
+        self.call(
+            "leaving the lock queue",
+            CALL_TIMEOUT + QUEUE_STEP,
+            async |c| c.query_typed("SELECT pg_advisory_unlock_all()", &[]).await,
+        )
+        .await
+        .map(drop)
+    }
+}
+
 impl Backend for PgBackend {
     type Lease = PgLease;
 
@@ -1167,7 +1353,11 @@ impl Backend for PgBackend {
         req: &LockRequest,
         wait: &mut Wait<'_, I, D>,
     ) -> Result<PgLease> {
-        poll_acquire(self, req, wait).await
+        if req.slots > 1 {
+            // No statement waits for the first free one of several keys.
+            return poll_acquire(self, req, wait).await;
+        }
+        self.queue_acquire(req, wait).await
     }
 
     fn renew_interval(&self, req: &LockRequest) -> Option<Duration> {
@@ -1246,15 +1436,25 @@ impl Backend for PgBackend {
         // would wait for a WAL flush; nothing in it needs to survive a
         // crash (the unlock is not transactional, and a crash ends every
         // session), so this one transaction commits asynchronously.
-        let sql = if lease.shared {
-            "SELECT pg_advisory_unlock_shared($1), pg_notify($2, ''), set_config('synchronous_commit', 'off', true)"
-        } else {
-            "SELECT pg_advisory_unlock($1), pg_notify($2, ''), set_config('synchronous_commit', 'off', true)"
+        let sql = match (lease.shared, lease.notify) {
+            (true, true) => {
+                "SELECT pg_advisory_unlock_shared($1), pg_notify($2, ''), set_config('synchronous_commit', 'off', true)"
+            }
+            (false, true) => {
+                "SELECT pg_advisory_unlock($1), pg_notify($2, ''), set_config('synchronous_commit', 'off', true)"
+            }
+            // Nobody to notify: a read-only statement, no transaction id.
+            (true, false) => "SELECT pg_advisory_unlock_shared($1)",
+            (false, false) => "SELECT pg_advisory_unlock($1)",
         };
         let released: bool = self
             .call("releasing the lock", RELEASE_TIMEOUT, async |c| {
-                c.query_typed_one(sql, &[(&key, Type::INT8), (&channel, Type::TEXT)])
-                    .await
+                if lease.notify {
+                    c.query_typed_one(sql, &[(&key, Type::INT8), (&channel, Type::TEXT)])
+                        .await
+                } else {
+                    c.query_typed_one(sql, &[(&key, Type::INT8)]).await
+                }
             })
             .await?
             .get(0);
@@ -1277,7 +1477,7 @@ impl Polling for PgBackend {
         }
         let (key_text, key) = self.key_of(&req.name, slot, req.slots);
         let sent = BootTime::now();
-        let (got, _pid, fence) = self.try_statement(req, key).await?;
+        let (got, _pid, fence) = self.try_statement(req, key, None).await?;
         if !got {
             if !self.listening.contains(&key) {
                 self.to_listen.insert(key);
@@ -1308,6 +1508,7 @@ impl Polling for PgBackend {
             fence,
             ttl: req.ttl,
             expires_at: sent.saturating_add(req.ttl),
+            notify: req.slots > 1,
         }))
     }
 
@@ -1341,7 +1542,8 @@ impl Inspect for PgBackend {
         let mut out = Vec::new();
         let mut holders = Vec::new();
         for slot in 1..=slots {
-            let (state, pids) = self.slot_state(name, slot, slots).await?;
+            // Queued lockrun waiters are rows too: not counted twice.
+            let (state, _, pids) = self.slot_state(name, slot, slots).await?;
             holders.extend(pids);
             out.push(state);
         }
@@ -1421,7 +1623,7 @@ impl Inspect for PgBackend {
         let slots = slots.unwrap_or(1).max(1);
         let mut ended = Vec::new();
         for slot in 1..=slots {
-            let (state, pids) = self.slot_state(name, slot, slots).await?;
+            let (state, pids, _) = self.slot_state(name, slot, slots).await?;
             if !state.held {
                 continue;
             }
@@ -1462,6 +1664,15 @@ impl PgBackend {
     pub(crate) fn server_address(&self) -> String {
         self.config.address()
     }
+}
+
+/// The role may not create or write `lockrun_fence` here (privileges, a
+/// read-only server): a lasting condition, under which lockrun runs
+/// without a fence as documented. Every other error is reported.
+fn not_permitted(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|code| {
+        code == &SqlState::INSUFFICIENT_PRIVILEGE || code == &SqlState::READ_ONLY_SQL_TRANSACTION
+    })
 }
 
 #[cfg(test)]

@@ -254,7 +254,7 @@ impl PgServer {
         PsqlSession {
             proc,
             stdin: Some(stdin),
-            _stdout: stdout,
+            stdout,
         }
     }
 
@@ -282,10 +282,19 @@ impl Drop for PgServer {
 pub struct PsqlSession {
     proc: Proc,
     stdin: Option<std::process::ChildStdin>,
-    _stdout: BufReader<std::process::ChildStdout>,
+    stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl PsqlSession {
+    /// Run more SQL in this session; returns once it has run (a failing
+    /// statement ends psql, and so the wait, with ON_ERROR_STOP).
+    pub fn run(&mut self, sql: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{sql};\n\\echo done").unwrap();
+        stdin.flush().unwrap();
+        wait_for_line(&mut self.stdout, "done");
+    }
+
     pub fn close(mut self) {
         drop(self.stdin.take());
         self.proc.wait_timeout(SOON);
@@ -473,6 +482,83 @@ fn other_names_use_the_documented_key_derivation() {
     assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
     psql.close();
+}
+
+#[test]
+fn a_queued_waiter_does_not_hold_up_create_index_concurrently() {
+    let server = PgServer::start();
+    // The deadlock detector would free the index build after 1 s by
+    // aborting the waiter; with it out of the way, only lockrun's
+    // lock_timeout does.
+    server.psql("ALTER SYSTEM SET deadlock_timeout = '60s'");
+    server.psql("SELECT pg_reload_conf()");
+    // A migration tool's way: hold the lock, build an index concurrently.
+    let mut psql = server.psql_session("CREATE TABLE cic (x int); SELECT pg_advisory_lock(424243)");
+    let mut waiter = Proc::spawn(
+        lockrun(&server, &["-w", "60s", "424243", "--", "true"]),
+        "queued waiter",
+    );
+    wait_until("the waiter queued in the server", SOON, || {
+        server.psql(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 424243 AND NOT granted",
+        ) == "1"
+    });
+    let started = std::time::Instant::now();
+    // The build waits for every older transaction, the queued waiter's
+    // too, which leaves the queue within its lock_timeout; without one,
+    // this would run into the statement timeout and end psql.
+    psql.run("SET statement_timeout = '20s'; CREATE INDEX CONCURRENTLY cic_x ON cic (x)");
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "the index build took {took:?}"
+    );
+    assert_eq!(
+        server.psql("SELECT indisvalid FROM pg_index WHERE indexrelid = 'cic_x'::regclass"),
+        "t"
+    );
+    psql.run("SELECT pg_advisory_unlock(424243)");
+    assert_eq!(code(waiter.wait_timeout(SOON)), 0, "the waiter got it");
+    psql.close();
+}
+
+#[test]
+fn a_queued_waiter_gives_up_at_its_deadline_or_a_signal_and_leaves_nothing_queued() {
+    let server = PgServer::start();
+    let psql = server.psql_session("SELECT pg_advisory_lock(424244)");
+    let queued = || {
+        server.psql(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 424244 AND NOT granted",
+        )
+    };
+    // --wait: the server's lock_timeout ends the wait; busy, 75.
+    let started = std::time::Instant::now();
+    let out = run_timeout(
+        lockrun(&server, &["-w", "700ms", "424244", "--", "true"]),
+        SOON,
+    );
+    let took = started.elapsed();
+    assert_eq!(code(out.status), 75, "{}", stderr_of(&out));
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!(queued(), "0", "nothing left in the lock queue");
+    // A signal while queued: lockrun exits at once, and the statement it
+    // left in the server leaves the queue within its lock_timeout.
+    let mut waiter = Proc::spawn(
+        lockrun(&server, &["-w", "60s", "424244", "--", "true"]),
+        "queued waiter",
+    );
+    wait_until("the waiter queued in the server", SOON, || queued() == "1");
+    waiter.signal(Signal::SIGTERM);
+    assert_eq!(code(waiter.wait_timeout(SOON)), 128 + 15);
+    wait_until("the abandoned wait left the queue", SOON, || {
+        queued() == "0"
+    });
+    psql.close();
+    let out = run_timeout(lockrun(&server, &["-n", "424244", "--", "true"]), SOON);
+    assert_eq!(code(out.status), 0, "free again: {}", stderr_of(&out));
 }
 
 #[test]
