@@ -280,9 +280,14 @@ impl RedisConfig {
         } else {
             ConnectionAddr::Tcp(self.host.clone(), self.port)
         };
+        // No `CLIENT SETINFO LIB-NAME/LIB-VER`: redis-rs sends it as a set-up
+        // pipeline and waits for the reply before the first command, one
+        // round trip on every run's path to the lock, for a label in
+        // `CLIENT LIST` (that Redis < 7.2 refuses anyway); the holder record
+        // already says who holds the lock.
         let mut settings = RedisConnectionInfo::default()
             .set_db(self.db)
-            .set_lib_name("lockrun", env!("CARGO_PKG_VERSION"));
+            .set_skip_set_lib_name();
         if let Some(user) = &self.username {
             settings = settings.set_username(user);
         }
