@@ -367,12 +367,9 @@ if rw then
   end
 end
 local guard = tonumber(ARGV[4])
-local info = redis.pcall('INFO', 'server')
-if type(info) == 'string' then
-  local up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)'))
-  if up and up * 1000 < guard then
-    return {'2', string.format('%d', guard - up * 1000)}
-  end
+local up = uptime_ms(false)
+if up and up < guard then
+  return {'2', string.format('%d', guard - up)}
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -386,6 +383,21 @@ redis.call('HSET', KEYS[1], 'token', ARGV[1], 'holder', ARGV[3], 'fence', f)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if rw then redis.call('ZREM', KEYS[4], ARGV[1]) end
 return {'1', f, tostring(redis.call('EXISTS', KEYS[#KEYS]))}
+";
+
+/// The server's uptime for the restart guard, in ms, or nil when INFO
+/// does not say. INFO gives whole seconds: a grant rounds down (the guard
+/// looks longer, nothing is granted early), a renewal rounds up (the guard
+/// never looks longer than it is to a holder deciding how long to go on).
+const UPTIME_FN: &str = r"
+local function uptime_ms(round_up)
+  local info = redis.pcall('INFO', 'server')
+  if type(info) ~= 'string' then return nil end
+  local up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)'))
+  if not up then return nil end
+  if round_up then up = up + 1 end
+  return up * 1000
+end
 ";
 
 /// Lua shared by the readers/writer scripts. Shared leases are members of
@@ -455,12 +467,9 @@ if redis.call('ZSCORE', KEYS[3], ARGV[1]) then
   return {'1', fence}
 end
 local guard = tonumber(ARGV[4])
-local info = redis.pcall('INFO', 'server')
-if type(info) == 'string' then
-  local up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)'))
-  if up and up * 1000 < guard then
-    return {'2', string.format('%d', guard - up * 1000)}
-  end
+local up = uptime_ms(false)
+if up and up < guard then
+  return {'2', string.format('%d', guard - up)}
 end
 prune(KEYS[4], nil, now)
 local writer = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')
@@ -493,12 +502,8 @@ if redis.replicate_commands then redis.replicate_commands() end
 local now = now_ms()
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score or tonumber(score) <= now then
-  local info = redis.pcall('INFO', 'server')
-  if type(info) == 'string' then
-    local up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)'))
-    local guard = tonumber(ARGV[3])
-    if up and (up + 1) * 1000 < guard then return -2 - (guard - (up + 1) * 1000) end
-  end
+  local up, guard = uptime_ms(true), tonumber(ARGV[3])
+  if up and up < guard then return -2 - (guard - up) end
   return 0
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
@@ -554,13 +559,8 @@ return {string.format('%d', #live / 2), holder, fence, string.format('%d', tonum
 const RENEW: &str = r"
 local kind = redis.call('TYPE', KEYS[1])['ok']
 if kind == 'none' then
-  local info = redis.pcall('INFO', 'server')
-  if type(info) == 'string' then
-    local up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)'))
-    local guard = tonumber(ARGV[3])
-    -- uptime is whole seconds: count it one up, so the guard never looks longer than it is
-    if up and (up + 1) * 1000 < guard then return -2 - (guard - (up + 1) * 1000) end
-  end
+  local up, guard = uptime_ms(true), tonumber(ARGV[3])
+  if up and up < guard then return -2 - (guard - up) end
   return 0
 end
 if kind ~= 'hash' or redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return -1 end
@@ -649,11 +649,11 @@ return 1
 ";
 
 static ACQUIRE_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{RW_FN}{ACQUIRE}")));
+    LazyLock::new(|| Script::new(&format!("{UPTIME_FN}{RW_FN}{ACQUIRE}")));
 static ACQUIRE_SHARED_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{WAKE_FN}{RW_FN}{ACQUIRE_SHARED}")));
+    LazyLock::new(|| Script::new(&format!("{UPTIME_FN}{WAKE_FN}{RW_FN}{ACQUIRE_SHARED}")));
 static RENEW_SHARED_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{RW_FN}{RENEW_SHARED}")));
+    LazyLock::new(|| Script::new(&format!("{UPTIME_FN}{RW_FN}{RENEW_SHARED}")));
 static RELEASE_SHARED_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{WAKE_FN}{RW_FN}{RELEASE_SHARED}")));
 static WITHDRAW_SCRIPT: LazyLock<Script> =
@@ -662,7 +662,8 @@ static FORCE_RELEASE_SHARED_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{WAKE_FN}{FORCE_RELEASE_SHARED}")));
 static INSPECT_SHARED_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{RW_FN}{INSPECT_SHARED}")));
-static RENEW_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RENEW));
+static RENEW_SCRIPT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(&format!("{UPTIME_FN}{RENEW}")));
 static RELEASE_SCRIPT: LazyLock<Script> =
     LazyLock::new(|| Script::new(&format!("{WAKE_FN}{RELEASE}")));
 static INSPECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(INSPECT));
