@@ -1038,14 +1038,7 @@ impl PgBackend {
                 params.push((timeout, Type::TEXT));
                 let from = if with_settings { "s, " } else { "" };
                 if with_settings {
-                    let calls: Vec<String> = settings
-                        .iter()
-                        .map(|(setting, value)| {
-                            params.push((value, Type::TEXT));
-                            format!("set_config('{setting}', ${}, false)", params.len())
-                        })
-                        .collect();
-                    ctes.push(format!("s AS (SELECT {})", calls.join(", ")));
+                    ctes.push(settings_cte(&settings, &mut params));
                 }
                 // Granted, the timeout is turned off again (left to
                 // right: the target list's AND keeps its order), so a
@@ -1058,14 +1051,7 @@ impl PgBackend {
                 // A CTE the try reads from, so the settings are applied
                 // before the lock is taken, and an unknown one fails the
                 // statement before it could take it.
-                let calls: Vec<String> = settings
-                    .iter()
-                    .map(|(setting, value)| {
-                        params.push((value, Type::TEXT));
-                        format!("set_config('{setting}', ${}, false)", params.len())
-                    })
-                    .collect();
-                ctes.push(format!("s AS (SELECT {})", calls.join(", ")));
+                ctes.push(settings_cte(&settings, &mut params));
                 ctes.push(format!("l AS (SELECT {try_fn}($1) AS got FROM s)"));
             } else {
                 ctes.push(format!("l AS (SELECT {try_fn}($1) AS got)"));
@@ -1206,6 +1192,22 @@ impl PgBackend {
 /// The session settings for a lock: its name in `pg_stat_activity`, and
 /// the server side of the TCP connection set to give up on a silent
 /// client after about `ttl` (never sooner).
+/// The CTE `s` that applies the session settings, their values appended
+/// to `params` as the next `$N`s.
+fn settings_cte<'a>(
+    settings: &'a [(&'static str, String)],
+    params: &mut Vec<(&'a (dyn tokio_postgres::types::ToSql + Sync), Type)>,
+) -> String {
+    let calls: Vec<String> = settings
+        .iter()
+        .map(|(setting, value)| {
+            params.push((value, Type::TEXT));
+            format!("set_config('{setting}', ${}, false)", params.len())
+        })
+        .collect();
+    format!("s AS (SELECT {})", calls.join(", "))
+}
+
 fn session_settings(req: &LockRequest) -> [(&'static str, String); 5] {
     let app = application_name(Some(&req.name));
     let ttl_s = req.ttl.as_secs().max(1);
