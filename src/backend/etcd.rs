@@ -501,6 +501,15 @@ enum Failure {
     Server { code: i64, message: String },
 }
 
+impl Failure {
+    /// Our auth token ran out (its ttl, a restarted member): a fresh login
+    /// and the same request again answer it, when we log in at all.
+    fn is_expired_token(&self) -> bool {
+        matches!(self, Failure::Server { code, message }
+            if *code == 16 || message.contains("invalid auth token"))
+    }
+}
+
 fn b64_encode(bytes: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
@@ -760,10 +769,8 @@ impl EtcdBackend {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match self.send(path, body, left).await {
                 Ok(value) => return Ok(value),
-                Err(Failure::Server { code, message })
-                    if !relogged
-                        && self.config.user.is_some()
-                        && (code == 16 || message.contains("invalid auth token")) =>
+                Err(failure)
+                    if !relogged && self.config.user.is_some() && failure.is_expired_token() =>
                 {
                     relogged = true;
                     tracing::debug!("etcd auth token expired; logging in again");
@@ -953,19 +960,32 @@ impl EtcdBackend {
         Ok(reply.result.map_or(0, |r| r.ttl))
     }
 
+    /// Revoke `lease`, logging in again once if the token ran out since
+    /// the last renewal (as [`Self::post`] does): a failed revoke leaves
+    /// the key, and the next holder waiting, until the lease expires.
     async fn revoke(&mut self, lease: i64, limit: Duration) -> Result<()> {
-        let reply: std::result::Result<Value, Failure> = self
-            .send(
-                "/v3/lease/revoke",
-                &json!({ "ID": lease.to_string() }),
-                limit,
-            )
-            .await;
-        match reply {
-            Ok(_) => Ok(()),
-            // Expired already: the keys went with it.
-            Err(Failure::Server { code: 5, .. }) => Ok(()),
-            Err(failure) => Err(self.error("releasing the lock (revoking its lease)", failure)),
+        let deadline = tokio::time::Instant::now() + limit;
+        let body = json!({ "ID": lease.to_string() });
+        let mut relogged = false;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let reply: std::result::Result<Value, Failure> =
+                self.send("/v3/lease/revoke", &body, left).await;
+            match reply {
+                Ok(_) => return Ok(()),
+                // Expired already: the keys went with it.
+                Err(Failure::Server { code: 5, .. }) => return Ok(()),
+                Err(failure)
+                    if !relogged && self.config.user.is_some() && failure.is_expired_token() =>
+                {
+                    relogged = true;
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    self.authenticate(left).await?;
+                }
+                Err(failure) => {
+                    return Err(self.error("releasing the lock (revoking its lease)", failure));
+                }
+            }
         }
     }
 
@@ -1608,7 +1628,12 @@ impl Drop for EtcdBackend {
                     if let Some(token) = &token {
                         request = request.header(AUTHORIZATION, token);
                     }
-                    if let Ok(Ok(_)) = tokio::time::timeout(DROP_TIMEOUT, request.send()).await {
+                    // An answer is not a revoke: a member without a leader
+                    // answers 503; the next endpoint may do it.
+                    if let Ok(Ok(response)) =
+                        tokio::time::timeout(DROP_TIMEOUT, request.send()).await
+                        && response.status().is_success()
+                    {
                         tracing::debug!("revoked our queue key's lease");
                         return;
                     }
@@ -1815,10 +1840,7 @@ impl Polling for EtcdBackend {
                     self.queued = None;
                     continue;
                 }
-                Err(Failure::Server { code, message })
-                    if self.config.user.is_some()
-                        && (code == 16 || message.contains("invalid auth token")) =>
-                {
+                Err(failure) if self.config.user.is_some() && failure.is_expired_token() => {
                     self.authenticate(acquire_timeout(req.ttl)).await?;
                     continue;
                 }
