@@ -13,9 +13,8 @@
 //!   deadline forward, and lockrun is told (one byte back) when the guardian
 //!   had to act, so the exit code says the lock was lost.
 //!
-//! It is started (`clone(CLONE_VM)`, see [`Guardian::start`]) before the
-//! lock is taken, so starting it costs nothing
-//! inside the critical section, and it sits in a process group of its own,
+//! It is started (forked, see [`Guardian::start`]) before the lock is
+//! taken, so starting it costs nothing inside the critical section, and it sits in a process group of its own,
 //! so a SIGKILL to lockrun's whole group does not take it along. The
 //! command registers itself from between fork and exec, so there is no
 //! moment in which the command runs and the guardian does not know it.
@@ -78,23 +77,24 @@ const FILE_CHECK_MS: i32 = 50;
 pub(crate) struct Guardian {
     pid: Pid,
     socket: tokio::net::UnixStream,
-    /// Started with `clone(CLONE_VM)`: a clone child, which sends no
-    /// SIGCHLD and which `waitid` only finds with `__WALL`.
+    /// Started by a raw `clone` with exit signal 0 (its memory shared or
+    /// copied): a clone child, which sends no SIGCHLD and which `waitid`
+    /// only finds with `__WALL`.
     clone_child: bool,
 }
 
 impl Guardian {
     /// Start the guardian. Must be called inside the tokio runtime.
     ///
-    /// Where the raw system call instruction is written out
-    /// ([`crate::raw::SHARED_MEMORY_OK`]) it is `clone(CLONE_VM)` on a stack
-    /// of its own: no page tables copied, and no copy-on-write fault for
-    /// every page lockrun writes afterwards, which made the fork the most
-    /// expensive step of an uncontended run (bench/analysis.md). The
-    /// guardian still has its own descriptor table, signal dispositions and
-    /// process group, and it dies with nothing of lockrun's: when lockrun
-    /// exits, the memory stays mapped for the guardian until it exits too.
-    /// It is a "clone child" (no SIGCHLD when it dies), so that a `waitid`
+    /// A fork, so that it survives whatever kills lockrun. With
+    /// `LOCKRUN_GUARDIAN=clone`, where the raw system call instruction is
+    /// written out ([`crate::raw::SHARED_MEMORY_OK`]), it is
+    /// `clone(CLONE_VM)` on a stack of its own instead: no page tables
+    /// copied, and no copy-on-write fault for every page lockrun writes
+    /// afterwards (bench/analysis.md), at the price the comment below
+    /// names. Either way the guardian has its own descriptor table, signal
+    /// dispositions and process group, and where the instruction exists it
+    /// is a "clone child" (no SIGCHLD when it dies), so that a `waitid`
     /// without `__WALL` tells whether lockrun has any *other* child.
     pub(crate) fn start() -> Result<Guardian> {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair()
@@ -117,10 +117,28 @@ impl Guardian {
         // the victim's memory; the guardian would then die with lockrun and
         // leave the command's group running after the lock is gone.
         // `LOCKRUN_GUARDIAN=clone` trades that for a cheaper start.
-        let clone_child = crate::raw::SHARED_MEMORY_OK
+        let shared_memory = crate::raw::SHARED_MEMORY_OK
             && std::env::var_os("LOCKRUN_GUARDIAN").is_some_and(|v| v == "clone");
-        let pid = if clone_child {
+        // Where the raw instruction exists, the fork is a raw `clone` with
+        // exit signal 0 as well: a clone child, so that after the command
+        // one waitid tells whether lockrun has any other child, instead of
+        // reading /proc inside the critical section (bench/analysis.md).
+        let clone_child = crate::raw::SHARED_MEMORY_OK;
+        let pid = if shared_memory {
             clone_guardian(their_fd, close)
+        } else if clone_child {
+            // SAFETY: a fork (no CLONE_VM: the child has a copy of the
+            // memory) that skips libc's fork handlers, which is sound only
+            // because the child runs guardian_main alone, which makes raw
+            // system calls only, never allocates and never returns. No
+            // CLONE_CHILD_* flags: nothing of libc's thread data is updated
+            // for a child that never uses it. Every signal is blocked.
+            match unsafe { crate::raw::syscall(libc::SYS_clone, [0; 6]) } {
+                // SAFETY: we are the freshly cloned child, as required.
+                0 => unsafe { guardian_main(their_fd, close) },
+                pid if pid < 0 => Err(std::io::Error::from_raw_os_error(-pid as i32)),
+                pid => Ok(pid as libc::pid_t),
+            }
         } else {
             // SAFETY: the forked process only makes async-signal-safe system
             // calls (see guardian_main) and never returns into Rust code that

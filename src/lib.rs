@@ -97,7 +97,11 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
         .enable_all()
         .build()
         .map_err(|e| Error::internal(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(async {
+    // Boxed: the future is the largest of every subcommand's, and on the
+    // stack its frame (tens of KiB, each page probed on entry) cost an
+    // uncontended run a page fault per page, most of them for subcommands
+    // it never runs (bench/analysis.md, "fifth round").
+    runtime.block_on(Box::pin(async {
         match task {
             Task::Run(plan, args) => run::run(*plan, args, global).await,
             Task::Status(args) => inspect::status(args, global).await,
@@ -107,7 +111,7 @@ fn dispatch(cli: &Cli) -> Result<Exit> {
             Task::Acquire(args) => keeper::acquire(args, global).await,
             Task::Doctor => doctor::doctor(global).await,
         }
-    })
+    }))
 }
 
 /// clap's errors are several lines with usage; ours are one line and exit 64.

@@ -7,8 +7,11 @@
 //! simply stops lockrun here; while a child runs, the supervisor decides
 //! (see `supervise::handle_signal`).
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
 use nix::sys::signal::Signal;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::io::unix::AsyncFd;
 
 use crate::error::{Error, Result};
 
@@ -47,24 +50,78 @@ pub(crate) const CHANGED: [libc::c_int; 13] = [
     libc::SIGBUS,
 ];
 
+/// The write end of the pipe the handler reports to; -1 until installed.
+/// Never closed: a handler may run at any moment of the process's life.
+static REPORT_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// The handler of every signal in `FORWARDED` and `JOB_CONTROL`: one byte,
+/// the signal's number, into the pipe (a self-pipe, as tokio's own signal
+/// driver does, without its table of every signal number and its channel
+/// per signal, which an uncontended run paid for in page faults).
+extern "C" fn report(signal: libc::c_int) {
+    // SAFETY: write(2) is async-signal-safe, from a byte on this stack to a
+    // descriptor that stays open; errno is put back for the code the
+    // signal interrupted. A full pipe drops the byte: the signals already
+    // in it will wake the reader, and forwarding needs each kind once.
+    unsafe {
+        let errno = libc::__errno_location();
+        let saved = *errno;
+        let byte = signal as u8;
+        libc::write(
+            REPORT_FD.load(Ordering::Relaxed),
+            (&raw const byte).cast(),
+            1,
+        );
+        *errno = saved;
+    }
+}
+
 pub(crate) struct Signals {
-    streams: Vec<(Signal, tokio::signal::unix::Signal)>,
+    /// The read end of the handler's pipe.
+    pipe: AsyncFd<OwnedFd>,
 }
 
 impl Signals {
+    /// Install the handlers. Once per process: must be called inside the
+    /// tokio runtime.
     pub(crate) fn install() -> Result<Self> {
-        let streams = FORWARDED
-            .iter()
-            .chain(&JOB_CONTROL)
-            .map(|&sig| {
-                signal(SignalKind::from_raw(sig as i32))
-                    .map(|stream| (sig, stream))
-                    .map_err(|e| {
-                        Error::internal(format!("cannot install a handler for {sig}: {e}"))
-                    })
-            })
-            .collect::<Result<_>>()?;
-        Ok(Signals { streams })
+        let failed = |what: &str, e: std::io::Error| {
+            Error::internal(format!("cannot install the signal handlers: {what}: {e}"))
+        };
+        let mut fds = [-1; 2];
+        // SAFETY: pipe2 writes two descriptors into the array we pass.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return Err(failed("pipe", std::io::Error::last_os_error()));
+        }
+        // SAFETY: a fresh descriptor nobody else owns.
+        let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+        if REPORT_FD
+            .compare_exchange(-1, fds[1], Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            // SAFETY: the write end we just made and nobody else knows.
+            unsafe { libc::close(fds[1]) };
+            return Err(Error::internal("the signal handlers were installed twice"));
+        }
+        // SAFETY: the OwnedFd's descriptor stays open and the same for as
+        // long as the AsyncFd owns it.
+        let pipe = unsafe { AsyncFd::register_with_interest(read, tokio::io::Interest::READABLE) }
+            .map_err(|e| failed("pipe", e.into_parts().1))?;
+        for &sig in FORWARDED.iter().chain(&JOB_CONTROL) {
+            // SAFETY: a zeroed sigaction with an empty mask and a handler
+            // that only makes async-signal-safe calls (see `report`).
+            let rc = unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = report as extern "C" fn(libc::c_int) as usize;
+                action.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&raw mut action.sa_mask);
+                libc::sigaction(sig as libc::c_int, &raw const action, std::ptr::null_mut())
+            };
+            if rc != 0 {
+                return Err(failed(sig.as_str(), std::io::Error::last_os_error()));
+            }
+        }
+        Ok(Signals { pipe })
     }
 
     /// While waiting for the lock: the next signal meant to end things (its
@@ -80,16 +137,12 @@ impl Signals {
 
     /// A signal that already arrived, without waiting.
     pub(crate) fn pending(&mut self) -> Option<i32> {
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        let ready: Vec<Signal> = self
-            .streams
-            .iter_mut()
-            .filter_map(|(sig, stream)| match stream.poll_recv(&mut cx) {
-                std::task::Poll::Ready(Some(())) => Some(*sig),
-                _ => None,
-            })
-            .collect();
+        let mut ready = Vec::new();
+        while let Ok(signal) = read_signal(self.pipe.as_raw_fd()) {
+            if !ready.contains(&signal) {
+                ready.push(signal);
+            }
+        }
         // Every ready signal is acted on, not only the first.
         ready
             .into_iter()
@@ -98,17 +151,41 @@ impl Signals {
             .map(|sig| sig as i32)
     }
 
-    /// The next signal of any kind, for the supervisor.
+    /// The next signal of any kind, for the supervisor. Cancel-safe: a
+    /// signal is taken from the pipe only in the poll that returns it.
     pub(crate) async fn recv_any(&mut self) -> Signal {
-        std::future::poll_fn(|cx| {
-            for (sig, stream) in &mut self.streams {
-                if let std::task::Poll::Ready(Some(())) = stream.poll_recv(cx) {
-                    return std::task::Poll::Ready(*sig);
-                }
+        loop {
+            let Ok(mut ready) = self.pipe.readable().await else {
+                return std::future::pending().await;
+            };
+            if let Ok(Ok(signal)) = ready.try_io(|pipe| read_signal(pipe.as_raw_fd())) {
+                return signal;
             }
-            std::task::Poll::Pending
-        })
-        .await
+        }
+    }
+}
+
+/// One signal from the handler's pipe; `WouldBlock` when it is empty.
+fn read_signal(fd: RawFd) -> std::io::Result<Signal> {
+    loop {
+        let mut byte = 0u8;
+        // SAFETY: read of one byte into a byte on our stack.
+        let n = unsafe { libc::read(fd, (&raw mut byte).cast(), 1) };
+        match n {
+            1 => {}
+            // The write end is never closed: no EOF to see.
+            0 => return Err(std::io::ErrorKind::WouldBlock.into()),
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+        }
+        if let Ok(signal) = Signal::try_from(libc::c_int::from(byte)) {
+            return Ok(signal);
+        }
     }
 }
 
@@ -149,6 +226,7 @@ mod tests {
     /// one `CHANGED` names: the command's process resets only those.
     #[test]
     fn every_caught_signal_is_listed_as_changed() {
+        use tokio::signal::unix::{SignalKind, signal};
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
