@@ -185,10 +185,10 @@ fn fs_type(path: &Path) -> Option<i64> {
     let mut buf = unsafe { std::mem::zeroed::<libc::statfs>() };
     // SAFETY: as above; statfs only writes into `buf`.
     let rc = unsafe { libc::statfs(c_path.as_ptr(), &raw mut buf) };
-    // The magic numbers are 32 bits; f_type is signed, and on some
-    // platforms 32 bits wide.
-    #[allow(clippy::useless_conversion)]
-    (rc == 0).then(|| i64::from(buf.f_type) & 0xFFFF_FFFF)
+    // The magic numbers are 32 bits; f_type is signed on glibc, unsigned
+    // on musl, and on some platforms 32 bits wide: its low 32 bits it is.
+    #[allow(clippy::unnecessary_cast)]
+    (rc == 0).then_some((buf.f_type as i64) & 0xFFFF_FFFF)
 }
 
 /// An age rule of systemd-tmpfiles that cleans a directory.

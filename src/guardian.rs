@@ -552,7 +552,7 @@ unsafe fn guardian_main(socket: RawFd, close: CloseMethod) -> ! {
                         tv_nsec: 0,
                     },
                     it_value: libc::timespec {
-                        tv_sec: (next / 1_000_000_000) as libc::time_t,
+                        tv_sec: (next / 1_000_000_000) as _,
                         tv_nsec: (next % 1_000_000_000) as libc::c_long,
                     },
                 };
@@ -590,7 +590,7 @@ unsafe fn guardian_main(socket: RawFd, close: CloseMethod) -> ! {
             }
             // ppoll: aarch64 has no poll(2).
             let timeout = libc::timespec {
-                tv_sec: (poll_timeout.max(0) / 1000) as libc::time_t,
+                tv_sec: (poll_timeout.max(0) / 1000) as _,
                 tv_nsec: ((poll_timeout.max(0) % 1000) * 1_000_000) as libc::c_long,
             };
             let timeout_ptr = if poll_timeout < 0 {

@@ -21,7 +21,6 @@
 //! exist); `release` ends only keepers of this user that watch one of its
 //! own ancestors (the same job) or the process given with `--for-pid`.
 
-use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -286,7 +285,7 @@ async fn start_keeper(watched: Process, quiet: bool, json: bool) -> Result<Exit>
         .map_err(|e| Error::internal(format!("cannot find lockrun's own executable: {e}")))?;
     let mut command = std::process::Command::new(exe);
     command
-        .args(std::env::args_os().skip(1).collect::<Vec<OsString>>())
+        .args(crate::startup::args().into_iter().skip(1))
         .env(
             KEEPER_ENV,
             format!(

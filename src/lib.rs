@@ -39,6 +39,7 @@ use crate::exit::Exit;
 /// Parse `args`, do the work, and return the process exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     let args: Vec<OsString> = args.into_iter().collect();
+    startup::set_args(&args);
     #[cfg(debug_assertions)]
     if args.get(1).is_some_and(|arg| arg == "--generate") {
         return generate::main(&args[2..]);

@@ -16,10 +16,28 @@
 //! of the instructions of a whole uncontended run, and 9 system calls,
 //! see bench/analysis.md). A stack overflow on the main thread still dies
 //! of SIGSEGV (the kernel's guard gap), only without std's message.
-//! `std::env::args_os` is unaffected: on Linux std takes argv from its
-//! `.init_array` hook, not from `lang_start`.
+//! The arguments come from `main`'s own argv ([`set_args`], [`args`]):
+//! without `lang_start`, std learns argv only from glibc's `.init_array`
+//! call, which musl does not make, so `std::env::args_os` would be empty
+//! in a static musl build.
 
+use std::ffi::OsString;
 use std::io::Write;
+use std::sync::OnceLock;
+
+static ARGS: OnceLock<Vec<OsString>> = OnceLock::new();
+
+/// Record the process's arguments (`lockrun::main` does, once).
+pub(crate) fn set_args(args: &[OsString]) {
+    let _ = ARGS.set(args.to_vec());
+}
+
+/// The process's arguments, program name first.
+pub(crate) fn args() -> Vec<OsString> {
+    ARGS.get()
+        .cloned()
+        .unwrap_or_else(|| std::env::args_os().collect())
+}
 
 /// Call first thing in `main`.
 pub fn init() {

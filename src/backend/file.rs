@@ -561,9 +561,12 @@ impl Drop for Waiters {
             // the thread enters flock(2) would otherwise be missed. The
             // handle is not joined yet, so its pthread_t stays valid.
             while !thread.is_finished() {
+                // std's RawPthread is an integer; musl's pthread_t a pointer.
+                #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+                let id = thread.as_pthread_t() as libc::pthread_t;
                 // SAFETY: pthread_kill on a thread that has not been joined
                 // (its id is valid); the handler does nothing.
-                unsafe { libc::pthread_kill(thread.as_pthread_t(), wake_signal()) };
+                unsafe { libc::pthread_kill(id, wake_signal()) };
                 std::thread::sleep(Duration::from_micros(200));
             }
             let _ = thread.join();

@@ -9,7 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_lockrun");
+/// The binary under test: cargo's build of it, or the one named by
+/// `LOCKRUN_TEST_BIN` when the tests were compiled (the static release
+/// build, say: `LOCKRUN_TEST_BIN=$PWD/target/x86_64-unknown-linux-musl/release/lockrun`).
+pub const BIN: &str = match option_env!("LOCKRUN_TEST_BIN") {
+    Some(bin) => bin,
+    None => env!("CARGO_BIN_EXE_lockrun"),
+};
 
 /// Generous bound for anything that should happen "at once".
 pub const SOON: Duration = Duration::from_secs(20);
