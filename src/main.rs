@@ -21,3 +21,12 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     lockrun::startup::finish();
     c_int::from(code)
 }
+
+/// The static (musl) build's allocator: musl's own maps and unmaps a few
+/// pages at a time, about forty mmap/munmap calls in an uncontended run,
+/// each one more area for the guardian's fork to copy; dlmalloc takes
+/// memory in larger pieces (0.86x the CPU of a whole run, bench/analysis.md,
+/// "fifth round"). glibc's malloc already does, so the glibc build keeps it.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
