@@ -14,8 +14,9 @@
 //!   had to act, so the exit code says the lock was lost.
 //!
 //! It is started (forked, see [`Guardian::start`]) before the lock is
-//! taken, so starting it costs nothing inside the critical section, and it sits in a process group of its own,
-//! so a SIGKILL to lockrun's whole group does not take it along. The
+//! taken, so starting it costs nothing inside the critical section, and it
+//! sits in a process group of its own, so a SIGKILL to lockrun's whole
+//! group does not take it along. The
 //! command registers itself from between fork and exec, so there is no
 //! moment in which the command runs and the guardian does not know it.
 
@@ -88,7 +89,7 @@ impl Guardian {
     ///
     /// A fork, so that it survives whatever kills lockrun. With
     /// `LOCKRUN_GUARDIAN=clone`, where the raw system call instruction is
-    /// written out ([`crate::raw::SHARED_MEMORY_OK`]), it is
+    /// written out ([`crate::raw::RAW_SYSCALL`]), it is
     /// `clone(CLONE_VM)` on a stack of its own instead: no page tables
     /// copied, and no copy-on-write fault for every page lockrun writes
     /// afterwards (bench/analysis.md), at the price the comment below
@@ -117,13 +118,13 @@ impl Guardian {
         // the victim's memory; the guardian would then die with lockrun and
         // leave the command's group running after the lock is gone.
         // `LOCKRUN_GUARDIAN=clone` trades that for a cheaper start.
-        let shared_memory = crate::raw::SHARED_MEMORY_OK
+        let shared_memory = crate::raw::RAW_SYSCALL
             && std::env::var_os("LOCKRUN_GUARDIAN").is_some_and(|v| v == "clone");
         // Where the raw instruction exists, the fork is a raw `clone` with
         // exit signal 0 as well: a clone child, so that after the command
         // one waitid tells whether lockrun has any other child, instead of
         // reading /proc inside the critical section (bench/analysis.md).
-        let clone_child = crate::raw::SHARED_MEMORY_OK;
+        let clone_child = crate::raw::RAW_SYSCALL;
         let pid = if shared_memory {
             clone_guardian(their_fd, close)
         } else if clone_child {

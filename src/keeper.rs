@@ -301,7 +301,9 @@ async fn start_keeper(watched: Process, quiet: bool, json: bool) -> Result<Exit>
         .stderr(std::process::Stdio::null());
     let write_fd = write.as_raw_fd();
     // SAFETY: only async-signal-safe calls (setsid, dup2, fcntl,
-    // close_range) between fork and exec, on integers.
+    // close_range) between fork and exec, on integers. Nothing here may
+    // allocate: the static build's allocator (dlmalloc) has no fork
+    // handler, so a lock another thread held at the fork stays held.
     unsafe {
         command.pre_exec(move || {
             // Out of the job's session and process group: the job's Ctrl-C

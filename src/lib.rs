@@ -38,8 +38,7 @@ use crate::exit::Exit;
 
 /// Parse `args`, do the work, and return the process exit code.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
-    let args: Vec<OsString> = args.into_iter().collect();
-    startup::set_args(&args);
+    let args = startup::set_args(args.into_iter().collect());
     #[cfg(debug_assertions)]
     if args.get(1).is_some_and(|arg| arg == "--generate") {
         return generate::main(&args[2..]);
@@ -48,7 +47,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> u8 {
     if args.get(1).is_some_and(|arg| arg == "--complete-names") {
         return inspect::complete_names(args.get(2));
     }
-    let cli = match Cli::parse_args(&args) {
+    let cli = match Cli::parse_args(args) {
         Ok(cli) => cli,
         Err(e) => return report_parse_error(&e),
     };

@@ -9,13 +9,14 @@
 //! kernel's answer: a negative errno on failure, never stored anywhere.
 //!
 //! Only x86_64 and aarch64 have the instruction written out; elsewhere
-//! `SHARED_MEMORY_OK` is false and the guardian is forked, where libc's
-//! `syscall(2)` (which does set errno, in the guardian's own copy) is fine.
+//! `RAW_SYSCALL` is false and the guardian is forked by libc's `fork`,
+//! where libc's `syscall(2)` (which does set errno, in the guardian's own
+//! copy) is fine.
 
-/// Whether the raw instruction is available, so that the guardian may
-/// share lockrun's memory.
-pub(crate) const SHARED_MEMORY_OK: bool =
-    cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
+/// Whether the raw instruction is written out: the guardian may then share
+/// lockrun's memory, and its plain fork is a raw `clone` with exit signal
+/// 0 (a "clone child", see `guardian.rs`).
+pub(crate) const RAW_SYSCALL: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
 
 /// `syscall(nr, a…)`: the kernel's return value (negative errno on failure).
 ///

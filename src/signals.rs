@@ -7,8 +7,8 @@
 //! simply stops lockrun here; while a child runs, the supervisor decides
 //! (see `supervise::handle_signal`).
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use nix::sys::signal::Signal;
 use tokio::io::unix::AsyncFd;
@@ -50,28 +50,47 @@ pub(crate) const CHANGED: [libc::c_int; 13] = [
     libc::SIGBUS,
 ];
 
-/// The write end of the pipe the handler reports to; -1 until installed.
-/// Never closed: a handler may run at any moment of the process's life.
-static REPORT_FD: AtomicI32 = AtomicI32::new(-1);
+/// The write end of the pipe the handler wakes the reader with; -1 until
+/// installed. Never closed: a handler may run at any moment of the
+/// process's life.
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 
-/// The handler of every signal in `FORWARDED` and `JOB_CONTROL`: one byte,
-/// the signal's number, into the pipe (a self-pipe, as tokio's own signal
-/// driver does, without its table of every signal number and its channel
-/// per signal, which an uncontended run paid for in page faults).
+/// One flag per signal number: set by the handler, taken by the reader. As
+/// with tokio's streams, repeats of a signal before the reader looks are
+/// one event, and no signal can be lost, whatever the pipe holds.
+static ARRIVED: [AtomicBool; 65] = [const { AtomicBool::new(false) }; 65];
+
+/// Every signal lockrun handles, in the order a reader takes them.
+const HANDLED: [Signal; 9] = [
+    FORWARDED[0],
+    FORWARDED[1],
+    FORWARDED[2],
+    FORWARDED[3],
+    FORWARDED[4],
+    FORWARDED[5],
+    JOB_CONTROL[0],
+    JOB_CONTROL[1],
+    JOB_CONTROL[2],
+];
+
+/// The handler of every signal in `HANDLED`: its flag, then one byte into
+/// the pipe to wake the reader (a self-pipe, as tokio's own signal driver
+/// has, without its table of every signal number and a channel per signal,
+/// which an uncontended run paid for in page faults). The flag comes first:
+/// a reader that has emptied the pipe and then finds no flag will be woken.
 extern "C" fn report(signal: libc::c_int) {
+    if let Some(flag) = usize::try_from(signal).ok().and_then(|i| ARRIVED.get(i)) {
+        flag.store(true, Ordering::SeqCst);
+    }
     // SAFETY: write(2) is async-signal-safe, from a byte on this stack to a
     // descriptor that stays open; errno is put back for the code the
-    // signal interrupted. A full pipe drops the byte: the signals already
-    // in it will wake the reader, and forwarding needs each kind once.
+    // signal interrupted. A full pipe drops the byte, which is fine: the
+    // bytes already in it wake the reader, and the flag says what came.
     unsafe {
         let errno = libc::__errno_location();
         let saved = *errno;
-        let byte = signal as u8;
-        libc::write(
-            REPORT_FD.load(Ordering::Relaxed),
-            (&raw const byte).cast(),
-            1,
-        );
+        let byte = 0u8;
+        libc::write(WAKE_FD.load(Ordering::SeqCst), (&raw const byte).cast(), 1);
         *errno = saved;
     }
 }
@@ -93,33 +112,51 @@ impl Signals {
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
             return Err(failed("pipe", std::io::Error::last_os_error()));
         }
-        // SAFETY: a fresh descriptor nobody else owns.
-        let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
-        if REPORT_FD
-            .compare_exchange(-1, fds[1], Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
-            // SAFETY: the write end we just made and nobody else knows.
-            unsafe { libc::close(fds[1]) };
-            return Err(Error::internal("the signal handlers were installed twice"));
-        }
+        // SAFETY: fresh descriptors nobody else owns.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // SAFETY: the OwnedFd's descriptor stays open and the same for as
         // long as the AsyncFd owns it.
         let pipe = unsafe { AsyncFd::register_with_interest(read, tokio::io::Interest::READABLE) }
             .map_err(|e| failed("pipe", e.into_parts().1))?;
-        for &sig in FORWARDED.iter().chain(&JOB_CONTROL) {
+        if WAKE_FD
+            .compare_exchange(-1, write.as_raw_fd(), Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return Err(Error::internal("the signal handlers were installed twice"));
+        }
+        // Published: from now on it lives as long as the process.
+        let _ = write.into_raw_fd();
+        let mut installed: Vec<(Signal, libc::sigaction)> = Vec::new();
+        for &sig in &HANDLED {
             // SAFETY: a zeroed sigaction with an empty mask and a handler
-            // that only makes async-signal-safe calls (see `report`).
-            let rc = unsafe {
+            // that only makes async-signal-safe calls (see `report`); the
+            // previous action goes into a zeroed struct on our stack.
+            let (rc, previous) = unsafe {
                 let mut action: libc::sigaction = std::mem::zeroed();
                 action.sa_sigaction = report as extern "C" fn(libc::c_int) as usize;
                 action.sa_flags = libc::SA_RESTART;
                 libc::sigemptyset(&raw mut action.sa_mask);
-                libc::sigaction(sig as libc::c_int, &raw const action, std::ptr::null_mut())
+                let mut previous: libc::sigaction = std::mem::zeroed();
+                let rc = libc::sigaction(sig as libc::c_int, &raw const action, &raw mut previous);
+                (rc, previous)
             };
             if rc != 0 {
-                return Err(failed(sig.as_str(), std::io::Error::last_os_error()));
+                let e = std::io::Error::last_os_error();
+                // Nothing half done: the handlers already in place go back
+                // to what they were, so no signal lands in an unread pipe.
+                for (sig, previous) in installed {
+                    // SAFETY: restoring the action sigaction gave us.
+                    unsafe {
+                        libc::sigaction(
+                            sig as libc::c_int,
+                            &raw const previous,
+                            std::ptr::null_mut(),
+                        )
+                    };
+                }
+                return Err(failed(sig.as_str(), e));
             }
+            installed.push((sig, previous));
         }
         Ok(Signals { pipe })
     }
@@ -137,12 +174,8 @@ impl Signals {
 
     /// A signal that already arrived, without waiting.
     pub(crate) fn pending(&mut self) -> Option<i32> {
-        let mut ready = Vec::new();
-        while let Ok(signal) = read_signal(self.pipe.as_raw_fd()) {
-            if !ready.contains(&signal) {
-                ready.push(signal);
-            }
-        }
+        drain(self.pipe.as_raw_fd());
+        let ready: Vec<Signal> = HANDLED.into_iter().filter(|&sig| take(sig)).collect();
         // Every ready signal is acted on, not only the first.
         ready
             .into_iter()
@@ -152,39 +185,44 @@ impl Signals {
     }
 
     /// The next signal of any kind, for the supervisor. Cancel-safe: a
-    /// signal is taken from the pipe only in the poll that returns it.
+    /// signal is taken only in the poll that returns it.
     pub(crate) async fn recv_any(&mut self) -> Signal {
         loop {
+            // Emptied before the flags are read: a signal after the read
+            // leaves a byte that wakes the wait below.
+            drain(self.pipe.as_raw_fd());
+            if let Some(signal) = HANDLED.into_iter().find(|&sig| take(sig)) {
+                return signal;
+            }
             let Ok(mut ready) = self.pipe.readable().await else {
                 return std::future::pending().await;
             };
-            if let Ok(Ok(signal)) = ready.try_io(|pipe| read_signal(pipe.as_raw_fd())) {
-                return signal;
-            }
+            // Readiness is cleared only once a read finds the pipe empty.
+            let _ = ready.try_io(|pipe| {
+                drain(pipe.as_raw_fd());
+                Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+            });
         }
     }
 }
 
-/// One signal from the handler's pipe; `WouldBlock` when it is empty.
-fn read_signal(fd: RawFd) -> std::io::Result<Signal> {
+/// Has `signal` arrived since it was last taken? Takes it.
+fn take(signal: Signal) -> bool {
+    ARRIVED
+        .get(signal as usize)
+        .is_some_and(|flag| flag.swap(false, Ordering::SeqCst))
+}
+
+/// Empty the handler's pipe (it only carries wake-ups).
+fn drain(fd: RawFd) {
+    let mut buf = [0u8; 64];
     loop {
-        let mut byte = 0u8;
-        // SAFETY: read of one byte into a byte on our stack.
-        let n = unsafe { libc::read(fd, (&raw mut byte).cast(), 1) };
-        match n {
-            1 => {}
-            // The write end is never closed: no EOF to see.
-            0 => return Err(std::io::ErrorKind::WouldBlock.into()),
-            _ => {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-        }
-        if let Ok(signal) = Signal::try_from(libc::c_int::from(byte)) {
-            return Ok(signal);
+        // SAFETY: read into a buffer on our stack, of its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0
+            && !(n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted)
+        {
+            return;
         }
     }
 }
@@ -232,7 +270,26 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let _signals = Signals::install().unwrap();
+            // The one install of this test process (a second one is an error).
+            let mut signals = Signals::install().unwrap();
+            assert!(Signals::install().is_err(), "installed twice");
+            // Repeats before the reader looks are one event, as with tokio's
+            // streams; and with the wake-up pipe full, a signal still comes
+            // through (its flag, not a byte, says it came).
+            // SAFETY: raise(3) of signals whose handler is `report`.
+            unsafe {
+                for _ in 0..3 {
+                    libc::raise(libc::SIGUSR2);
+                }
+            }
+            assert_eq!(signals.recv_any().await, Signal::SIGUSR2);
+            assert_eq!(signals.pending(), None, "a repeat came twice");
+            let full = WAKE_FD.load(Ordering::SeqCst);
+            // SAFETY: write of a stack buffer to our own non-blocking pipe.
+            while unsafe { libc::write(full, [0u8; 512].as_ptr().cast(), 512) } > 0 {}
+            // SAFETY: as above.
+            unsafe { libc::raise(libc::SIGTERM) };
+            assert_eq!(signals.recv_any().await, Signal::SIGTERM);
             let _child = signal(SignalKind::child()).unwrap();
             for sig in 1..=libc::SIGRTMAX() {
                 // SAFETY: a query only (no new action), into a zeroed struct.

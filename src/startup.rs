@@ -27,9 +27,10 @@ use std::sync::OnceLock;
 
 static ARGS: OnceLock<Vec<OsString>> = OnceLock::new();
 
-/// Record the process's arguments (`lockrun::main` does, once).
-pub(crate) fn set_args(args: &[OsString]) {
-    let _ = ARGS.set(args.to_vec());
+/// Record the process's arguments (`lockrun::main` does, once) and lend
+/// them back.
+pub(crate) fn set_args(args: Vec<OsString>) -> &'static [OsString] {
+    ARGS.get_or_init(|| args)
 }
 
 /// The process's arguments, program name first.

@@ -1142,10 +1142,9 @@ fn a_continuous_stream_of_readers_does_not_starve_a_writer() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut spawned = 3;
     loop {
-        if writer.proc.child.try_wait().unwrap().is_some() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the writer never got in");
+        // Readers first: the writer can only have finished after readers
+        // ended, and each must have been replaced by then, or a writer as
+        // quick as the whole check interval would leave the stream untried.
         for run in &mut readers {
             if run.proc.child.try_wait().unwrap().is_some() {
                 run.expect(&mut hist, SOON, 0);
@@ -1153,6 +1152,10 @@ fn a_continuous_stream_of_readers_does_not_starve_a_writer() {
                 spawned += 1;
             }
         }
+        if writer.proc.child.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the writer never got in");
         std::thread::sleep(Duration::from_millis(10));
     }
     let (code, stderr) = writer.finish(&mut hist, SOON);
