@@ -285,7 +285,7 @@ async fn start_keeper(watched: Process, quiet: bool, json: bool) -> Result<Exit>
         .map_err(|e| Error::internal(format!("cannot find lockrun's own executable: {e}")))?;
     let mut command = std::process::Command::new(exe);
     command
-        .args(crate::startup::args().into_iter().skip(1))
+        .args(crate::startup::args().iter().skip(1))
         .env(
             KEEPER_ENV,
             format!(

@@ -61,19 +61,11 @@ static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 static ARRIVED: [AtomicBool; 65] = [const { AtomicBool::new(false) }; 65];
 
 /// Every signal lockrun handles, in the order a reader takes them.
-const HANDLED: [Signal; 9] = [
-    FORWARDED[0],
-    FORWARDED[1],
-    FORWARDED[2],
-    FORWARDED[3],
-    FORWARDED[4],
-    FORWARDED[5],
-    JOB_CONTROL[0],
-    JOB_CONTROL[1],
-    JOB_CONTROL[2],
-];
+fn handled() -> impl Iterator<Item = Signal> {
+    FORWARDED.into_iter().chain(JOB_CONTROL)
+}
 
-/// The handler of every signal in `HANDLED`: its flag, then one byte into
+/// The handler of every signal in `handled()`: its flag, then one byte into
 /// the pipe to wake the reader (a self-pipe, as tokio's own signal driver
 /// has, without its table of every signal number and a channel per signal,
 /// which an uncontended run paid for in page faults). The flag comes first:
@@ -127,7 +119,7 @@ impl Signals {
         // Published: from now on it lives as long as the process.
         let _ = write.into_raw_fd();
         let mut installed: Vec<(Signal, libc::sigaction)> = Vec::new();
-        for &sig in &HANDLED {
+        for sig in handled() {
             // SAFETY: a zeroed sigaction with an empty mask and a handler
             // that only makes async-signal-safe calls (see `report`); the
             // previous action goes into a zeroed struct on our stack.
@@ -175,7 +167,7 @@ impl Signals {
     /// A signal that already arrived, without waiting.
     pub(crate) fn pending(&mut self) -> Option<i32> {
         drain(self.pipe.as_raw_fd());
-        let ready: Vec<Signal> = HANDLED.into_iter().filter(|&sig| take(sig)).collect();
+        let ready: Vec<Signal> = handled().filter(|&sig| take(sig)).collect();
         // Every ready signal is acted on, not only the first.
         ready
             .into_iter()
@@ -191,7 +183,7 @@ impl Signals {
             // Emptied before the flags are read: a signal after the read
             // leaves a byte that wakes the wait below.
             drain(self.pipe.as_raw_fd());
-            if let Some(signal) = HANDLED.into_iter().find(|&sig| take(sig)) {
+            if let Some(signal) = handled().find(|&sig| take(sig)) {
                 return signal;
             }
             let Ok(mut ready) = self.pipe.readable().await else {

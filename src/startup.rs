@@ -33,11 +33,9 @@ pub(crate) fn set_args(args: Vec<OsString>) -> &'static [OsString] {
     ARGS.get_or_init(|| args)
 }
 
-/// The process's arguments, program name first.
-pub(crate) fn args() -> Vec<OsString> {
-    ARGS.get()
-        .cloned()
-        .unwrap_or_else(|| std::env::args_os().collect())
+/// The process's arguments, program name first (as `main` recorded them).
+pub(crate) fn args() -> &'static [OsString] {
+    ARGS.get().map_or(&[], Vec::as_slice)
 }
 
 /// Call first thing in `main`.
