@@ -27,6 +27,8 @@ fn flock_code(sb: &Sandbox, args: &[&str], name: &str) -> i32 {
 /// flock(1) with `args` holding NAME's lock file until its stdin closes.
 fn flock_holder(sb: &Sandbox, args: &[&str], name: &str) -> Proc {
     let ready = sb.path(&format!("{name}.flock.ready"));
+    // A previous holder's file would pass for this one's before it holds.
+    let _ = std::fs::remove_file(&ready);
     let mut cmd = Command::new("flock");
     cmd.args(args)
         .arg(sb.lock_file(name))
