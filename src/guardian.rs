@@ -64,8 +64,6 @@ pub(crate) enum Registered {
 const MSG_GROUP: u64 = 1;
 const MSG_DEADLINE: u64 = 2;
 const MSG_DISMISS: u64 = 3;
-/// Carries the lock file's descriptor (SCM_RIGHTS).
-const MSG_LOCK_FD: u64 = 4;
 const MSG_LEN: usize = 24;
 
 const REPORT_TERM: u8 = b'T';
@@ -82,6 +80,8 @@ pub(crate) struct Guardian {
     /// copied): a clone child, which sends no SIGCHLD and which `waitid`
     /// only finds with `__WALL`.
     clone_child: bool,
+    /// Whether a deadline was ever sent.
+    had_deadline: std::cell::Cell<bool>,
 }
 
 impl Guardian {
@@ -127,30 +127,8 @@ impl Guardian {
         let clone_child = crate::raw::RAW_SYSCALL;
         let pid = if shared_memory {
             clone_guardian(their_fd, close)
-        } else if clone_child {
-            // SAFETY: a fork (no CLONE_VM: the child has a copy of the
-            // memory) that skips libc's fork handlers, which is sound only
-            // because the child runs guardian_main alone, which makes raw
-            // system calls only, never allocates and never returns. No
-            // CLONE_CHILD_* flags: nothing of libc's thread data is updated
-            // for a child that never uses it. Every signal is blocked.
-            match unsafe { crate::raw::syscall(libc::SYS_clone, [0; 6]) } {
-                // SAFETY: we are the freshly cloned child, as required.
-                0 => unsafe { guardian_main(their_fd, close) },
-                pid if pid < 0 => Err(std::io::Error::from_raw_os_error(-pid as i32)),
-                pid => Ok(pid as libc::pid_t),
-            }
         } else {
-            // SAFETY: the forked process only makes async-signal-safe system
-            // calls (see guardian_main) and never returns into Rust code that
-            // could touch state shared with other threads of the parent.
-            match unsafe { libc::fork() } {
-                // SAFETY: we are the freshly forked child, with every signal
-                // blocked, as guardian_main requires.
-                0 => unsafe { guardian_main(their_fd, close) },
-                -1 => Err(std::io::Error::last_os_error()),
-                pid => Ok(pid),
-            }
+            fork_guardian(their_fd, close)
         };
         // SAFETY: restoring the mask saved above.
         unsafe {
@@ -167,6 +145,7 @@ impl Guardian {
             pid: Pid::from_raw(pid),
             socket,
             clone_child,
+            had_deadline: std::cell::Cell::new(false),
         })
     }
 
@@ -186,7 +165,12 @@ impl Guardian {
     }
 
     /// Hold the command to `deadline` (`None`: no lease, no deadline).
+    /// A guardian that never had one is not woken to be told there is none.
     pub(crate) fn set_deadline(&self, deadline: Option<Deadline>) {
+        if deadline.is_none() && !self.had_deadline.get() {
+            return;
+        }
+        self.had_deadline.set(true);
         let (term, kill) = deadline.map_or((0, 0), |d| {
             (
                 d.term_at.map_or(0, BootTime::as_nanos),
@@ -194,47 +178,6 @@ impl Guardian {
             )
         });
         self.send(MSG_DEADLINE, term, kill);
-    }
-
-    /// Give the guardian a copy of a lock file's descriptor. It keeps the
-    /// lock held after a `kill -9` of lockrun until it has killed the
-    /// command's group (the kernel would otherwise free the flock the
-    /// moment lockrun died, before the command is dead), and it kills the
-    /// group itself if the file is removed or replaced while lockrun is
-    /// stopped. Releasing stays prompt: lockrun unlocks the shared open file
-    /// description explicitly (`flock(LOCK_UN)`), whoever holds copies.
-    pub(crate) fn hold_lock_fd(&self, fd: RawFd) {
-        let msg = encode(MSG_LOCK_FD, 0, 0);
-        let mut iov = libc::iovec {
-            iov_base: msg.as_ptr().cast_mut().cast(),
-            iov_len: MSG_LEN,
-        };
-        // SAFETY: CMSG_SPACE is a pure computation.
-        let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-        let mut control = [0u8; 64];
-        // SAFETY: a zeroed msghdr is valid; every pointer set below points
-        // into buffers that live for the whole sendmsg call, and the cmsg
-        // macros stay inside `control`, which is larger than `space`.
-        unsafe {
-            let mut header: libc::msghdr = std::mem::zeroed();
-            header.msg_iov = &raw mut iov;
-            header.msg_iovlen = 1;
-            header.msg_control = control.as_mut_ptr().cast();
-            header.msg_controllen = space as _;
-            let cmsg = libc::CMSG_FIRSTHDR(&raw const header);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
-            let sent = libc::sendmsg(
-                self.socket.as_raw_fd(),
-                &raw const header,
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            );
-            if usize::try_from(sent) != Ok(MSG_LEN) {
-                tracing::debug!("the lock file's descriptor did not reach the guardian");
-            }
-        }
     }
 
     /// Forget the process group (the command could not be started).
@@ -343,20 +286,30 @@ fn encode(kind: u64, a: u64, b: u64) -> [u8; MSG_LEN] {
 }
 
 /// Between fork and exec, in the command's process: tell the guardian our
-/// process group, then check the lease's TERM instant (nanoseconds on
+/// process group, and hand it a copy of the lock file's descriptor if
+/// there is one, then check the lease's TERM instant (nanoseconds on
 /// `CLOCK_BOOTTIME`, 0 for none). Registration comes first, so that from
 /// the check on, the guardian enforces the deadline.
 ///
+/// The copy of the descriptor keeps the lock held after a `kill -9` of
+/// lockrun until the guardian has killed the command's group (the kernel
+/// would otherwise free the flock the moment lockrun died, before the
+/// command is dead), and lets the guardian kill the group itself if the
+/// file is removed or replaced while lockrun is stopped. Releasing stays
+/// prompt: lockrun unlocks the shared open file description explicitly
+/// (`flock(LOCK_UN)`), whoever holds copies. It travels with the
+/// registration: one message, one wake-up of the guardian for both.
+///
 /// The command must not start unless this returns `Guarded`.
-/// Async-signal-safe: getpid, send and clock_gettime, no allocation.
-pub(crate) fn register(fd: RawFd, term_at_nanos: u64) -> Registered {
-    // SAFETY: getpid, and send from a stack buffer we own.
+/// Async-signal-safe: getpid, sendmsg and clock_gettime, no allocation.
+pub(crate) fn register(fd: RawFd, lock_fd: Option<RawFd>, term_at_nanos: u64) -> Registered {
+    // SAFETY: getpid, and sendmsg from buffers on our stack.
     let sent = unsafe {
         // The child leads its own process group: its pid is the group's id.
         let msg = encode(MSG_GROUP, libc::getpid() as u64, 0);
         // MSG_NOSIGNAL: a dead guardian is an answer (EPIPE), not a SIGPIPE
         // that kills the child and passes for the command's own death.
-        libc::send(fd, msg.as_ptr().cast(), MSG_LEN, libc::MSG_NOSIGNAL)
+        send_with_fd(fd, &msg, lock_fd, libc::MSG_NOSIGNAL)
     };
     if usize::try_from(sent) != Ok(MSG_LEN) {
         return Registered::NoGuardian;
@@ -365,6 +318,41 @@ pub(crate) fn register(fd: RawFd, term_at_nanos: u64) -> Registered {
         Registered::Guarded
     } else {
         Registered::Stale
+    }
+}
+
+/// `sendmsg` of one message, with a descriptor (SCM_RIGHTS) if given.
+///
+/// # Safety
+/// Async-signal-safe. `sock` and `fd` are checked by the kernel.
+unsafe fn send_with_fd(
+    sock: RawFd,
+    msg: &[u8; MSG_LEN],
+    fd: Option<RawFd>,
+    flags: libc::c_int,
+) -> isize {
+    let mut iov = libc::iovec {
+        iov_base: msg.as_ptr().cast_mut().cast(),
+        iov_len: MSG_LEN,
+    };
+    let mut control = [0u64; 4];
+    // SAFETY: a zeroed msghdr is valid; every pointer set below points into
+    // buffers that live for the whole sendmsg call, and the cmsg macros
+    // stay inside `control`, larger than the CMSG_SPACE of one descriptor.
+    unsafe {
+        let mut header: libc::msghdr = std::mem::zeroed();
+        header.msg_iov = &raw mut iov;
+        header.msg_iovlen = 1;
+        if let Some(fd) = fd {
+            header.msg_control = control.as_mut_ptr().cast();
+            header.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&raw const header);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), fd);
+        }
+        libc::sendmsg(sock, &raw const header, flags) as isize
     }
 }
 
@@ -389,9 +377,7 @@ fn clone_guardian(socket: RawFd, close: CloseMethod) -> std::io::Result<libc::pi
     if stack == libc::MAP_FAILED {
         return Err(std::io::Error::last_os_error());
     }
-    // The arguments travel in the pointer itself: nothing on lockrun's
-    // stack, which moves on at once, is read by the guardian.
-    let arg = (socket as u32 as usize) | (usize::from(close == CloseMethod::Scan) << 32);
+    let arg = entry_arg(socket, close);
     // SAFETY: the caller blocks every signal around this (see
     // `Guardian::start`). `guardian_entry` uses only raw system calls (`crate::raw`: no errno,
     // no thread data) and its own stack, never allocates, and reads only
@@ -419,15 +405,85 @@ fn clone_guardian(socket: RawFd, close: CloseMethod) -> std::io::Result<libc::pi
     Ok(pid)
 }
 
-/// The cloned guardian's first instruction.
-extern "C" fn guardian_entry(arg: *mut libc::c_void) -> libc::c_int {
-    let arg = arg as usize;
-    let socket = (arg & 0xffff_ffff) as RawFd;
+/// A fork of lockrun (no CLONE_VM: the child has a copy of the memory) as
+/// a raw `clone` with exit signal 0, the guardian on a stack of its own.
+///
+/// What the guardian never touches is not copied to it (`MADV_DONTFORK`
+/// for the duration of the clone): lockrun's heap and stack. Shared, each
+/// of their pages that lockrun writes afterwards would cost it a
+/// copy-on-write fault (bench/analysis.md, "sixth round").
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn fork_guardian(socket: RawFd, close: CloseMethod) -> std::io::Result<libc::pid_t> {
+    /// The guardian's stack. lockrun never touches it, so none of its
+    /// pages is shared: each is a fresh page of the guardian's alone.
+    #[repr(C, align(16))]
+    struct Stack(std::cell::UnsafeCell<[u8; SIZE]>);
+    const SIZE: usize = 64 * 1024;
+    // SAFETY: only ever written by a forked guardian, in its own copy.
+    unsafe impl Sync for Stack {}
+    static STACK: Stack = Stack(std::cell::UnsafeCell::new([0; SIZE]));
+
+    unsafe extern "C" fn entry(arg: usize) -> ! {
+        let (socket, close) = entry_arg_decode(arg);
+        // SAFETY: a fresh fork that runs nothing else, as guardian_main requires.
+        unsafe { guardian_main(socket, close) }
+    }
+
+    let unshared = crate::os::Unshared::heap_and_stack();
+    // SAFETY: a fork that skips libc's fork handlers, which is sound only
+    // because the child runs guardian_main alone, which makes raw system
+    // calls only, never allocates, never returns and reads nothing but its
+    // argument, constants and its own stack (so neither the heap nor
+    // lockrun's stack need exist in it). No CLONE_CHILD_* flags: nothing
+    // of libc's thread data is updated for a child that never uses it.
+    // Every signal is blocked (see `Guardian::start`). The stack's end is
+    // 16-byte aligned.
+    let pid = unsafe {
+        let top = STACK.0.get().cast::<u8>().add(SIZE);
+        crate::raw::clone_onto(0, top, entry, entry_arg(socket, close))
+    };
+    drop(unshared);
+    if pid < 0 {
+        Err(std::io::Error::from_raw_os_error(-pid as i32))
+    } else {
+        Ok(pid as libc::pid_t)
+    }
+}
+
+/// Elsewhere, libc's fork.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn fork_guardian(socket: RawFd, close: CloseMethod) -> std::io::Result<libc::pid_t> {
+    // SAFETY: the forked process only makes async-signal-safe system
+    // calls (see guardian_main) and never returns into Rust code that
+    // could touch state shared with other threads of the parent.
+    match unsafe { libc::fork() } {
+        // SAFETY: we are the freshly forked child, with every signal
+        // blocked, as guardian_main requires.
+        0 => unsafe { guardian_main(socket, close) },
+        -1 => Err(std::io::Error::last_os_error()),
+        pid => Ok(pid),
+    }
+}
+
+/// The guardian's arguments in one word: they travel in a register, so
+/// nothing on lockrun's stack, which moves on at once (and which a forked
+/// guardian does not have), is read by the guardian.
+fn entry_arg(socket: RawFd, close: CloseMethod) -> usize {
+    (socket as u32 as usize) | (usize::from(close == CloseMethod::Scan) << 32)
+}
+
+fn entry_arg_decode(arg: usize) -> (RawFd, CloseMethod) {
     let close = if arg >> 32 == 1 {
         CloseMethod::Scan
     } else {
         CloseMethod::CloseRange
     };
+    ((arg & 0xffff_ffff) as RawFd, close)
+}
+
+/// The cloned guardian's first instruction.
+extern "C" fn guardian_entry(arg: *mut libc::c_void) -> libc::c_int {
+    let (socket, close) = entry_arg_decode(arg as usize);
     // SAFETY: a fresh clone that runs nothing else, as guardian_main requires.
     unsafe { guardian_main(socket, close) }
 }

@@ -14,6 +14,8 @@ pub mod exit;
 #[cfg(debug_assertions)]
 pub(crate) mod generate;
 pub(crate) mod guardian;
+#[cfg(target_env = "musl")]
+pub mod heap;
 pub(crate) mod inspect;
 pub(crate) mod keeper;
 pub mod lock;

@@ -22,11 +22,7 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     c_int::from(code)
 }
 
-/// The static (musl) build's allocator: musl's own maps and unmaps a few
-/// pages at a time, about forty mmap/munmap calls in an uncontended run,
-/// each one more area for the guardian's fork to copy; dlmalloc takes
-/// memory in larger pieces (0.86x the CPU of a whole run, bench/analysis.md,
-/// "fifth round"). glibc's malloc already does, so the glibc build keeps it.
+/// The static (musl) build's allocator: `lockrun::heap` says why.
 #[cfg(target_env = "musl")]
 #[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOCATOR: lockrun::heap::Heap = lockrun::heap::Heap;

@@ -82,6 +82,15 @@ pub(crate) fn boottime_nanos_signal_safe() -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
+/// When the machine booted, in Unix seconds: what `/proc/stat` calls
+/// btime, which the kernel computes the same way (the real-time clock less
+/// the boot-time one), without generating all of `/proc/stat`.
+pub(crate) fn boot_time_unix() -> u64 {
+    clock(libc::CLOCK_REALTIME)
+        .saturating_sub(clock(libc::CLOCK_BOOTTIME))
+        .as_secs()
+}
+
 /// A lower bound, in clock ticks since boot, for the start time
 /// (`/proc/PID/stat` field 22) of any process started from now on.
 /// CLOCK_MONOTONIC, never ahead of the boot-time clock the kernel stamps
@@ -108,7 +117,13 @@ pub(crate) struct ProcStat {
 
 /// Parse `/proc/PID/stat`; `None` if the process is gone.
 pub(crate) fn proc_stat(pid: i32) -> Option<ProcStat> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    use std::io::Read;
+    // Room for the whole line at once: std's growing reads from an empty
+    // String took six read(2)s for its three hundred bytes.
+    let mut stat = String::with_capacity(1024);
+    std::fs::File::open(format!("/proc/{pid}/stat"))
+        .and_then(|mut file| file.read_to_string(&mut stat))
+        .ok()?;
     parse_stat(&stat)
 }
 
@@ -356,6 +371,67 @@ fn waitid_finds(extra: libc::c_int) -> bool {
         // ECHILD: none at all; anything else (0, EINTR): assume there is one.
         !(rc == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
     }
+}
+
+/// Memory a fork must not copy, marked `MADV_DONTFORK` until dropped:
+/// lockrun's heap (the static build's reserved range, [`crate::heap`]) and
+/// its stack, for a child that uses neither (the forked guardian).
+pub(crate) struct Unshared {
+    ranges: [(usize, usize); 2],
+}
+
+/// How far below the current frame lockrun's stack is marked: deeper
+/// frames come after the fork. Nothing else is mapped there: the kernel
+/// keeps other mappings at least the stack limit (128 MiB or more) below
+/// the top of the stack.
+const STACK_BELOW: usize = 1024 * 1024;
+
+impl Unshared {
+    pub(crate) fn heap_and_stack() -> Unshared {
+        #[cfg(target_env = "musl")]
+        let heap = crate::heap::reserved().unwrap_or((0, 0));
+        #[cfg(not(target_env = "musl"))]
+        let heap = (0, 0);
+        let unshared = Unshared {
+            ranges: [heap, stack_range().unwrap_or((0, 0))],
+        };
+        unshared.advise(libc::MADV_DONTFORK);
+        unshared
+    }
+
+    fn advise(&self, advice: libc::c_int) {
+        for &(start, len) in &self.ranges {
+            if len > 0 {
+                // SAFETY: madvise changes how a fork treats these addresses,
+                // nothing about their contents. A hole in the range (below
+                // the stack) is skipped by the kernel, with ENOMEM.
+                unsafe { libc::madvise(start as *mut libc::c_void, len, advice) };
+            }
+        }
+    }
+}
+
+impl Drop for Unshared {
+    fn drop(&mut self) {
+        self.advise(libc::MADV_DOFORK);
+    }
+}
+
+/// From `STACK_BELOW` under the current frame to the stack's top, which
+/// ends with the executable's name the kernel placed there (`AT_EXECFN`).
+fn stack_range() -> Option<(usize, usize)> {
+    // SAFETY: getauxval reads the auxiliary vector; no side effects.
+    let execfn = unsafe { libc::getauxval(libc::AT_EXECFN) } as usize;
+    if execfn == 0 {
+        return None;
+    }
+    // SAFETY: AT_EXECFN points at a NUL-terminated string the kernel wrote.
+    let name = unsafe { std::ffi::CStr::from_ptr(execfn as *const libc::c_char) };
+    let page = 4096;
+    let top = (execfn + name.to_bytes_with_nul().len()).next_multiple_of(page);
+    let here = std::ptr::addr_of!(page) as usize;
+    let start = (here & !(page - 1)).checked_sub(STACK_BELOW)?;
+    (start < top).then(|| (start, top - start))
 }
 
 /// This process's real uid, asked of the kernel once: the keeper look-up,

@@ -89,6 +89,87 @@ pub(crate) unsafe fn syscall(nr: libc::c_long, a: [usize; 6]) -> isize {
     }
 }
 
+/// `clone(flags)` onto a stack of the caller's: the child starts at
+/// `entry(arg)` on `stack_top`, touching nothing of the parent's stack.
+/// The parent gets the child's pid (or a negative errno).
+///
+/// # Safety
+/// `stack_top` must be the 16-byte aligned top of memory the child may use
+/// as its stack; `entry` must never return.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn clone_onto(
+    flags: usize,
+    stack_top: *mut u8,
+    entry: unsafe extern "C" fn(usize) -> !,
+    arg: usize,
+) -> isize {
+    let ret: isize;
+    // SAFETY: clone(flags, stack, 0, 0, 0). In the child (rax 0) rsp is
+    // already the new stack: it clears the frame pointer and calls entry,
+    // which never returns, so the child never comes back into this frame.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "xor ebp, ebp",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone as isize => ret,
+            in("rdi") flags,
+            in("rsi") stack_top,
+            in("rdx") 0usize,
+            in("r10") 0usize,
+            in("r8") 0usize,
+            in("r12") arg,
+            in("r13") entry,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    ret
+}
+
+/// `clone(flags)` onto a stack of the caller's: as on x86_64.
+///
+/// # Safety
+/// As on x86_64.
+#[cfg(target_arch = "aarch64")]
+pub(crate) unsafe fn clone_onto(
+    flags: usize,
+    stack_top: *mut u8,
+    entry: unsafe extern "C" fn(usize) -> !,
+    arg: usize,
+) -> isize {
+    let ret: isize;
+    // SAFETY: clone(flags, stack, 0, 0, 0). In the child (x0 0) sp is
+    // already the new stack: it clears the frame and link registers and
+    // branches to entry, which never returns.
+    unsafe {
+        std::arch::asm!(
+            "svc 0",
+            "cbnz x0, 2f",
+            "mov x29, xzr",
+            "mov x30, xzr",
+            "mov x0, x20",
+            "blr x21",
+            "brk #1",
+            "2:",
+            in("x8") libc::SYS_clone,
+            inlateout("x0") flags as isize => ret,
+            in("x1") stack_top,
+            in("x2") 0usize,
+            in("x3") 0usize,
+            in("x4") 0usize,
+            in("x20") arg,
+            in("x21") entry,
+        );
+    }
+    ret
+}
+
 /// Shorthand: `sys!(SYS_close, fd)`, arguments cast to `usize`.
 macro_rules! sys {
     ($nr:expr $(, $arg:expr)* $(,)?) => {{

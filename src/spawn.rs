@@ -214,6 +214,8 @@ pub(crate) struct Setup {
     pub(crate) claim_terminal: bool,
     /// The guardian's registration socket.
     pub(crate) guardian_fd: RawFd,
+    /// The lock file's descriptor, for the guardian to hold a copy of.
+    pub(crate) lock_fd: Option<RawFd>,
     /// The lease's TERM instant on CLOCK_BOOTTIME, in ns (0: none).
     pub(crate) term_at_nanos: u64,
 }
@@ -358,7 +360,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         }
         // From here on the guardian enforces the deadline; a deadline that
         // passed while lockrun was stopped means: do not start.
-        match crate::guardian::register(shared.setup.guardian_fd, shared.setup.term_at_nanos) {
+        match crate::guardian::register(
+            shared.setup.guardian_fd,
+            shared.setup.lock_fd,
+            shared.setup.term_at_nanos,
+        ) {
             crate::guardian::Registered::Guarded => {}
             crate::guardian::Registered::Stale => return fail(STAGE_STALE, libc::ETIME),
             crate::guardian::Registered::NoGuardian => {

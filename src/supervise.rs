@@ -133,9 +133,6 @@ async fn supervise<B: Backend>(
     // Handed over before the command exists: from its first instruction on,
     // the deadline is enforced by a process that is not lockrun.
     guardian.set_deadline(deadline);
-    if let Some(fd) = lease.lock_fd() {
-        guardian.hold_lock_fd(fd);
-    }
     let terminal = Terminal::of_stdin();
     let claim_terminal = terminal.as_ref().is_some_and(Terminal::can_hand_over);
     let term_at_nanos = deadline
@@ -149,6 +146,7 @@ async fn supervise<B: Backend>(
         spec,
         claim_terminal,
         guardian.registration_fd(),
+        lease.lock_fd(),
         term_at_nanos,
     ) {
         Ok(child) => child,
@@ -538,6 +536,7 @@ fn spawn(
     spec: &ChildSpec,
     claim_terminal: bool,
     guardian_fd: std::os::fd::RawFd,
+    lock_fd: Option<std::os::fd::RawFd>,
     term_at_nanos: u64,
 ) -> Result<crate::spawn::Child, SpawnFailure> {
     let io = |e: std::io::Error| SpawnFailure::Error(spawn_error(&spec.program, &e));
@@ -545,6 +544,7 @@ fn spawn(
     let setup = crate::spawn::Setup {
         claim_terminal,
         guardian_fd,
+        lock_fd,
         term_at_nanos,
     };
     crate::spawn::spawn(&prepared, &setup).map_err(|e| match e {

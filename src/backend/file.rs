@@ -327,7 +327,7 @@ impl Backend for FileBackend {
 
     async fn release(&mut self, lease: FileLease) -> Result<()> {
         // Unlocked explicitly, not only by closing: the guardian holds a
-        // copy of the descriptor (see `Guardian::hold_lock_fd`), and the
+        // copy of the descriptor (see `guardian::register`), and the
         // flock belongs to the open file description they share. The file
         // stays, so a waiter blocked on this inode gets the lock and not a
         // dead inode.
@@ -520,7 +520,12 @@ fn still_names_inode(
 /// from a process that is really waiting for it.
 struct Waiters {
     results: tokio::sync::mpsc::UnboundedReceiver<Result<LockedFile>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Each thread, and whether it is past waiting (it no longer needs to
+    /// be interrupted).
+    threads: Vec<(
+        std::thread::JoinHandle<()>,
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+    )>,
     cancelled: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -534,13 +539,20 @@ impl Waiters {
             .map(|(slot, path)| {
                 let sender = sender.clone();
                 let cancelled = cancelled.clone();
-                std::thread::spawn(move || {
+                let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let past_waiting = done.clone();
+                let thread = std::thread::spawn(move || {
+                    let result = block_until_locked(&path, slot, shared, &cancelled);
+                    // Before the send: whoever receives the result finds
+                    // the thread marked, and does not interrupt it.
+                    past_waiting.store(true, std::sync::atomic::Ordering::SeqCst);
                     // A send to a dropped receiver drops the file, which
                     // releases a lock taken after the wait was abandoned.
-                    if let Some(result) = block_until_locked(&path, slot, shared, &cancelled) {
+                    if let Some(result) = result {
                         let _ = sender.send(result);
                     }
-                })
+                });
+                (thread, done)
             })
             .collect();
         Waiters {
@@ -556,7 +568,15 @@ impl Drop for Waiters {
         use std::os::unix::thread::JoinHandleExt;
         self.cancelled
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        for thread in self.threads.drain(..) {
+        for (thread, done) in self.threads.drain(..) {
+            // The thread that delivered the lock is on its way out and
+            // holds nothing: it is left to exit on its own (the handle
+            // dropped, so detached), not waited for while the lock is
+            // held. The one sleep below used to land in every contended
+            // critical section (bench/analysis.md, "sixth round").
+            if done.load(std::sync::atomic::Ordering::SeqCst) {
+                continue;
+            }
             // Signalled until it is out: a signal that lands just before
             // the thread enters flock(2) would otherwise be missed. The
             // handle is not joined yet, so its pthread_t stays valid.
@@ -730,16 +750,12 @@ fn started_after(pid: u32, since: u64) -> bool {
     let Some(stat) = i32::try_from(pid).ok().and_then(crate::os::proc_stat) else {
         return false;
     };
-    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|text| {
-        text.lines()
-            .find_map(|l| l.strip_prefix("btime "))
-            .and_then(|b| b.trim().parse::<u64>().ok())
-    });
+    let boot = crate::os::boot_time_unix();
     // SAFETY: sysconf only reads a configuration value.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    match (boot, u64::try_from(ticks)) {
-        // One second of slack for btime's rounding.
-        (Some(boot), Ok(ticks)) if ticks > 0 => boot + stat.start / ticks > since + 1,
+    match u64::try_from(ticks) {
+        // One second of slack for the rounding of both.
+        Ok(ticks) if ticks > 0 => boot + stat.start / ticks > since + 1,
         _ => false,
     }
 }
@@ -759,7 +775,10 @@ struct KernelLock {
 /// kernel without touching the lock (`/proc/locks`), so `status` never makes
 /// a concurrent `--no-wait` fail.
 fn kernel_lock_state(path: &Path, meta: &std::fs::Metadata) -> Result<KernelLock> {
-    if let Ok(table) = std::fs::read_to_string("/proc/locks") {
+    let mut table = String::with_capacity(16 * 1024);
+    let read = std::fs::File::open("/proc/locks")
+        .and_then(|mut file| std::io::Read::read_to_string(&mut file, &mut table));
+    if read.is_ok() {
         let dev = meta.dev();
         let id = format!(
             "{:02x}:{:02x}:{}",
