@@ -392,9 +392,11 @@ impl Unshared {
         let heap = crate::heap::reserved().unwrap_or((0, 0));
         #[cfg(not(target_env = "musl"))]
         let heap = (0, 0);
-        let unshared = Unshared {
-            ranges: [heap, stack_range().unwrap_or((0, 0))],
-        };
+        Unshared::ranges([heap, stack_range().unwrap_or((0, 0))])
+    }
+
+    fn ranges(ranges: [(usize, usize); 2]) -> Unshared {
+        let unshared = Unshared { ranges };
         unshared.advise(libc::MADV_DONTFORK);
         unshared
     }
@@ -419,7 +421,14 @@ impl Drop for Unshared {
 
 /// From `STACK_BELOW` under the current frame to the stack's top, which
 /// ends with the executable's name the kernel placed there (`AT_EXECFN`).
+/// Only on the main thread (lockrun's runtime runs there): another
+/// thread's frame is on a stack elsewhere, and the range up to the main
+/// stack's top would take in whatever lies between.
 fn stack_range() -> Option<(usize, usize)> {
+    // SAFETY: getpid and gettid take nothing.
+    if unsafe { libc::syscall(libc::SYS_gettid) != libc::syscall(libc::SYS_getpid) } {
+        return None;
+    }
     // SAFETY: getauxval reads the auxiliary vector; no side effects.
     let execfn = unsafe { libc::getauxval(libc::AT_EXECFN) } as usize;
     if execfn == 0 {
@@ -431,7 +440,9 @@ fn stack_range() -> Option<(usize, usize)> {
     let top = (execfn + name.to_bytes_with_nul().len()).next_multiple_of(page);
     let here = std::ptr::addr_of!(page) as usize;
     let start = (here & !(page - 1)).checked_sub(STACK_BELOW)?;
-    (start < top).then(|| (start, top - start))
+    // A frame more than 64 MiB under the top is not on the stack that
+    // ends there.
+    (start < top && top - start <= STACK_BELOW + (64 << 20)).then(|| (start, top - start))
 }
 
 /// This process's real uid, asked of the kernel once: the keeper look-up,
@@ -444,6 +455,61 @@ pub(crate) fn uid() -> nix::unistd::Uid {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unshared_memory_is_missing_in_a_fork_until_dropped() {
+        // A child that reads one byte of the page: exit 0, or SIGSEGV when
+        // the page was not copied into it.
+        fn fork_and_read(page: *const u8) -> libc::c_int {
+            // SAFETY: the child only reads the page and calls _exit, both
+            // fine in the fork of a threaded process.
+            unsafe {
+                let pid = libc::fork();
+                if pid == 0 {
+                    let byte = std::ptr::read_volatile(page);
+                    libc::_exit(i32::from(byte != 7));
+                }
+                let mut status = 0;
+                libc::waitpid(pid, &raw mut status, 0);
+                status
+            }
+        }
+        // SAFETY: a fresh private anonymous page, written, then unmapped.
+        unsafe {
+            let page = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(page, libc::MAP_FAILED);
+            page.cast::<u8>().write(7);
+            // No core file from the child that is meant to crash.
+            let mut old: libc::rlimit = std::mem::zeroed();
+            libc::getrlimit(libc::RLIMIT_CORE, &raw mut old);
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: old.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &raw const none);
+            let unshared = super::Unshared::ranges([(page as usize, 4096), (0, 0)]);
+            let marked = fork_and_read(page.cast());
+            drop(unshared);
+            let restored = fork_and_read(page.cast());
+            libc::setrlimit(libc::RLIMIT_CORE, &raw const old);
+            libc::munmap(page, 4096);
+            assert!(
+                libc::WIFSIGNALED(marked) && libc::WTERMSIG(marked) == libc::SIGSEGV,
+                "status {marked}"
+            );
+            assert!(
+                libc::WIFEXITED(restored) && libc::WEXITSTATUS(restored) == 0,
+                "status {restored}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

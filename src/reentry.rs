@@ -36,8 +36,20 @@ use crate::signals::Signals;
 pub(crate) const HELD_ENV: &str = "LOCKRUN_HELD";
 
 /// A fresh token for one acquisition: 128 random bits, hex.
+///
+/// Straight from the kernel: one `getrandom` instead of seeding rand's
+/// generator, whose start-up asks the CPU for its features, one `cpuid`
+/// each, which a virtual machine traps (bench/analysis.md, "sixth round").
 pub(crate) fn new_token() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    let mut bits = [0u8; 16];
+    // SAFETY: getrandom writes at most `bits.len()` bytes into `bits`.
+    let got = unsafe { libc::getrandom(bits.as_mut_ptr().cast(), bits.len(), 0) };
+    let bits = if usize::try_from(got) == Ok(bits.len()) {
+        u128::from_ne_bytes(bits)
+    } else {
+        rand::random::<u128>()
+    };
+    format!("{bits:032x}")
 }
 
 /// A short, stable name for a backend URL (FNV-1a of its display form), so
@@ -256,6 +268,14 @@ mod tests {
         );
         assert_eq!(claimed_tokens(&held, &x, &id), vec!["ccc".to_owned()]);
         assert_ne!(backend_id("file:///a"), backend_id("file:///b"));
+    }
+
+    #[test]
+    fn tokens_are_128_bits_of_hex_and_fresh_each_time() {
+        let (a, b) = (super::new_token(), super::new_token());
+        assert_eq!(a.len(), 32);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()), "{a}");
+        assert_ne!(a, b);
     }
 
     #[test]
