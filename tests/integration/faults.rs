@@ -170,12 +170,15 @@ fn signal_storms_keep_the_history_clean_and_exit_codes_honest() {
         hist.wait_started(&holder.id, SOON);
         let mut victims: Vec<(Run, Option<Signal>, bool)> = (0..4)
             .map(|i| {
-                let run = Run::spawn(
-                    &mut hist,
-                    sandbox.lockrun(&["-w", "20s"]),
-                    "storm",
-                    "sleep 0.05",
-                );
+                // Each in a process group of its own, as a shell with job
+                // control starts a job: a SIGTSTP that lands before
+                // lockrun's handlers exist then stops it. In the test
+                // runner's group, orphaned when the runner was started in
+                // the background, the kernel discards it instead, and
+                // lockrun rightly waits on unstopped.
+                let mut lockrun = sandbox.lockrun(&["-w", "20s"]);
+                std::os::unix::process::CommandExt::process_group(&mut lockrun, 0);
+                let run = Run::spawn(&mut hist, lockrun, "storm", "sleep 0.05");
                 // Half are hit while waiting, half once the lock is handed on.
                 let sig = storm[(round + i) % storm.len()];
                 (run, sig, i % 2 == 0)
