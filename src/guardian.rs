@@ -59,6 +59,9 @@ pub(crate) enum Registered {
     Stale,
     /// The guardian is gone: nobody would enforce anything; do not start.
     NoGuardian,
+    /// The registration could not be sent for another reason (this errno;
+    /// with a descriptor attached, e.g. ETOOMANYREFS): do not start.
+    Failed(i32),
 }
 
 const MSG_GROUP: u64 = 1;
@@ -301,7 +304,8 @@ fn encode(kind: u64, a: u64, b: u64) -> [u8; MSG_LEN] {
 /// registration: one message, one wake-up of the guardian for both.
 ///
 /// The command must not start unless this returns `Guarded`.
-/// Async-signal-safe: getpid, sendmsg and clock_gettime, no allocation.
+/// Async-signal-safe: getpid, sendmsg, errno and clock_gettime, no
+/// allocation.
 pub(crate) fn register(fd: RawFd, lock_fd: Option<RawFd>, term_at_nanos: u64) -> Registered {
     // SAFETY: getpid, and sendmsg from buffers on our stack.
     let sent = unsafe {
@@ -312,7 +316,12 @@ pub(crate) fn register(fd: RawFd, lock_fd: Option<RawFd>, term_at_nanos: u64) ->
         send_with_fd(fd, &msg, lock_fd, libc::MSG_NOSIGNAL)
     };
     if usize::try_from(sent) != Ok(MSG_LEN) {
-        return Registered::NoGuardian;
+        // errno, right after the failed sendmsg (reading it allocates nothing).
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        return match errno {
+            libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN => Registered::NoGuardian,
+            errno => Registered::Failed(errno.max(1)),
+        };
     }
     if term_at_nanos == 0 || crate::os::boottime_nanos_signal_safe() < term_at_nanos {
         Registered::Guarded
@@ -405,13 +414,16 @@ fn clone_guardian(socket: RawFd, close: CloseMethod) -> std::io::Result<libc::pi
     Ok(pid)
 }
 
-/// A fork of lockrun (no CLONE_VM: the child has a copy of the memory) as
-/// a raw `clone` with exit signal 0, the guardian on a stack of its own.
+/// A fork of lockrun (no CLONE_VM: the child has a copy of lockrun's
+/// memory, less what is below) as a raw `clone` with exit signal 0, the
+/// guardian on a stack of its own.
 ///
 /// What the guardian never touches is not copied to it (`MADV_DONTFORK`
-/// for the duration of the clone): lockrun's heap and stack. Shared, each
-/// of their pages that lockrun writes afterwards would cost it a
-/// copy-on-write fault (bench/analysis.md, "sixth round").
+/// for the duration of the clone): lockrun's stack (up to its arguments,
+/// which `ps` reads from the guardian's memory too) and, in the static
+/// build, its heap. Shared, each of their pages that lockrun writes
+/// afterwards would cost it a copy-on-write fault (bench/analysis.md,
+/// "sixth round").
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn fork_guardian(socket: RawFd, close: CloseMethod) -> std::io::Result<libc::pid_t> {
     /// The guardian's stack. lockrun never touches it, so none of its

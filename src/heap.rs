@@ -9,24 +9,29 @@
 //! Why one range: the guardian is forked while lockrun runs on, and every
 //! page the two share is write-protected until one of them writes it;
 //! lockrun then writes most of its heap again, one copy-on-write fault a
-//! page. The guardian never touches the heap, so [`Guardian::start`] marks
-//! the range `MADV_DONTFORK` around the fork, which needs the range known
-//! without reading /proc/self/maps (bench/analysis.md, "sixth round").
-//!
-//! [`Guardian::start`]: crate::guardian::Guardian
+//! page. The guardian never touches the heap, so the guardian's fork marks
+//! the range `MADV_DONTFORK` around the clone ([`crate::os::Unshared`]),
+//! which needs the range known without reading /proc/self/maps
+//! (bench/analysis.md, "sixth round").
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Addresses reserved (`PROT_NONE`: no memory, no commit charge) on the
-/// first request; far more than lockrun ever uses. Should it run out,
-/// requests go to plain mmap, which is only slower at fork.
-const RESERVED: usize = 1 << 30;
-/// dlmalloc's own requests are its 64 KiB segments; a single allocation of
-/// this size or more it maps on its own and unmaps when freed, so those
-/// come from plain mmap, never from the range, which gives nothing back.
+/// first request: some hundred times what a run uses, and small beside an
+/// address-space limit (`ulimit -v`), which counts reserved addresses too.
+/// Should it run out, requests go to plain mmap, which is only slower at
+/// fork.
+const RESERVED: usize = 64 << 20;
+/// dlmalloc grows by segments of 64 KiB or more; one this large (a single
+/// large allocation) comes from plain mmap, which dlmalloc may give back,
+/// and not from the range, which it never does.
 const LARGE: usize = 256 * 1024;
+/// The flags of a piece from plain mmap (dlmalloc keeps them shifted left
+/// by one, and hands them back to `can_release_part`): releasable, and
+/// never merged with the range's pieces (flags 0), whose flags differ.
+const PLAIN: u32 = 1 << 1;
 
 /// Start of the reserved range (0: not reserved yet, or reserving failed).
 static BASE: AtomicUsize = AtomicUsize::new(0);
@@ -59,9 +64,10 @@ impl Pages {
         BASE.load(Ordering::Relaxed)
     }
 
-    fn in_range(ptr: *mut u8) -> bool {
+    fn in_range(ptr: *mut u8, size: usize) -> bool {
         let base = BASE.load(Ordering::Relaxed);
-        base != 0 && (base..base + RESERVED).contains(&(ptr as usize))
+        let start = ptr as usize;
+        base != 0 && start < base + RESERVED && start.saturating_add(size) > base
     }
 }
 
@@ -89,7 +95,7 @@ fn map(size: usize) -> *mut u8 {
 // the size reported, owned by dlmalloc until it gives it back.
 unsafe impl dlmalloc::Allocator for Pages {
     fn alloc(&self, size: usize) -> (*mut u8, usize, u32) {
-        let size = size.next_multiple_of(4096);
+        let size = size.next_multiple_of(crate::os::page_size());
         let base = if size < LARGE { Self::reserve() } else { 0 };
         let used = USED.load(Ordering::Relaxed);
         if base != 0 && used + size <= RESERVED {
@@ -102,7 +108,7 @@ unsafe impl dlmalloc::Allocator for Pages {
             }
         }
         let ptr = map(size);
-        (ptr, if ptr.is_null() { 0 } else { size }, 0)
+        (ptr, if ptr.is_null() { 0 } else { size }, PLAIN)
     }
 
     fn remap(&self, _ptr: *mut u8, _old: usize, _new: usize, _can_move: bool) -> *mut u8 {
@@ -110,19 +116,20 @@ unsafe impl dlmalloc::Allocator for Pages {
         std::ptr::null_mut()
     }
 
+    // dlmalloc releases only segments whose flags say so (`PLAIN`); the
+    // range check is a second guard: the range is never given back.
     fn free_part(&self, ptr: *mut u8, old: usize, new: usize) -> bool {
         // SAFETY: the tail of a plain mapping dlmalloc no longer uses.
-        !Self::in_range(ptr) && unsafe { libc::munmap(ptr.add(new).cast(), old - new) } == 0
+        !Self::in_range(ptr, old) && unsafe { libc::munmap(ptr.add(new).cast(), old - new) } == 0
     }
 
     fn free(&self, ptr: *mut u8, size: usize) -> bool {
-        // The range is never given back: dlmalloc keeps those pieces.
         // SAFETY: a plain mapping dlmalloc no longer uses.
-        !Self::in_range(ptr) && unsafe { libc::munmap(ptr.cast(), size) } == 0
+        !Self::in_range(ptr, size) && unsafe { libc::munmap(ptr.cast(), size) } == 0
     }
 
-    fn can_release_part(&self, _flags: u32) -> bool {
-        false
+    fn can_release_part(&self, flags: u32) -> bool {
+        flags & (PLAIN >> 1) != 0
     }
 
     fn allocates_zeros(&self) -> bool {
@@ -130,7 +137,7 @@ unsafe impl dlmalloc::Allocator for Pages {
     }
 
     fn page_size(&self) -> usize {
-        4096
+        crate::os::page_size()
     }
 }
 

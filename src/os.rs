@@ -119,12 +119,14 @@ pub(crate) struct ProcStat {
 pub(crate) fn proc_stat(pid: i32) -> Option<ProcStat> {
     use std::io::Read;
     // Room for the whole line at once: std's growing reads from an empty
-    // String took six read(2)s for its three hundred bytes.
-    let mut stat = String::with_capacity(1024);
+    // buffer took six read(2)s for its three hundred bytes. Bytes, not a
+    // String: the command name in it need not be UTF-8, and the fields
+    // lockrun reads come after it.
+    let mut stat = Vec::with_capacity(1024);
     std::fs::File::open(format!("/proc/{pid}/stat"))
-        .and_then(|mut file| file.read_to_string(&mut stat))
+        .and_then(|mut file| file.read_to_end(&mut stat))
         .ok()?;
-    parse_stat(&stat)
+    parse_stat(&String::from_utf8_lossy(&stat))
 }
 
 fn parse_stat(stat: &str) -> Option<ProcStat> {
@@ -373,9 +375,32 @@ fn waitid_finds(extra: libc::c_int) -> bool {
     }
 }
 
+/// The kernel's page size (4 KiB on x86_64; 16 or 64 KiB on some aarch64
+/// kernels). Allocates nothing: the allocator asks too.
+pub(crate) fn page_size() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    match PAGE.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: sysconf only reads a configuration value.
+            let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+                .ok()
+                .filter(|p| p.is_power_of_two())
+                .unwrap_or(4096);
+            PAGE.store(page, Ordering::Relaxed);
+            page
+        }
+        page => page,
+    }
+}
+
 /// Memory a fork must not copy, marked `MADV_DONTFORK` until dropped:
 /// lockrun's heap (the static build's reserved range, [`crate::heap`]) and
 /// its stack, for a child that uses neither (the forked guardian).
+///
+/// While one exists, no other fork may happen: its child would have no
+/// heap and no stack. lockrun makes one only around the guardian's clone,
+/// on its main thread, before any other thread exists.
 pub(crate) struct Unshared {
     ranges: [(usize, usize); 2],
 }
@@ -407,7 +432,12 @@ impl Unshared {
                 // SAFETY: madvise changes how a fork treats these addresses,
                 // nothing about their contents. A hole in the range (below
                 // the stack) is skipped by the kernel, with ENOMEM.
-                unsafe { libc::madvise(start as *mut libc::c_void, len, advice) };
+                let rc = unsafe { libc::madvise(start as *mut libc::c_void, len, advice) };
+                debug_assert!(
+                    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOMEM),
+                    "madvise({advice}) failed: {}",
+                    std::io::Error::last_os_error()
+                );
             }
         }
     }
@@ -419,12 +449,19 @@ impl Drop for Unshared {
     }
 }
 
-/// From `STACK_BELOW` under the current frame to the stack's top, which
-/// ends with the executable's name the kernel placed there (`AT_EXECFN`).
+/// From `STACK_BELOW` under the current frame up to the program's
+/// arguments and environment at the stack's top, which stay shared: the
+/// kernel reads a process's `/proc/PID/cmdline` (`ps`, `pgrep -f`) from
+/// its memory, the guardian's too. The top ends with the executable's name
+/// (`AT_EXECFN`); the arguments start at argv\[0\]
+/// (`program_invocation_name`, in glibc and musl alike).
 /// Only on the main thread (lockrun's runtime runs there): another
 /// thread's frame is on a stack elsewhere, and the range up to the main
 /// stack's top would take in whatever lies between.
 fn stack_range() -> Option<(usize, usize)> {
+    unsafe extern "C" {
+        static program_invocation_name: *const libc::c_char;
+    }
     // SAFETY: getpid and gettid take nothing.
     if unsafe { libc::syscall(libc::SYS_gettid) != libc::syscall(libc::SYS_getpid) } {
         return None;
@@ -436,9 +473,14 @@ fn stack_range() -> Option<(usize, usize)> {
     }
     // SAFETY: AT_EXECFN points at a NUL-terminated string the kernel wrote.
     let name = unsafe { std::ffi::CStr::from_ptr(execfn as *const libc::c_char) };
-    let page = 4096;
-    let top = (execfn + name.to_bytes_with_nul().len()).next_multiple_of(page);
+    let page = page_size();
+    let mut top = (execfn + name.to_bytes_with_nul().len()).next_multiple_of(page);
+    // SAFETY: libc sets it before main, to argv[0], and never changes it.
+    let argv0 = unsafe { program_invocation_name } as usize;
     let here = std::ptr::addr_of!(page) as usize;
+    if (here..top).contains(&argv0) {
+        top = argv0 & !(page - 1);
+    }
     let start = (here & !(page - 1)).checked_sub(STACK_BELOW)?;
     // A frame more than 64 MiB under the top is not on the stack that
     // ends there.
@@ -525,6 +567,22 @@ mod tests {
             })
         );
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn a_process_whose_name_is_not_utf8_is_found() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = std::env::temp_dir().join(format!("lockrun-stat-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join(std::ffi::OsStr::from_bytes(b"sl\xffeep"));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink("/bin/sleep", &link).unwrap();
+        let mut child = std::process::Command::new(&link).arg("5").spawn().unwrap();
+        let stat = proc_stat(child.id() as i32);
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(stat.map(|s| s.ppid), Some(std::process::id() as i32));
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //! overwrite the `errno` lockrun's main thread is about to read. These
 //! wrappers issue the `syscall` instruction directly and return the
 //! kernel's answer: a negative errno on failure, never stored anywhere.
+//! The forked guardian (the default) uses them too: it runs without
+//! lockrun's heap and stack (`guardian.rs`), so it must not need libc's
+//! state either. `clone_onto` starts a child on a stack of the caller's
+//! choosing, which libc's `clone` wrapper for a fork does not allow
+//! without reading the parent's stack.
 //!
 //! Only x86_64 and aarch64 have the instruction written out; elsewhere
 //! `RAW_SYSCALL` is false and the guardian is forked by libc's `fork`,

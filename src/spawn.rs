@@ -227,6 +227,8 @@ pub(crate) enum Failure {
     /// The guardian is gone: nobody would enforce the deadline or lockrun's
     /// death, so the command was not started.
     NoGuardian,
+    /// The registration (with the lock's descriptor) could not be sent.
+    Register(std::io::Error),
     /// exec (or the set-up before it) failed.
     Io(std::io::Error),
 }
@@ -235,6 +237,7 @@ const STAGE_EXEC: i32 = 0;
 const STAGE_STALE: i32 = 1;
 const STAGE_SETUP: i32 = 2;
 const STAGE_NO_GUARDIAN: i32 = 3;
+const STAGE_REGISTER: i32 = 4;
 
 /// What the child reads (and its one word of answer), on the parent's stack.
 struct Shared<'a> {
@@ -320,6 +323,9 @@ pub(crate) fn spawn(prepared: &Prepared, setup: &Setup) -> Result<Child, Failure
             return Err(Failure::NoGuardian);
         }
         let errno = shared.errno.load(Ordering::SeqCst);
+        if stage == STAGE_REGISTER {
+            return Err(Failure::Register(std::io::Error::from_raw_os_error(errno)));
+        }
         return Err(Failure::Io(std::io::Error::from_raw_os_error(errno)));
     }
     Ok(Child::new(pid))
@@ -329,7 +335,7 @@ pub(crate) fn spawn(prepared: &Prepared, setup: &Setup) -> Result<Child, Failure
 ///
 /// Every call here is async-signal-safe: setpgid, prctl, getppid, kill,
 /// getpid (as raw system calls: glibc's wrappers for raise and getpid use
-/// thread data that is lockrun's, not this process's), write and
+/// thread data that is lockrun's, not this process's), sendmsg and
 /// clock_gettime (`guardian::register`), tcsetpgrp, sigaction,
 /// sigprocmask, execve and _exit. Nothing allocates. errno, which glibc
 /// keeps in the calling thread's data, is lockrun's main thread's: lockrun
@@ -370,6 +376,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             crate::guardian::Registered::NoGuardian => {
                 return fail(STAGE_NO_GUARDIAN, libc::EPIPE);
             }
+            crate::guardian::Registered::Failed(errno) => return fail(STAGE_REGISTER, errno),
         }
         if shared.setup.claim_terminal {
             // SIGTTOU is blocked (all signals are), so a background

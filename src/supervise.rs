@@ -552,6 +552,10 @@ fn spawn(
         crate::spawn::Failure::NoGuardian => SpawnFailure::Error(Error::internal(
             "the guardian process died, so the command was not started (the lock was released)",
         )),
+        crate::spawn::Failure::Register(e) => SpawnFailure::Error(Error::internal(format!(
+            "cannot hand the command to the guardian process: {}; it was not started (the lock was released)",
+            e.to_string().split(" (os error").next().unwrap_or_default()
+        ))),
         crate::spawn::Failure::Io(e) => io(e),
     })
 }

@@ -399,6 +399,7 @@ impl Polling for FileBackend {
         });
         match waiters.results.recv().await {
             Some(Ok(locked)) => {
+                waiters.delivered = Some(locked.slot);
                 // Other slots' threads may still win later; closing the
                 // channel makes them let go at once.
                 self.waiters = None;
@@ -520,13 +521,16 @@ fn still_names_inode(
 /// from a process that is really waiting for it.
 struct Waiters {
     results: tokio::sync::mpsc::UnboundedReceiver<Result<LockedFile>>,
-    /// Each thread, and whether it is past waiting (it no longer needs to
-    /// be interrupted).
+    /// Each thread: its slot, and whether it is past waiting (it no longer
+    /// needs to be interrupted).
     threads: Vec<(
+        u32,
         std::thread::JoinHandle<()>,
         std::sync::Arc<std::sync::atomic::AtomicBool>,
     )>,
     cancelled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The slot whose lock was received.
+    delivered: Option<u32>,
 }
 
 impl Waiters {
@@ -552,13 +556,14 @@ impl Waiters {
                         let _ = sender.send(result);
                     }
                 });
-                (thread, done)
+                (slot, thread, done)
             })
             .collect();
         Waiters {
             results,
             threads,
             cancelled,
+            delivered: None,
         }
     }
 }
@@ -568,13 +573,20 @@ impl Drop for Waiters {
         use std::os::unix::thread::JoinHandleExt;
         self.cancelled
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        for (thread, done) in self.threads.drain(..) {
-            // The thread that delivered the lock is on its way out and
-            // holds nothing: it is left to exit on its own (the handle
-            // dropped, so detached), not waited for while the lock is
-            // held. The one sleep below used to land in every contended
-            // critical section (bench/analysis.md, "sixth round").
+        for (slot, thread, done) in self.threads.drain(..) {
             if done.load(std::sync::atomic::Ordering::SeqCst) {
+                // The thread that delivered the lock we hold is on its way
+                // out and holds nothing: it is left to exit on its own (the
+                // handle dropped, so detached), not waited for while the
+                // lock is held. The sleep below used to land in every
+                // contended critical section (bench/analysis.md, "sixth
+                // round"). One that took another slot is past flock(2) and
+                // about to hand its lock to the channel, which lets it go
+                // as the channel closes: joined, so that slot is free again
+                // when this returns.
+                if self.delivered != Some(slot) {
+                    let _ = thread.join();
+                }
                 continue;
             }
             // Signalled until it is out: a signal that lands just before

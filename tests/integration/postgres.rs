@@ -129,8 +129,21 @@ impl PgServer {
             .arg(format!("--pwfile={}", pwfile.display()));
         let out = run_timeout(initdb, Duration::from_secs(120));
         assert!(out.status.success(), "initdb failed: {}", stderr_of(&out));
-        server.launch();
-        Some(server)
+        // The free port may be taken by another test's server between
+        // free_port() and the bind: then a fresh one.
+        for _ in 0..5 {
+            match server.try_launch() {
+                Ok(()) => return Some(server),
+                Err(log)
+                    if log.contains("could not bind")
+                        || log.contains("could not create any TCP/IP sockets") =>
+                {
+                    server.port = free_port();
+                }
+                Err(log) => panic!("postgres exited: {log}"),
+            }
+        }
+        panic!("postgres found no free port in 5 tries");
     }
 
     fn data(&self) -> String {
@@ -153,6 +166,14 @@ impl PgServer {
     }
 
     fn launch(&mut self) {
+        if let Err(log) = self.try_launch() {
+            panic!("postgres exited: {log}");
+        }
+    }
+
+    /// Start the server and wait until it accepts connections; its log if
+    /// it exited instead.
+    fn try_launch(&mut self) -> Result<(), String> {
         let mut cmd = self.as_server_user(&self.bin.join("postgres"));
         cmd.args(["-D", &self.data(), "-p", &self.port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1"])
@@ -185,6 +206,10 @@ impl PgServer {
         // setpriv execs: the pid is the postmaster's.
         self.proc = Some(Proc::spawn(cmd, "postgres"));
         let port = self.port.to_string();
+        // Asked over this server's own socket directory: on 127.0.0.1:PORT
+        // another test's server, which took the port first, would answer.
+        let socket_dir = self.dir.path().display().to_string();
+        let mut exited = None;
         wait_until(
             "postgres to accept connections",
             Duration::from_secs(60),
@@ -194,14 +219,22 @@ impl PgServer {
                 {
                     let log =
                         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
-                    panic!("postgres exited ({status}): {log}");
+                    exited = Some(format!("({status}) {log}"));
+                    return true;
                 }
                 Command::new("pg_isready")
-                    .args(["-q", "-h", "127.0.0.1", "-p", &port, "-t", "1"])
+                    .args(["-q", "-h", &socket_dir, "-p", &port, "-t", "1"])
                     .status()
                     .is_ok_and(|s| s.success())
             },
         );
+        match exited {
+            Some(log) => {
+                self.proc = None;
+                Err(log)
+            }
+            None => Ok(()),
+        }
     }
 
     /// Fast shutdown (SIGINT: sessions are ended), reaped.
