@@ -97,6 +97,9 @@ impl RedisServer {
             cmd.args(["--port", &port]);
         }
         cmd.args(["--bind", "127.0.0.1"])
+            .arg("--unixsocket")
+            .arg(self.own_socket())
+            .args(["--unixsocketperm", "700"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -115,7 +118,14 @@ impl RedisServer {
             if let Ok(Some(_)) = proc.child.try_wait() {
                 return false;
             }
-            if self.answers_ping() {
+            // Over its own socket: on 127.0.0.1:PORT another test's server,
+            // which took the port first, would answer (this one then exits).
+            let ready = if self.tls_ca.is_some() {
+                self.answers_ping()
+            } else {
+                self.answers_ping_on_own_socket()
+            };
+            if ready {
                 self.proc = Some(proc);
                 return true;
             }
@@ -144,6 +154,23 @@ impl RedisServer {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    fn own_socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    fn answers_ping_on_own_socket(&self) -> bool {
+        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(self.own_socket()) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        if stream.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut line = String::new();
+        let _ = BufReader::new(stream).read_line(&mut line);
+        line.starts_with("+PONG") || line.starts_with("-NOAUTH")
     }
 
     pub fn answers_ping(&self) -> bool {
