@@ -16,7 +16,7 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// Addresses reserved (`PROT_NONE`: no memory, no commit charge) on the
 /// first request: some hundred times what a run uses, and small beside an
@@ -38,14 +38,14 @@ static BASE: AtomicUsize = AtomicUsize::new(0);
 /// How much of the range is handed out (readable and writable).
 static USED: AtomicUsize = AtomicUsize::new(0);
 /// Whether the reservation was tried (it is tried once).
-static TRIED: AtomicUsize = AtomicUsize::new(0);
+static TRIED: AtomicBool = AtomicBool::new(false);
 
 /// dlmalloc's source of memory: the reserved range, plain mmap beyond it.
 struct Pages;
 
 impl Pages {
     fn reserve() -> usize {
-        if TRIED.swap(1, Ordering::Relaxed) == 0 {
+        if !TRIED.swap(true, Ordering::Relaxed) {
             // SAFETY: a fresh anonymous mapping at an address the kernel picks.
             let base = unsafe {
                 libc::mmap(

@@ -161,16 +161,10 @@ impl RedisServer {
     }
 
     fn answers_ping_on_own_socket(&self) -> bool {
-        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(self.own_socket()) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        if stream.write_all(b"PING\r\n").is_err() {
-            return false;
-        }
-        let mut line = String::new();
-        let _ = BufReader::new(stream).read_line(&mut line);
-        line.starts_with("+PONG") || line.starts_with("-NOAUTH")
+        std::os::unix::net::UnixStream::connect(self.own_socket()).is_ok_and(|stream| {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            pongs(stream)
+        })
     }
 
     pub fn answers_ping(&self) -> bool {
@@ -178,16 +172,10 @@ impl RedisServer {
             let out = run_timeout(self.cli_command(&["PING"]), SOON);
             return String::from_utf8_lossy(&out.stdout).contains("PONG");
         }
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        if stream.write_all(b"PING\r\n").is_err() {
-            return false;
-        }
-        let mut line = String::new();
-        let _ = BufReader::new(stream).read_line(&mut line);
-        line.starts_with("+PONG") || line.starts_with("-NOAUTH")
+        TcpStream::connect(("127.0.0.1", self.port)).is_ok_and(|stream| {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            pongs(stream)
+        })
     }
 
     /// With `max-ttl` = the settle time: the restart guard a fresh server
@@ -345,4 +333,14 @@ pub fn sh(script: &str) -> Command {
         }
     }
     cmd
+}
+
+/// Does a server answer PING on this connection (or ask for a password)?
+fn pongs(mut stream: impl std::io::Read + Write) -> bool {
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut line = String::new();
+    let _ = BufReader::new(stream).read_line(&mut line);
+    line.starts_with("+PONG") || line.starts_with("-NOAUTH")
 }
