@@ -554,7 +554,7 @@ fn spawn(
         )),
         crate::spawn::Failure::Register(e) => SpawnFailure::Error(Error::internal(format!(
             "cannot hand the command to the guardian process: {}; it was not started (the lock was released)",
-            e.to_string().split(" (os error").next().unwrap_or_default()
+            crate::ui::plain_io_message(&e)
         ))),
         crate::spawn::Failure::Io(e) => io(e),
     })
@@ -570,7 +570,7 @@ pub(crate) fn spawn_error(program: &OsString, e: &std::io::Error) -> Error {
         _ => Error::Spawn {
             message: format!(
                 "cannot execute {program}: {} (the lock was released)",
-                e.to_string().split(" (os error").next().unwrap_or_default()
+                crate::ui::plain_io_message(e)
             ),
             not_found: false,
         },

@@ -307,6 +307,15 @@ pub const SECRET_ENV: &[&str] = &[
     "LOCKRUN_ETCD_PASSWORD",
 ];
 
+/// "Permission denied" rather than "Permission denied (os error 13)".
+pub(crate) fn plain_io_message(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(cut) => text[..cut].to_owned(),
+        None => text,
+    }
+}
+
 /// An error message as lockrun prints it: one line, control characters
 /// escaped. Secrets are kept out of messages where they are written (URLs
 /// are shown without their password, configs' `Debug` hides them); as a

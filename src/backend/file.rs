@@ -930,7 +930,11 @@ fn ensure_shared_dir(dir: &Path) -> Result<()> {
 }
 
 fn io_error(what: &str, path: &Path, e: &std::io::Error) -> Error {
-    let message = format!("{what} {}: {}", path.display(), plain_io_message(e));
+    let message = format!(
+        "{what} {}: {}",
+        path.display(),
+        crate::ui::plain_io_message(e)
+    );
     match e.kind() {
         ErrorKind::PermissionDenied | ErrorKind::ReadOnlyFilesystem => {
             Error::no_permission(format!(
@@ -938,14 +942,5 @@ fn io_error(what: &str, path: &Path, e: &std::io::Error) -> Error {
             ))
         }
         _ => Error::unavailable(message),
-    }
-}
-
-/// "Permission denied" rather than "Permission denied (os error 13)".
-fn plain_io_message(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    match text.find(" (os error") {
-        Some(cut) => text[..cut].to_owned(),
-        None => text,
     }
 }
