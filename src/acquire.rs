@@ -60,7 +60,7 @@ pub(crate) async fn acquire<B: Backend>(
 pub(crate) fn backoff_delay(round: u32, first: Duration, cap: Duration) -> Duration {
     let exp = first.saturating_mul(1u32 << round.min(16));
     let ceiling = exp.min(cap).max(Duration::from_millis(1));
-    let nanos = rand::random_range(0..=u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX));
+    let nanos = crate::os::random_up_to(u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX));
     Duration::from_nanos(nanos)
 }
 

@@ -375,6 +375,27 @@ fn waitid_finds(extra: libc::c_int) -> bool {
     }
 }
 
+/// 128 random bits straight from the kernel: one `getrandom` instead of
+/// seeding rand's generator, whose start-up asks the CPU for its features,
+/// one `cpuid` each, which a virtual machine traps (bench/analysis.md,
+/// "sixth round"). rand's generator only where getrandom fails.
+pub(crate) fn random_u128() -> u128 {
+    let mut bits = [0u8; 16];
+    // SAFETY: getrandom writes at most `bits.len()` bytes into `bits`.
+    let got = unsafe { libc::getrandom(bits.as_mut_ptr().cast(), bits.len(), 0) };
+    if usize::try_from(got) == Ok(bits.len()) {
+        u128::from_ne_bytes(bits)
+    } else {
+        rand::random::<u128>()
+    }
+}
+
+/// A random number in `0..=max`, for jitter (a modulo's bias is of no
+/// matter there).
+pub(crate) fn random_up_to(max: u64) -> u64 {
+    u64::try_from(random_u128() % (u128::from(max) + 1)).unwrap_or(max)
+}
+
 /// The kernel's page size (4 KiB on x86_64; 16 or 64 KiB on some aarch64
 /// kernels). Allocates nothing: the allocator asks too.
 pub(crate) fn page_size() -> usize {
@@ -497,6 +518,15 @@ pub(crate) fn uid() -> nix::unistd::Uid {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn random_up_to_stays_in_range_and_reaches_both_ends() {
+        for max in [0, 1, 7, u64::MAX] {
+            assert!((0..200).all(|_| random_up_to(max) <= max));
+        }
+        let draws: std::collections::HashSet<u64> = (0..200).map(|_| random_up_to(1)).collect();
+        assert_eq!(draws.len(), 2, "{draws:?}");
+    }
+
     #[test]
     fn unshared_memory_is_missing_in_a_fork_until_dropped() {
         // A child that reads one byte of the page: exit 0, or SIGSEGV when

@@ -36,20 +36,8 @@ use crate::signals::Signals;
 pub(crate) const HELD_ENV: &str = "LOCKRUN_HELD";
 
 /// A fresh token for one acquisition: 128 random bits, hex.
-///
-/// Straight from the kernel: one `getrandom` instead of seeding rand's
-/// generator, whose start-up asks the CPU for its features, one `cpuid`
-/// each, which a virtual machine traps (bench/analysis.md, "sixth round").
 pub(crate) fn new_token() -> String {
-    let mut bits = [0u8; 16];
-    // SAFETY: getrandom writes at most `bits.len()` bytes into `bits`.
-    let got = unsafe { libc::getrandom(bits.as_mut_ptr().cast(), bits.len(), 0) };
-    let bits = if usize::try_from(got) == Ok(bits.len()) {
-        u128::from_ne_bytes(bits)
-    } else {
-        rand::random::<u128>()
-    };
-    format!("{bits:032x}")
+    format!("{:032x}", crate::os::random_u128())
 }
 
 /// A short, stable name for a backend URL (FNV-1a of its display form), so

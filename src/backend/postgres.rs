@@ -1239,7 +1239,7 @@ fn poll_delay(round: u32) -> Duration {
         .min(POLL_CAP);
     let half = step / 2;
     let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
-    half + Duration::from_nanos(rand::random_range(0..=nanos))
+    half + Duration::from_nanos(crate::os::random_up_to(nanos))
 }
 
 /// Waiting in the server's lock queue (a single lock, not `--slots`).

@@ -54,6 +54,14 @@
 //!   try then fails (an error, so it exits) pushes its token on as it goes.
 //!   Only a waiter SIGKILLed just as it was handed a token loses one; the
 //!   fallback below covers that.
+//! * A plain lock's waiter sends its next try behind its BLPOP, in the
+//!   same write: the server runs it as soon as the BLPOP returns, in the
+//!   same pass as the release that woke it, so a hand-off has no round
+//!   trip of the waiter's between wake-up and grant. Such a lease counts
+//!   from the BLPOP's send and is renewed before use when that was long
+//!   ago ([`RedisBackend::fresh_lease`]); a try behind an undone BLPOP runs
+//!   when it is undone, so the last try after `--wait` finds the lock its
+//!   own (same token) and `Drop` gives back what it took.
 //! * The only polling is the fallback, as the BLPOP's own timeout: one try
 //!   when the busy lease would expire by itself (a holder that died without
 //!   releasing), capped at [`MAX_FALLBACK`] and jittered. Commands per waiter
@@ -70,7 +78,7 @@ use std::time::{Duration, Instant};
 use redis::aio::MultiplexedConnection;
 use redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo,
-    RedisError, Script,
+    RedisError, Script, ScriptInvocation,
 };
 
 use crate::acquire::{backoff_delay, poll_acquire};
@@ -726,6 +734,9 @@ struct Blocked {
     wake_key: String,
     client_id: Option<i64>,
     slots: u32,
+    /// The try sent behind the BLPOP, if one was: once the BLPOP returns
+    /// (or is unblocked) the server runs it, and it may take the lock.
+    pending_try: Option<PendingTry>,
 }
 
 pub(crate) struct RedisLease {
@@ -1115,11 +1126,20 @@ impl RedisBackend {
     /// Runs on the ordinary connection: a waiter sends nothing else while
     /// it blocks, and an abandoned BLPOP is undone by [`unblock`](Self::unblock)
     /// before the next request.
+    ///
+    /// `then_try`, where the BLPOP can be undone (`CLIENT ID` known), goes
+    /// out in the same write, behind the BLPOP: the server runs it as soon
+    /// as the BLPOP returns, in the same pass as the release that woke us,
+    /// so a hand-off needs no round trip of ours after the wake-up. Its
+    /// reply lands in `tried` (`None`: it was not sent, or not answered).
     async fn block_for_wake(
         &mut self,
         wake_key: &str,
         slots: u32,
         timeout: Duration,
+        then_try: Option<&AcquireCall>,
+        acquire_timeout: Duration,
+        tried: &mut Option<redis::RedisResult<Vec<String>>>,
     ) -> std::result::Result<bool, BlockError> {
         let mut conn = self
             .connection(CONNECT_TIMEOUT)
@@ -1157,21 +1177,66 @@ impl RedisBackend {
                     .max(1);
                 blpop.arg(format!("{}.{:03}", ms / 1000, ms % 1000));
             }
+            // Only where the BLPOP can be undone: else an abandoned wait
+            // could leave a try behind it that takes the lock for nobody.
+            let then_try = then_try.filter(|_| self.conn_id.is_some());
             self.blocked = Some(Blocked {
                 wake_key: wake_key.to_owned(),
                 client_id: self.conn_id,
                 slots,
+                pending_try: then_try.map(|call| PendingTry {
+                    key: call.key.clone(),
+                    token: call.token.clone(),
+                    wwait_key: call.rw.wwait.clone(),
+                    rwake_key: call.rw.rwake.clone(),
+                }),
             });
-            let Ok(reply) = tokio::time::timeout(
+            let mut conn_for_try = conn.clone();
+            let mut blocking = std::pin::pin!(tokio::time::timeout(
                 timeout + CALL_TIMEOUT,
                 blpop.query_async::<Option<(String, String)>>(&mut conn),
-            )
-            .await
-            else {
+            ));
+            let mut trying = std::pin::pin!(async {
+                match then_try {
+                    Some(call) => Some(
+                        call.invocation
+                            .invoke_async::<Vec<String>>(&mut conn_for_try)
+                            .await,
+                    ),
+                    None => None,
+                }
+            });
+            // Polled in this order, so sent in this order: the try waits
+            // behind the BLPOP on the server.
+            let mut try_reply = None;
+            let reply = loop {
+                tokio::select! {
+                    biased;
+                    reply = &mut blocking => break reply,
+                    answered = &mut trying, if try_reply.is_none() => try_reply = Some(answered),
+                }
+            };
+            let Ok(reply) = reply else {
                 // Left `blocked`: the next try unblocks it first.
                 return Err(BlockError::Silent);
             };
             self.blocked = None;
+            // The BLPOP has returned: from here the try has what any try has.
+            let try_reply = match try_reply {
+                Some(answered) => answered,
+                None => tokio::time::timeout(acquire_timeout, &mut trying)
+                    .await
+                    .map_err(|_| BlockError::TryTimedOut)?,
+            };
+            let granted = try_reply.as_ref().is_some_and(|r| {
+                r.as_ref()
+                    .is_ok_and(|r| r.first().is_some_and(|f| f == "1"))
+            });
+            *tried = try_reply;
+            if granted {
+                // Ours, whatever the BLPOP said.
+                return Ok(reply.is_ok_and(|token| token.is_some()));
+            }
             return match reply {
                 Ok(token) => Ok(token.is_some()),
                 Err(e)
@@ -1203,10 +1268,12 @@ impl RedisBackend {
     /// covers a token the BLPOP may already have taken: it either gets the
     /// lock or finds a holder, whose release will push a new token. The
     /// connection is stuck behind the BLPOP, so this uses a new one, and
-    /// keeps it.
-    async fn unblock(&mut self, limit: Duration) {
+    /// keeps it. Returns whether a try was queued behind the BLPOP: the
+    /// server has run it by the time CLIENT UNBLOCK answers, and it may
+    /// have taken the lock, under the token the next try uses again.
+    async fn unblock(&mut self, limit: Duration) -> bool {
         let Some(blocked) = self.blocked.take() else {
-            return;
+            return false;
         };
         // Closed only after CLIENT UNBLOCK answered: closing first would
         // leave the BLPOP blocked until the server noticed.
@@ -1233,6 +1300,7 @@ impl RedisBackend {
             }
         }
         drop(stuck);
+        blocked.pending_try.is_some()
     }
 
     /// When to look again without a wake-up: just after the
@@ -1253,13 +1321,39 @@ impl RedisBackend {
         )
     }
 
+    /// A lease from a try sent with a BLPOP counts from the send, which may
+    /// be long before the grant: when that leaves less than a try's reply
+    /// can (see [`acquire_timeout`]), it is renewed first, so that a command
+    /// never starts on a lease about to run out. Not ours any more (it ran
+    /// out while we were paused): the lock is tried for again.
+    async fn fresh_lease(
+        &mut self,
+        req: &LockRequest,
+        mut lease: RedisLease,
+    ) -> Result<WaitOutcome<RedisLease>> {
+        if lease.expires_at.remaining() + acquire_timeout(req.ttl) >= req.ttl {
+            return Ok(WaitOutcome::Acquired(lease));
+        }
+        let renewed = self.renew(&mut lease).await;
+        if let Ok(Renewal::Held) = renewed {
+            return Ok(WaitOutcome::Acquired(lease));
+        }
+        if let Err(e) = renewed {
+            tracing::info!(error = %e, "could not renew a lease granted while we waited; trying again");
+        }
+        // The same token again: should the lease still be ours, the try
+        // finds it so.
+        self.attempt_token = Some(lease.token);
+        Ok(WaitOutcome::Retry)
+    }
+
     fn fallback_delay(&self, req: &LockRequest) -> Duration {
         let base = self
             .soonest_expiry
             .unwrap_or_else(|| req.ttl.min(MAX_FALLBACK))
             .min(MAX_FALLBACK);
         let spread = (base / 10).clamp(Duration::from_millis(5), Duration::from_secs(1));
-        let jitter = rand::random_range(0..=u64::try_from(spread.as_micros()).unwrap_or(u64::MAX));
+        let jitter = crate::os::random_up_to(u64::try_from(spread.as_micros()).unwrap_or(u64::MAX));
         base + Duration::from_micros(jitter) + Duration::from_millis(1)
     }
 }
@@ -1279,8 +1373,17 @@ impl RedisBackend {
 /// which would otherwise keep new shared holders out until it expired.
 impl Drop for RedisBackend {
     fn drop(&mut self) {
-        let withdraw = self.waiting_writer.take();
         let blocked = self.blocked.take().or_else(|| self.woken.take());
+        // A try behind the BLPOP may put us in `:wwait` as it runs: so the
+        // entry is withdrawn after that, even if no earlier try made one.
+        let withdraw = self.waiting_writer.take().or_else(|| {
+            let pending = blocked.as_ref()?.pending_try.as_ref()?;
+            Some(Withdraw {
+                wwait_key: pending.wwait_key.clone(),
+                rwake_key: pending.rwake_key.clone(),
+                token: pending.token.clone(),
+            })
+        });
         if withdraw.is_none() && blocked.is_none() {
             return;
         }
@@ -1292,6 +1395,9 @@ impl Drop for RedisBackend {
         {
             return;
         }
+        if let Some(blocked) = blocked {
+            hand_on(&mut conn, &blocked);
+        }
         if let Some(w) = withdraw {
             let withdrawn: redis::RedisResult<i64> = WITHDRAW_SCRIPT
                 .key(&w.wwait_key)
@@ -1301,25 +1407,43 @@ impl Drop for RedisBackend {
                 .invoke(&mut conn);
             tracing::debug!(ok = withdrawn.is_ok(), "withdrew our exclusive wait");
         }
-        let Some(blocked) = blocked else {
-            return;
-        };
-        // (`woken` has no client id: nothing to unblock, a token to pass on.)
-        let still_blocked = blocked.client_id.is_some_and(|id| {
-            redis::cmd("CLIENT")
-                .arg("UNBLOCK")
-                .arg(id)
-                .query::<i64>(&mut conn)
-                .is_ok_and(|n| n == 1)
-        });
-        if !still_blocked {
-            let passed_on: redis::RedisResult<i64> = WAKE_SCRIPT
-                .key(&blocked.wake_key)
-                .arg(blocked.slots.max(1))
-                .arg(wake_life_ms())
-                .invoke(&mut conn);
-            tracing::debug!(ok = passed_on.is_ok(), "passed a wake-up on");
-        }
+    }
+}
+
+/// For `Drop`: undo an abandoned BLPOP, give back what the try behind it
+/// took, and pass on a wake-up it may have taken.
+fn hand_on(conn: &mut redis::Connection, blocked: &Blocked) {
+    // (`woken` has no client id: nothing to unblock, a token to pass on.)
+    let still_blocked = blocked.client_id.is_some_and(|id| {
+        redis::cmd("CLIENT")
+            .arg("UNBLOCK")
+            .arg(id)
+            .query::<i64>(conn)
+            .is_ok_and(|n| n == 1)
+    });
+    // The try behind the BLPOP has run by now (the server runs an
+    // unblocked client's next command before it answers anyone) and may
+    // have taken the lock for us: give it back, which wakes the next.
+    let given_back = blocked.pending_try.as_ref().is_some_and(|pending| {
+        RELEASE_SCRIPT
+            .key(&pending.key)
+            .key(&blocked.wake_key)
+            .key(&pending.rwake_key)
+            .arg(&pending.token)
+            .arg(1)
+            .arg(wake_life_ms())
+            .invoke::<i64>(conn)
+            .is_ok_and(|n| n == 1)
+    });
+    if given_back {
+        tracing::debug!("gave back the lock a try behind our BLPOP took");
+    } else if !still_blocked {
+        let passed_on: redis::RedisResult<i64> = WAKE_SCRIPT
+            .key(&blocked.wake_key)
+            .arg(blocked.slots.max(1))
+            .arg(wake_life_ms())
+            .invoke(conn);
+        tracing::debug!(ok = passed_on.is_ok(), "passed a wake-up on");
     }
 }
 
@@ -1331,6 +1455,9 @@ enum BlockError {
     Silent,
     /// An error the next try would not fix (no permission, wrong type).
     Fatal(Error),
+    /// The BLPOP returned, but the try behind it got no answer within
+    /// [`acquire_timeout`], as a try of its own would not have.
+    TryTimedOut,
 }
 
 fn wake_life_ms() -> u64 {
@@ -1468,15 +1595,32 @@ impl Backend for RedisBackend {
     }
 }
 
-impl Polling for RedisBackend {
-    async fn try_acquire(&mut self, req: &LockRequest, slot: u32) -> Result<Attempt<RedisLease>> {
-        // After an abandoned wait (`--wait` ran out): see `unblock`.
-        self.unblock(acquire_timeout(req.ttl)).await;
+/// One call of the acquire script, ready to send.
+struct AcquireCall {
+    invocation: ScriptInvocation<'static>,
+    key: String,
+    token: String,
+    rw: RwKeys,
+    plain: bool,
+}
+
+/// A try sent behind a BLPOP, not answered yet: what undoing it needs.
+struct PendingTry {
+    key: String,
+    token: String,
+    wwait_key: String,
+    rwake_key: String,
+}
+
+impl RedisBackend {
+    /// The acquire script's call for `slot` of `req`, with the token of
+    /// this acquisition.
+    fn acquire_call(&mut self, req: &LockRequest, slot: u32) -> Result<AcquireCall> {
         let key = self.lock_key(&req.name, slot, req.slots);
         let fence_key = self.fence_key(&req.name);
         let token = self
             .attempt_token
-            .get_or_insert_with(|| format!("{:032x}", rand::random::<u128>()))
+            .get_or_insert_with(crate::reentry::new_token)
             .clone();
         let holder =
             serde_json::to_string(&req.holder).map_err(|e| Error::internal(e.to_string()))?;
@@ -1506,21 +1650,32 @@ impl Polling for RedisBackend {
             .arg(&holder)
             .arg(duration_ms(self.config.max_ttl))
             .arg(wake_life_ms());
-        // Taken before sending: the server's lease starts later than this,
-        // so our idea of when it expires errs on the safe side.
-        let sent = BootTime::now();
-        if slot == 1 {
-            self.restart_reason = None;
-            self.soonest_expiry = None;
-            self.round_started = Instant::now();
-        }
-        let reply: Vec<String> = self
-            .call(
-                "acquiring the lock",
-                acquire_timeout(req.ttl),
-                async |conn| invocation.invoke_async(conn).await,
-            )
-            .await?;
+        Ok(AcquireCall {
+            invocation,
+            key,
+            token,
+            rw,
+            plain,
+        })
+    }
+
+    /// What the acquire script's `reply` to `call` means; `sent`: when the
+    /// call went out.
+    fn acquire_outcome(
+        &mut self,
+        req: &LockRequest,
+        slot: u32,
+        call: AcquireCall,
+        sent: BootTime,
+        reply: &[String],
+    ) -> Result<Attempt<RedisLease>> {
+        let AcquireCall {
+            key,
+            token,
+            rw,
+            plain,
+            ..
+        } = call;
         // Answered: a token we were woken with has done its work (we hold
         // the lock, or someone does whose release pushes the next).
         self.woken = None;
@@ -1603,14 +1758,41 @@ impl Polling for RedisBackend {
             ))),
         }
     }
+}
+
+impl Polling for RedisBackend {
+    async fn try_acquire(&mut self, req: &LockRequest, slot: u32) -> Result<Attempt<RedisLease>> {
+        // After an abandoned wait (`--wait` ran out): see `unblock`.
+        self.unblock(acquire_timeout(req.ttl)).await;
+        let call = self.acquire_call(req, slot)?;
+        // Taken before sending: the server's lease starts later than this,
+        // so our idea of when it expires errs on the safe side.
+        let sent = BootTime::now();
+        if slot == 1 {
+            self.restart_reason = None;
+            self.soonest_expiry = None;
+            self.round_started = Instant::now();
+        }
+        let reply: Vec<String> = self
+            .call(
+                "acquiring the lock",
+                acquire_timeout(req.ttl),
+                async |conn| call.invocation.invoke_async(conn).await,
+            )
+            .await?;
+        self.acquire_outcome(req, slot, call, sent, &reply)
+    }
 
     fn busy_reason(&self) -> Option<String> {
         self.restart_reason.clone()
     }
 
     async fn wait(&mut self, req: &LockRequest, _round: u32) -> Result<WaitOutcome<RedisLease>> {
-        // Not expected (every wait is followed by a try), but never block twice.
-        self.unblock(CONNECT_TIMEOUT).await;
+        // Not expected (every wait is followed by a try), but never block
+        // twice, and never while a try left behind may have taken the lock.
+        if self.unblock(CONNECT_TIMEOUT).await {
+            return Ok(WaitOutcome::Retry);
+        }
         let fallback_at = self.round_started + self.fallback_delay(req);
         let since_try = self.round_started.elapsed();
         if since_try > WAKE_LIFE / 2 {
@@ -1634,18 +1816,52 @@ impl Polling for RedisBackend {
         } else {
             (self.wake_key(&req.name), req.slots)
         };
-        match self.block_for_wake(&wake_key, slots, timeout).await {
+        // A plain exclusive lock's next try rides behind the BLPOP.
+        let then_try = if req.shared || req.slots > 1 {
+            None
+        } else {
+            Some(self.acquire_call(req, 1)?)
+        };
+        let mut tried = None;
+        let sent = BootTime::now();
+        let blocked = self
+            .block_for_wake(
+                &wake_key,
+                slots,
+                timeout,
+                then_try.as_ref(),
+                acquire_timeout(req.ttl),
+                &mut tried,
+            )
+            .await;
+        if let (Some(call), Some(Ok(reply))) = (then_try, tried) {
+            self.lost_waits = 0;
+            if let Attempt::Acquired(lease) = self.acquire_outcome(req, 1, call, sent, &reply)? {
+                return self.fresh_lease(req, lease).await;
+            }
+            // Held: the next try (which also looks up the holder) decides
+            // what comes next, as after any wake-up.
+            return Ok(WaitOutcome::Retry);
+        }
+        match blocked {
             Ok(true) => {
                 self.woken = Some(Blocked {
                     wake_key,
                     client_id: None,
                     slots,
+                    pending_try: None,
                 });
                 self.lost_waits = 0;
                 tracing::debug!("woken by a release: trying again");
             }
             Ok(false) => tracing::debug!(?timeout, "no wake-up; checking for an expired lease"),
             Err(BlockError::Fatal(e)) => return Err(e),
+            Err(BlockError::TryTimedOut) => {
+                // As in `call`: closing the connection lets the server drop
+                // the try should it still come to it.
+                self.conn = None;
+                return Err(self.timeout_error("acquiring the lock", acquire_timeout(req.ttl)));
+            }
             Err(BlockError::Lost(e)) => {
                 // The connection died (server restart, idle kill): the next
                 // try reconnects and tells whether the server is back.

@@ -755,6 +755,41 @@ fn waiters_sleep_until_the_release_and_leave_nothing_behind() {
     assert_eq!(server.lasting_keys("*"), "lockrun:{queue}:fence");
 }
 
+/// A waiter's next try goes out behind its BLPOP and runs on the server as
+/// soon as the BLPOP ends, also when lockrun undoes the BLPOP because a
+/// signal ended the wait: a lock that try takes is given back before
+/// lockrun exits, not left to its ttl.
+#[test]
+fn a_waiter_ended_by_a_signal_gives_back_what_its_queued_try_took() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let key = lock_key("queued");
+    fake_holder(&server, &key);
+    let ran = dir.path().join("ran");
+    let mut waiter = Proc::spawn(
+        lockrun(
+            &url,
+            &["-q", "queued", "--", "touch", ran.to_str().unwrap()],
+        ),
+        "waiter",
+    );
+    server.wait_for_blocked(1);
+    // Free, but nobody is woken: the waiter stays blocked.
+    server.cli(&["DEL", &key]);
+    waiter.signal(Signal::SIGINT);
+    assert_eq!(code(waiter.wait_timeout(SOON)), 130);
+    assert!(!ran.exists(), "the command ran");
+    assert_eq!(
+        server.cli(&["EXISTS", &key]),
+        "0",
+        "the lock was left taken"
+    );
+    assert_eq!(server.blocked_clients(), 0);
+    let out = run_timeout(lockrun(&url, &["-n", "queued", "--", "true"]), SOON);
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+}
+
 #[test]
 fn a_release_wakes_one_waiter_not_all() {
     let server = RedisServer::start();

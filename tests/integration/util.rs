@@ -462,12 +462,20 @@ pub fn contention_torture(
             for (key, value) in env {
                 cmd.env(key, value);
             }
+            // Kept, so that a failure says why (the waiting lines too).
+            cmd.stderr(std::fs::File::create(dir.join(format!("torture-stderr.{i}"))).unwrap());
             Proc::spawn(cmd, &format!("torture worker {i}"))
         })
         .collect();
-    for mut proc in procs {
+    for (i, mut proc) in procs.into_iter().enumerate() {
         let status = proc.wait_timeout(timeout);
-        assert!(status.success(), "{} failed: {status:?}", proc.name);
+        let stderr =
+            std::fs::read_to_string(dir.join(format!("torture-stderr.{i}"))).unwrap_or_default();
+        assert!(
+            status.success(),
+            "{} failed: {status:?}; its stderr:\n{stderr}",
+            proc.name
+        );
     }
     let count = std::fs::read_to_string(&counter)
         .unwrap()

@@ -16,7 +16,7 @@ const MAX_COMMAND_CHARS: usize = 100;
 
 /// Our record for `holder`, with a fresh random id.
 pub(super) fn encode(holder: &HolderInfo) -> String {
-    let id: u64 = rand::random();
+    let id = crate::os::random_up_to(u64::MAX);
     let command: String = holder
         .command
         .chars()
