@@ -364,10 +364,17 @@ if kind == 'hash' then
 elseif kind ~= 'none' then
   return {'0', '', '', tostring(redis.call('PTTL', KEYS[1]))}
 end
+-- One TIME for both clocks: exact in a double (< 2^53 us).
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 if rw then
-  local now = now_ms()
-  prune(KEYS[3], KEYS[5], now)
+  local now = math.floor(now_us / 1000)
+  -- The soonest expiry first: only a past one needs pruning.
   local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  if #first > 0 and tonumber(first[2]) <= now then
+    prune(KEYS[3], KEYS[5], now)
+    first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+  end
   if #first > 0 then
     intend(KEYS[4], ARGV[1], tonumber(ARGV[2]))
     local fence, holder = split_info(redis.call('HGET', KEYS[5], first[1]))
@@ -379,11 +386,9 @@ local up = uptime_ms(false)
 if up and up < guard then
   return {'2', string.format('%d', guard - up)}
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local fence = redis.call('INCR', KEYS[2])
-if fence < now then
-  fence = now
+if fence < now_us then
+  fence = now_us
   redis.call('SET', KEYS[2], string.format('%d', fence))
 end
 local f = string.format('%d', fence)
@@ -401,7 +406,11 @@ const UPTIME_FN: &str = r"
 local function uptime_ms(round_up)
   local info = redis.pcall('INFO', 'server')
   if type(info) ~= 'string' then return nil end
-  local up = tonumber(string.match(info, 'uptime_in_seconds:(%d+)'))
+  -- A plain find, then a match anchored there: a pattern search would try
+  -- the pattern at every offset of the whole section.
+  local at = string.find(info, 'uptime_in_seconds:', 1, true)
+  if not at then return nil end
+  local up = tonumber(string.match(info, '^%d+', at + 18))
   if not up then return nil end
   if round_up then up = up + 1 end
   return up * 1000
@@ -582,10 +591,12 @@ return 1
 /// left alone: waiters then fall back to their poll.
 const WAKE_FN: &str = r"
 local function wake(key, n, cap, life)
+  local len = 0
   for _ = 1, n do
-    if type(redis.pcall('LPUSH', key, '1')) ~= 'number' then return end
+    len = redis.pcall('LPUSH', key, '1')
+    if type(len) ~= 'number' then return end
   end
-  redis.call('LTRIM', key, 0, cap - 1)
+  if len > cap then redis.call('LTRIM', key, 0, cap - 1) end
   redis.call('PEXPIRE', key, life)
 end
 ";
@@ -594,7 +605,8 @@ end
 /// alone, nobody woken). KEYS: lock, wake list, and for a plain lock the
 /// shared waiters' wake list; ARGV: token, slots, wake life.
 const RELEASE: &str = r"
-if redis.call('TYPE', KEYS[1])['ok'] == 'hash' and redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
+-- HGET of a key of another type is an error (a table), never our token.
+if redis.pcall('HGET', KEYS[1], 'token') == ARGV[1] then
   redis.call('DEL', KEYS[1])
   wake(KEYS[2], 1, tonumber(ARGV[2]), ARGV[3])
   if KEYS[3] then wake(KEYS[3], 1, 1, ARGV[3]) end
