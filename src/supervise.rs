@@ -122,9 +122,27 @@ async fn supervise<B: Backend>(
     guardian: &Guardian,
 ) -> Result<Supervised> {
     let renew_every = backend.renew_interval(req);
-    let deadline = lease
+    let mut deadline = lease
         .expires_at()
         .map(|e| lease_deadline(e, renew_every, policy.kill_after));
+    // A lease dated from a request sent long before the grant (a Redis try
+    // that waited behind its BLPOP) may come with less than half a renewal
+    // interval before its TERM instant: renewed once before the command
+    // starts, so the command is not started only to be stopped. Not ours
+    // any more: taken afresh, as a stale one is.
+    let hurried = renew_every.zip(deadline.and_then(|d| d.term_at));
+    if let Some((every, term_at)) = hurried
+        && term_at.remaining() < every / 2
+    {
+        match backend.renew(lease).await {
+            Ok(Renewal::Held) => {
+                deadline = lease
+                    .expires_at()
+                    .map(|e| lease_deadline(e, renew_every, policy.kill_after));
+            }
+            Ok(_) | Err(_) => return Ok(Supervised::Stale),
+        }
+    }
     // No spawn on a stale lease: lockrun may have been stopped or starved
     // between the acquire reply and here.
     if deadline.is_some_and(|d| d.term_at.is_some_and(BootTime::has_passed)) {
@@ -609,6 +627,16 @@ async fn keep_lease<B: Backend>(
     };
     let retry = (every / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut next = Instant::now() + every;
+    // A lease that starts with less than an interval before its TERM
+    // instant (see `supervise`) is renewed ahead of that instant, not let
+    // run out.
+    if let Some(term_at) = current.get().and_then(|d| d.term_at) {
+        let ahead = term_at
+            .to_instant()
+            .checked_sub(retry)
+            .unwrap_or_else(Instant::now);
+        next = next.min(ahead);
+    }
     let missed = || LeaseEnd {
         reason: MISSED_DEADLINE.into(),
         deadline: true,

@@ -58,8 +58,8 @@
 //!   same write: the server runs it as soon as the BLPOP returns, in the
 //!   same pass as the release that woke it, so a hand-off has no round
 //!   trip of the waiter's between wake-up and grant. Such a lease counts
-//!   from the BLPOP's send and is renewed before use when that was long
-//!   ago ([`RedisBackend::fresh_lease`]); a try behind an undone BLPOP runs
+//!   from the BLPOP's send (the supervisor renews it first when that was
+//!   long ago, and ahead of its TERM instant); a try behind an undone BLPOP runs
 //!   when it is undone, so the last try after `--wait` finds the lock its
 //!   own (same token) and `Drop` gives back what it took.
 //! * The only polling is the fallback, as the BLPOP's own timeout: one try
@@ -1333,32 +1333,6 @@ impl RedisBackend {
         )
     }
 
-    /// A lease from a try sent with a BLPOP counts from the send, which may
-    /// be long before the grant: when that leaves less than a try's reply
-    /// can (see [`acquire_timeout`]), it is renewed first, so that a command
-    /// never starts on a lease about to run out. Not ours any more (it ran
-    /// out while we were paused): the lock is tried for again.
-    async fn fresh_lease(
-        &mut self,
-        req: &LockRequest,
-        mut lease: RedisLease,
-    ) -> Result<WaitOutcome<RedisLease>> {
-        if lease.expires_at.remaining() + acquire_timeout(req.ttl) >= req.ttl {
-            return Ok(WaitOutcome::Acquired(lease));
-        }
-        let renewed = self.renew(&mut lease).await;
-        if let Ok(Renewal::Held) = renewed {
-            return Ok(WaitOutcome::Acquired(lease));
-        }
-        if let Err(e) = renewed {
-            tracing::info!(error = %e, "could not renew a lease granted while we waited; trying again");
-        }
-        // The same token again: should the lease still be ours, the try
-        // finds it so.
-        self.attempt_token = Some(lease.token);
-        Ok(WaitOutcome::Retry)
-    }
-
     fn fallback_delay(&self, req: &LockRequest) -> Duration {
         let base = self
             .soonest_expiry
@@ -1849,7 +1823,9 @@ impl Polling for RedisBackend {
         if let (Some(call), Some(Ok(reply))) = (then_try, tried) {
             self.lost_waits = 0;
             if let Attempt::Acquired(lease) = self.acquire_outcome(req, 1, call, sent, &reply)? {
-                return self.fresh_lease(req, lease).await;
+                // Dated from the BLPOP's send: after a long wait, the
+                // supervisor renews it before the command starts.
+                return Ok(WaitOutcome::Acquired(lease));
             }
             // Held: the next try (which also looks up the holder) decides
             // what comes next, as after any wake-up.

@@ -790,6 +790,34 @@ fn a_waiter_ended_by_a_signal_gives_back_what_its_queued_try_took() {
     assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
 }
 
+/// A waiter's lease is dated from its BLPOP's send (its try waits behind
+/// the BLPOP), so after a wait of a good part of the ttl it arrives with
+/// little left: it is renewed before the command starts, or ahead of its
+/// TERM instant, and a command that outlasts the ttl is not stopped for it.
+/// (Each wait below is the injected delay, not synchronisation.)
+#[test]
+fn a_lease_granted_after_a_long_wait_is_renewed_in_time() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    for wait_ms in [900, 1300, 2400] {
+        let name = format!("aged{wait_ms}");
+        let holder = hold(&url, dir.path(), &name, &[]);
+        let mut cmd = lockrun(&url, &[&name, "--", "sleep", "4"]);
+        cmd.stderr(Stdio::piped());
+        let mut waiter = Proc::spawn(cmd, "waiter");
+        server.wait_for_blocked(1);
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        assert_eq!(holder.release(), 0);
+        let (status, stderr) = waiter.finish(SOON);
+        assert_eq!(code(status), 0, "after {wait_ms} ms: {stderr}");
+        assert!(
+            !stderr.contains("lost the lock"),
+            "after {wait_ms} ms: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn a_release_wakes_one_waiter_not_all() {
     let server = RedisServer::start();
