@@ -140,7 +140,15 @@ async fn supervise<B: Backend>(
                     .expires_at()
                     .map(|e| lease_deadline(e, renew_every, policy.kill_after));
             }
-            Ok(_) | Err(_) => return Ok(Supervised::Stale),
+            Ok(_) => return Ok(Supervised::Stale),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not renew a lease that came with little left before starting the command");
+                return Ok(Supervised::Stale);
+            }
+        }
+        // As after the acquire: the command never starts after a signal.
+        if let Some(signal) = signals.pending() {
+            return Err(Error::interrupted(signal));
         }
     }
     // No spawn on a stale lease: lockrun may have been stopped or starved
@@ -628,12 +636,12 @@ async fn keep_lease<B: Backend>(
     let retry = (every / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
     let mut next = Instant::now() + every;
     // A lease that starts with less than an interval before its TERM
-    // instant (see `supervise`) is renewed ahead of that instant, not let
-    // run out.
+    // instant (see `supervise`) is renewed ahead of that instant, with
+    // half an interval left for retries, not let run out.
     if let Some(term_at) = current.get().and_then(|d| d.term_at) {
         let ahead = term_at
             .to_instant()
-            .checked_sub(retry)
+            .checked_sub(every / 2)
             .unwrap_or_else(Instant::now);
         next = next.min(ahead);
     }

@@ -54,8 +54,8 @@
 //!   try then fails (an error, so it exits) pushes its token on as it goes.
 //!   Only a waiter SIGKILLed just as it was handed a token loses one; the
 //!   fallback below covers that.
-//! * A plain lock's waiter sends its next try behind its BLPOP, in the
-//!   same write: the server runs it as soon as the BLPOP returns, in the
+//! * A plain lock's waiter sends its next try right behind its BLPOP, on
+//!   the same connection: the server runs it as soon as the BLPOP returns, in the
 //!   same pass as the release that woke it, so a hand-off has no round
 //!   trip of the waiter's between wake-up and grant. Such a lease counts
 //!   from the BLPOP's send (the supervisor renews it first when that was
@@ -715,6 +715,9 @@ pub(crate) struct RedisBackend {
     lost_waits: u32,
     /// The server takes BLPOP timeouts in whole seconds only (Redis < 6).
     integer_timeouts: bool,
+    /// This user may run CLIENT UNBLOCK (learnt with `conn_id`): only then
+    /// does a try go out behind a BLPOP.
+    can_unblock: bool,
     told_about_restart: bool,
     /// The token of the current acquisition, the same for all its tries, so
     /// that an exclusive waiter's entry in `:wwait` is one entry.
@@ -803,6 +806,7 @@ impl RedisBackend {
             soonest_expiry: None,
             lost_waits: 0,
             integer_timeouts: false,
+            can_unblock: false,
             told_about_restart: false,
             attempt_token: None,
             waiting_writer: None,
@@ -1139,8 +1143,9 @@ impl RedisBackend {
     /// it blocks, and an abandoned BLPOP is undone by [`unblock`](Self::unblock)
     /// before the next request.
     ///
-    /// `then_try`, where the BLPOP can be undone (`CLIENT ID` known), goes
-    /// out in the same write, behind the BLPOP: the server runs it as soon
+    /// `then_try`, where the BLPOP can be undone (`CLIENT ID` known, CLIENT
+    /// UNBLOCK allowed), goes out right behind the BLPOP on the same
+    /// connection: the server runs it as soon
     /// as the BLPOP returns, in the same pass as the release that woke us,
     /// so a hand-off needs no round trip of ours after the wake-up. Its
     /// reply lands in `tried` (`None`: it was not sent, or not answered).
@@ -1159,16 +1164,30 @@ impl RedisBackend {
             .map_err(BlockError::Fatal)?;
         if self.conn_id.is_none() {
             // For CLIENT UNBLOCK, should the wait be abandoned. A server or
-            // ACL that will not say costs only that clean-up.
+            // ACL that will not say costs only that clean-up. In the same
+            // round trip, whether this user may run CLIENT UNBLOCK at all
+            // (of a client that does not exist: 0, or NOPERM): a try sent
+            // behind the BLPOP needs it.
+            let mut probe = redis::pipe();
+            probe
+                .ignore_errors()
+                .cmd("CLIENT")
+                .arg("ID")
+                .cmd("CLIENT")
+                .arg("UNBLOCK")
+                .arg(0);
             let id = tokio::time::timeout(
                 CALL_TIMEOUT,
-                redis::cmd("CLIENT").arg("ID").query_async::<i64>(&mut conn),
+                probe.query_async::<(redis::RedisResult<i64>, redis::RedisResult<i64>)>(&mut conn),
             )
             .await;
             match id {
-                Ok(Ok(id)) => self.conn_id = Some(id),
+                Ok(Ok((Ok(id), unblock))) => {
+                    self.conn_id = Some(id);
+                    self.can_unblock = unblock.is_ok();
+                }
                 Ok(Err(e)) if is_transport_error(&e) => return Err(BlockError::Lost(e)),
-                Ok(Err(e)) => {
+                Ok(Ok((Err(e), _)) | Err(e)) => {
                     tracing::debug!(error = %e, "no CLIENT ID; a cancelled wait is undone by closing the connection");
                 }
                 Err(_) => {
@@ -1191,7 +1210,8 @@ impl RedisBackend {
             }
             // Only where the BLPOP can be undone: else an abandoned wait
             // could leave a try behind it that takes the lock for nobody.
-            let then_try = then_try.filter(|_| self.conn_id.is_some());
+            let then_try = then_try.filter(|_| self.conn_id.is_some() && self.can_unblock);
+            *tried = None;
             self.blocked = Some(Blocked {
                 wake_key: wake_key.to_owned(),
                 client_id: self.conn_id,
@@ -1232,14 +1252,16 @@ impl RedisBackend {
                 // Left `blocked`: the next try unblocks it first.
                 return Err(BlockError::Silent);
             };
-            self.blocked = None;
-            // The BLPOP has returned: from here the try has what any try has.
+            // The BLPOP has returned: from here the try has what any try
+            // has. Until it answers, `blocked` stays (with the pending try),
+            // so that an exit meanwhile gives back what the try may take.
             let try_reply = match try_reply {
                 Some(answered) => answered,
                 None => tokio::time::timeout(acquire_timeout, &mut trying)
                     .await
                     .map_err(|_| BlockError::TryTimedOut)?,
             };
+            self.blocked = None;
             let granted = try_reply.as_ref().is_some_and(|r| {
                 r.as_ref()
                     .is_ok_and(|r| r.first().is_some_and(|f| f == "1"))
@@ -1312,6 +1334,9 @@ impl RedisBackend {
             }
         }
         drop(stuck);
+        // Its reply is never read; the try that follows, with the same
+        // token, sees what it did (our lease, or our `:wwait` entry kept
+        // fresh when shared holders refuse us again).
         blocked.pending_try.is_some()
     }
 
@@ -1400,12 +1425,14 @@ impl Drop for RedisBackend {
 /// took, and pass on a wake-up it may have taken.
 fn hand_on(conn: &mut redis::Connection, blocked: &Blocked) {
     // (`woken` has no client id: nothing to unblock, a token to pass on.)
-    let still_blocked = blocked.client_id.is_some_and(|id| {
+    // `None`: the unblock failed, and the BLPOP may still be blocked.
+    let unblocked = blocked.client_id.map_or(Some(false), |id| {
         redis::cmd("CLIENT")
             .arg("UNBLOCK")
             .arg(id)
             .query::<i64>(conn)
-            .is_ok_and(|n| n == 1)
+            .ok()
+            .map(|n| n == 1)
     });
     // The try behind the BLPOP has run by now (the server runs an
     // unblocked client's next command before it answers anyone) and may
@@ -1421,9 +1448,15 @@ fn hand_on(conn: &mut redis::Connection, blocked: &Blocked) {
             .invoke::<i64>(conn)
             .is_ok_and(|n| n == 1)
     });
+    // A token pushed while our own BLPOP may still be blocked could wake
+    // that BLPOP, and the try behind it take the lock for nobody.
+    let may_pass_on = match unblocked {
+        Some(was_blocked) => !was_blocked,
+        None => blocked.pending_try.is_none(),
+    };
     if given_back {
         tracing::debug!("gave back the lock a try behind our BLPOP took");
-    } else if !still_blocked {
+    } else if may_pass_on {
         let passed_on: redis::RedisResult<i64> = WAKE_SCRIPT
             .key(&blocked.wake_key)
             .arg(blocked.slots.max(1))
@@ -1820,25 +1853,28 @@ impl Polling for RedisBackend {
                 &mut tried,
             )
             .await;
+        // The try behind the BLPOP answered: a grant is ours whatever the
+        // BLPOP said; a refusal answers a wake-up token as any try does.
+        let mut answered = false;
         if let (Some(call), Some(Ok(reply))) = (then_try, tried) {
-            self.lost_waits = 0;
             if let Attempt::Acquired(lease) = self.acquire_outcome(req, 1, call, sent, &reply)? {
+                self.lost_waits = 0;
                 // Dated from the BLPOP's send: after a long wait, the
                 // supervisor renews it before the command starts.
                 return Ok(WaitOutcome::Acquired(lease));
             }
-            // Held: the next try (which also looks up the holder) decides
-            // what comes next, as after any wake-up.
-            return Ok(WaitOutcome::Retry);
+            answered = true;
         }
         match blocked {
             Ok(true) => {
-                self.woken = Some(Blocked {
-                    wake_key,
-                    client_id: None,
-                    slots,
-                    pending_try: None,
-                });
+                if !answered {
+                    self.woken = Some(Blocked {
+                        wake_key,
+                        client_id: None,
+                        slots,
+                        pending_try: None,
+                    });
+                }
                 self.lost_waits = 0;
                 tracing::debug!("woken by a release: trying again");
             }

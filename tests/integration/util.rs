@@ -428,6 +428,9 @@ pub fn sh_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
+/// How many sections a torture worker may run again after a timeout.
+pub const TORTURE_RETRIES: u32 = 3;
+
 /// The contention torture every backend must pass: `workers` shell loops
 /// run at once, each running `sections` lockrun invocations (with
 /// `lockrun_args` before the name `torture`) whose command is an unprotected
@@ -440,9 +443,6 @@ pub fn sh_quote(text: &str) -> String {
 /// run again, at most [`TORTURE_RETRIES`] times per worker, so the count
 /// still checks that no command ran against its exit code. Any other exit,
 /// and a 69 for another reason, fails the worker.
-/// How many sections a torture worker may run again after a timeout.
-pub const TORTURE_RETRIES: u32 = 3;
-
 pub fn contention_torture(
     dir: &Path,
     workers: usize,
@@ -464,7 +464,7 @@ pub fn contention_torture(
         "i=0; r=0; while [ $i -lt {sections} ]; do \
            \"$BIN\" \"$@\" torture -c \"$SECTION\" 2>\"$ERR\"; s=$?; cat \"$ERR\" >&2; \
            if [ $s -eq 0 ]; then i=$((i + 1)); \
-           elif [ $s -eq 69 ] && [ $r -lt {TORTURE_RETRIES} ] && grep -q 'timed out\\|no answer within\\|did not answer within' \"$ERR\"; then r=$((r + 1)); \
+           elif [ $s -eq 69 ] && [ $r -lt {TORTURE_RETRIES} ] && grep -Eq 'timed out|no answer within|did not answer within' \"$ERR\"; then r=$((r + 1)); echo 'torture: section run again after a timeout' >&2; \
            else exit $s; fi; \
          done"
     );
@@ -483,6 +483,7 @@ pub fn contention_torture(
             Proc::spawn(cmd, &format!("torture worker {i}"))
         })
         .collect();
+    let mut rerun = 0;
     for (i, mut proc) in procs.into_iter().enumerate() {
         let status = proc.wait_timeout(timeout);
         let stderr =
@@ -492,6 +493,11 @@ pub fn contention_torture(
             "{} failed: {status:?}; its stderr:\n{stderr}",
             proc.name
         );
+        rerun += stderr.matches("torture: section run again").count();
+    }
+    if rerun > 0 {
+        // Shown with the test's output: a slow machine, or a slow path.
+        eprintln!("torture: {rerun} sections were run again after a timeout");
     }
     let count = std::fs::read_to_string(&counter)
         .unwrap()
