@@ -134,7 +134,13 @@ async fn supervise<B: Backend>(
     if let Some((every, term_at)) = hurried
         && term_at.remaining() < every / 2
     {
-        match backend.renew(lease).await {
+        let renewed = backend.renew(lease).await;
+        // As after the acquire: the command never starts after a signal,
+        // and none is left waiting while the lock is taken afresh.
+        if let Some(signal) = signals.pending() {
+            return Err(Error::interrupted(signal));
+        }
+        match renewed {
             Ok(Renewal::Held) => {
                 deadline = lease
                     .expires_at()
@@ -145,10 +151,6 @@ async fn supervise<B: Backend>(
                 tracing::warn!(error = %e, "could not renew a lease that came with little left before starting the command");
                 return Ok(Supervised::Stale);
             }
-        }
-        // As after the acquire: the command never starts after a signal.
-        if let Some(signal) = signals.pending() {
-            return Err(Error::interrupted(signal));
         }
     }
     // No spawn on a stale lease: lockrun may have been stopped or starved

@@ -961,10 +961,14 @@ impl PgBackend {
         };
         match tokio::time::timeout(CALL_TIMEOUT, client.batch_execute(CREATE)).await {
             Ok(Ok(())) => Ok(true),
-            // Two first users at once: the other one made it.
+            // Two first users at once: the other one made it. Which error
+            // the loser gets depends on where the two meet in the catalog:
+            // the table's row type ("type lockrun_fence already exists",
+            // 42710), its pg_type index (23505) or the table (42P07).
             Ok(Err(e))
                 if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
-                    || e.code() == Some(&SqlState::DUPLICATE_TABLE) =>
+                    || e.code() == Some(&SqlState::DUPLICATE_TABLE)
+                    || e.code() == Some(&SqlState::DUPLICATE_OBJECT) =>
             {
                 Ok(true)
             }

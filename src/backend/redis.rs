@@ -715,9 +715,10 @@ pub(crate) struct RedisBackend {
     lost_waits: u32,
     /// The server takes BLPOP timeouts in whole seconds only (Redis < 6).
     integer_timeouts: bool,
-    /// This user may run CLIENT UNBLOCK (learnt with `conn_id`): only then
-    /// does a try go out behind a BLPOP.
-    can_unblock: bool,
+    /// Whether this user may run CLIENT UNBLOCK, learnt with `conn_id`
+    /// (`None`: not asked yet on `conn`): only then does a try go out
+    /// behind a BLPOP, and only then is one undone.
+    can_unblock: Option<bool>,
     told_about_restart: bool,
     /// The token of the current acquisition, the same for all its tries, so
     /// that an exclusive waiter's entry in `:wwait` is one entry.
@@ -806,7 +807,7 @@ impl RedisBackend {
             soonest_expiry: None,
             lost_waits: 0,
             integer_timeouts: false,
-            can_unblock: false,
+            can_unblock: None,
             told_about_restart: false,
             attempt_token: None,
             waiting_writer: None,
@@ -894,6 +895,7 @@ impl RedisBackend {
         };
         self.conn = Some(conn.clone());
         self.conn_id = None;
+        self.can_unblock = None;
         Ok(conn)
     }
 
@@ -1162,7 +1164,8 @@ impl RedisBackend {
             .connection(CONNECT_TIMEOUT)
             .await
             .map_err(BlockError::Fatal)?;
-        if self.conn_id.is_none() {
+        if self.can_unblock.is_none() {
+            self.can_unblock = Some(false);
             // For CLIENT UNBLOCK, should the wait be abandoned. A server or
             // ACL that will not say costs only that clean-up. In the same
             // round trip, whether this user may run CLIENT UNBLOCK at all
@@ -1184,7 +1187,7 @@ impl RedisBackend {
             match id {
                 Ok(Ok((Ok(id), unblock))) => {
                     self.conn_id = Some(id);
-                    self.can_unblock = unblock.is_ok();
+                    self.can_unblock = Some(unblock.is_ok());
                 }
                 Ok(Err(e)) if is_transport_error(&e) => return Err(BlockError::Lost(e)),
                 Ok(Ok((Err(e), _)) | Err(e)) => {
@@ -1210,11 +1213,14 @@ impl RedisBackend {
             }
             // Only where the BLPOP can be undone: else an abandoned wait
             // could leave a try behind it that takes the lock for nobody.
-            let then_try = then_try.filter(|_| self.conn_id.is_some() && self.can_unblock);
+            let can_unblock = self.conn_id.is_some() && self.can_unblock == Some(true);
+            let then_try = then_try.filter(|_| can_unblock);
             *tried = None;
             self.blocked = Some(Blocked {
                 wake_key: wake_key.to_owned(),
-                client_id: self.conn_id,
+                // Known and allowed, or the BLPOP is undone by closing
+                // the connection (no doomed CLIENT UNBLOCK).
+                client_id: self.conn_id.filter(|_| can_unblock),
                 slots,
                 pending_try: then_try.map(|call| PendingTry {
                     key: call.key.clone(),
@@ -1336,8 +1342,16 @@ impl RedisBackend {
         drop(stuck);
         // Its reply is never read; the try that follows, with the same
         // token, sees what it did (our lease, or our `:wwait` entry kept
-        // fresh when shared holders refuse us again).
-        blocked.pending_try.is_some()
+        // fresh when shared holders refuse us again). Until that try
+        // answers, `Drop` gives back what it may have taken.
+        if blocked.pending_try.is_none() {
+            return false;
+        }
+        self.woken = Some(Blocked {
+            client_id: None,
+            ..blocked
+        });
+        true
     }
 
     /// When to look again without a wake-up: just after the
