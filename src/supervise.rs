@@ -122,9 +122,12 @@ async fn supervise<B: Backend>(
     guardian: &Guardian,
 ) -> Result<Supervised> {
     let renew_every = backend.renew_interval(req);
-    let mut deadline = lease
-        .expires_at()
-        .map(|e| lease_deadline(e, renew_every, policy.kill_after));
+    let deadline_of = |lease: &B::Lease| {
+        lease
+            .expires_at()
+            .map(|e| lease_deadline(e, renew_every, policy.kill_after))
+    };
+    let mut deadline = deadline_of(lease);
     // A lease dated from a request sent long before the grant (a Redis try
     // that waited behind its BLPOP) may come with less than half a renewal
     // interval before its TERM instant: renewed once before the command
@@ -141,11 +144,7 @@ async fn supervise<B: Backend>(
             return Err(Error::interrupted(signal));
         }
         match renewed {
-            Ok(Renewal::Held) => {
-                deadline = lease
-                    .expires_at()
-                    .map(|e| lease_deadline(e, renew_every, policy.kill_after));
-            }
+            Ok(Renewal::Held) => deadline = deadline_of(lease),
             Ok(_) => return Ok(Supervised::Stale),
             Err(e) => {
                 tracing::warn!(error = %e, "could not renew a lease that came with little left before starting the command");
