@@ -497,26 +497,8 @@ impl<'a, I: Interrupts, D: WaitDisplay> Wait<'a, I, D> {
         &mut self,
         waiting: impl std::future::Future<Output = Result<T>>,
     ) -> Result<Option<T>> {
-        if !self.logged {
-            self.logged = true;
-            // Display, not Debug: a log shows "HOST pid N (CMD) for 3m12s",
-            // never `Some(HolderInfo { … })`.
-            let holder = self
-                .holder
-                .as_ref()
-                .map_or_else(|| "unknown".to_owned(), HolderInfo::describe);
-            tracing::info!(name = %self.req.name, %holder, "lock busy, waiting");
-        }
-        self.display.show(
-            &self.req.name,
-            self.holder.as_ref(),
-            self.position,
-            self.started,
-        );
-        let deadline = match self.policy {
-            WaitPolicy::Until(deadline) => Some(deadline),
-            _ => None,
-        };
+        self.announce();
+        let deadline = self.deadline();
         tokio::pin!(waiting);
         loop {
             tokio::select! {
@@ -534,6 +516,86 @@ impl<'a, I: Interrupts, D: WaitDisplay> Wait<'a, I, D> {
     }
 }
 
+impl<I: Interrupts, D: WaitDisplay> Wait<'_, I, D> {
+    /// May the backend wait by blocking this thread ([`Wait::until_blocking`])?
+    pub(crate) fn can_block(&self) -> bool {
+        self.signals.cut_blocking_waits()
+    }
+
+    /// [`Wait::until`] for a backend whose wait is one system call that
+    /// blocks this thread and that lockrun's signal handlers end
+    /// ([`crate::signals::unless_woken`]): the file backend's flock(2),
+    /// which then needs no helper thread, and the lock, once granted, no
+    /// hand-over from one thread to another (bench/analysis.md, "eighth
+    /// round"). `block` waits once: `Some` when it got what it waited for,
+    /// `None` when it was cut short (a signal, the deadline, the waiting
+    /// line being due) and may be called again.
+    pub(crate) fn until_blocking<T>(
+        &mut self,
+        mut block: impl FnMut() -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
+        self.announce();
+        let deadline = self.deadline();
+        let outcome = loop {
+            let show_at = self.display.tick().map(|tick| Instant::now() + tick);
+            self.signals.wake_at(match (deadline, show_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            });
+            match block() {
+                Ok(None) => {}
+                done => break done,
+            }
+            if let Some(signal) = self.signals.pending() {
+                self.display.clear();
+                break Err(Error::interrupted(signal));
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|deadline| now >= deadline) {
+                break Ok(None);
+            }
+            if show_at.is_some_and(|at| now >= at) {
+                self.display.show(
+                    &self.req.name,
+                    self.holder.as_ref(),
+                    self.position,
+                    self.started,
+                );
+            }
+        };
+        // A timer left armed would interrupt whatever comes next.
+        self.signals.wake_at(None);
+        outcome
+    }
+
+    /// The first time a wait starts: the log line, then the waiting line.
+    fn announce(&mut self) {
+        if !self.logged {
+            self.logged = true;
+            // Display, not Debug: a log shows "HOST pid N (CMD) for 3m12s",
+            // never `Some(HolderInfo { … })`.
+            let holder = self
+                .holder
+                .as_ref()
+                .map_or_else(|| "unknown".to_owned(), HolderInfo::describe);
+            tracing::info!(name = %self.req.name, %holder, "lock busy, waiting");
+        }
+        self.display.show(
+            &self.req.name,
+            self.holder.as_ref(),
+            self.position,
+            self.started,
+        );
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        match self.policy {
+            WaitPolicy::Until(deadline) => Some(deadline),
+            _ => None,
+        }
+    }
+}
+
 /// What may interrupt a wait: lockrun's signal handlers, or a test's script.
 #[allow(async_fn_in_trait)]
 pub(crate) trait Interrupts {
@@ -541,6 +603,15 @@ pub(crate) trait Interrupts {
     async fn recv(&mut self) -> i32;
     /// A signal that already arrived, without waiting.
     fn pending(&mut self) -> Option<i32>;
+    /// Does everything that interrupts a wait come as a signal whose
+    /// handler ends a wait that blocks the thread
+    /// ([`crate::signals::unless_woken`])? Only then may a backend wait
+    /// that way ([`Wait::until_blocking`]).
+    fn cut_blocking_waits(&self) -> bool {
+        false
+    }
+    /// End a blocked wait at `at` (`None`: disarm).
+    fn wake_at(&mut self, _at: Option<Instant>) {}
 }
 
 /// Where a wait is shown to a person (the terminal line), or nowhere.

@@ -85,11 +85,178 @@ extern "C" fn report(signal: libc::c_int) {
         libc::write(WAKE_FD.load(Ordering::SeqCst), (&raw const byte).cast(), 1);
         *errno = saved;
     }
+    cut_blocked_wait();
+}
+
+/// The descriptor a wait that blocks its thread sleeps on (-1: none), and
+/// that thread's id. See [`unless_woken`].
+static BLOCKED_FD: AtomicI32 = AtomicI32::new(-1);
+static BLOCKED_TID: AtomicI32 = AtomicI32::new(0);
+/// A file of this process alone (a memfd), put in the blocked descriptor's
+/// place to end the wait: -1 until the first blocking wait.
+static SPARE_FD: AtomicI32 = AtomicI32::new(-1);
+/// The wake signal came (the wait's timer, see [`WakeTimer`]).
+static WOKEN: AtomicBool = AtomicBool::new(false);
+
+/// From a signal handler: end the blocking wait, if one is under way. On
+/// the blocked thread itself the descriptor it sleeps on is replaced by the
+/// spare file, so its system call, restarted after the handler or not yet
+/// entered, returns at once on a file nobody else locks; from any other
+/// thread the blocked one is sent the wake signal, whose handler does that
+/// there, so that the replacement never races the blocked thread's own
+/// use of the descriptor.
+fn cut_blocked_wait() {
+    if BLOCKED_FD.load(Ordering::SeqCst) < 0 {
+        return;
+    }
+    // SAFETY: gettid, getpid, tgkill and dup3 are async-signal-safe raw
+    // system calls on integers; errno is put back for the interrupted code.
+    unsafe {
+        let errno = libc::__errno_location();
+        let saved = *errno;
+        let blocked = BLOCKED_TID.load(Ordering::SeqCst);
+        if libc::syscall(libc::SYS_gettid) as i32 == blocked {
+            let fd = BLOCKED_FD.swap(-1, Ordering::SeqCst);
+            if fd >= 0 {
+                libc::dup3(SPARE_FD.load(Ordering::SeqCst), fd, libc::O_CLOEXEC);
+            }
+        } else {
+            let pid = libc::syscall(libc::SYS_getpid);
+            libc::syscall(libc::SYS_tgkill, pid, blocked, wake_signal());
+        }
+        *errno = saved;
+    }
+}
+
+/// The signal that ends a blocked wait: sent by the wait's timer, by a
+/// handler on another thread, and to the file backend's waiting threads.
+pub(crate) fn wake_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 1
+}
+
+/// Its handler, installed without SA_RESTART, so that on a thread that is
+/// not the blocked one (a file waiter thread) it simply makes flock(2)
+/// fail with EINTR.
+pub(crate) fn install_wake_handler() {
+    extern "C" fn wake(_: libc::c_int) {
+        WOKEN.store(true, Ordering::SeqCst);
+        cut_blocked_wait();
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction with an empty mask and a handler that
+        // only makes async-signal-safe calls is a valid argument.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = wake as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&raw mut action.sa_mask);
+            libc::sigaction(wake_signal(), &raw const action, std::ptr::null_mut());
+        }
+    });
+}
+
+/// Run `call`, a system call that blocks this thread on `fd` (flock(2)),
+/// so that any signal lockrun handles, or the wake signal, ends it: the
+/// handler puts the spare file in `fd`'s place (see `cut_blocked_wait`).
+/// `None`: ended that way, or a signal had already come. `fd` may then name
+/// the spare file, and whatever `call` took on the old one was let go as
+/// its last descriptor closed; the caller drops it.
+///
+/// Race-free without a helper thread: a signal before the descriptor is
+/// marked sets a flag that is checked after marking; one after it replaces
+/// the descriptor, which a call that has not started yet finds replaced.
+pub(crate) fn unless_woken<T>(fd: RawFd, call: impl FnOnce() -> T) -> std::io::Result<Option<T>> {
+    install_wake_handler();
+    if SPARE_FD.load(Ordering::SeqCst) < 0 {
+        // SAFETY: memfd_create with a static name; the descriptor is kept
+        // for the life of the process (close-on-exec).
+        let spare = unsafe { libc::memfd_create(c"lockrun-wait".as_ptr(), libc::MFD_CLOEXEC) };
+        if spare < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        SPARE_FD.store(spare, Ordering::SeqCst);
+    }
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
+    BLOCKED_TID.store(tid, Ordering::SeqCst);
+    BLOCKED_FD.store(fd, Ordering::SeqCst);
+    let already = WOKEN.load(Ordering::SeqCst)
+        || handled().any(|sig| ARRIVED[sig as usize].load(Ordering::SeqCst));
+    let result = (!already).then(call);
+    // Still marked: no handler replaced it, so what `call` did is real.
+    let intact = BLOCKED_FD.swap(-1, Ordering::SeqCst) == fd;
+    Ok(result.filter(|_| intact))
+}
+
+/// The timer that ends a blocked wait at the `--wait` deadline or when the
+/// waiting line is due: a POSIX timer (deleted by exec, not inherited by a
+/// fork) that sends the wake signal. The kernel timer is made on first use.
+#[derive(Default)]
+pub(crate) struct WakeTimer {
+    timer: Option<libc::timer_t>,
+}
+
+impl WakeTimer {
+    /// Wake at `at` (`None`: disarm); a wake-up that came earlier is forgotten.
+    pub(crate) fn set(&mut self, at: Option<std::time::Instant>) {
+        WOKEN.store(false, Ordering::SeqCst);
+        let timer = match (self.timer, at) {
+            (Some(timer), _) => timer,
+            (None, None) => return,
+            (None, Some(_)) => {
+                install_wake_handler();
+                // SAFETY: a zeroed sigevent asking for a signal; timer_create
+                // writes the id into `timer`.
+                unsafe {
+                    let mut event: libc::sigevent = std::mem::zeroed();
+                    event.sigev_notify = libc::SIGEV_SIGNAL;
+                    event.sigev_signo = wake_signal();
+                    let mut timer: libc::timer_t = std::mem::zeroed();
+                    if libc::timer_create(libc::CLOCK_MONOTONIC, &raw mut event, &raw mut timer)
+                        != 0
+                    {
+                        tracing::debug!(e = %std::io::Error::last_os_error(), "no wake timer");
+                        return;
+                    }
+                    self.timer = Some(timer);
+                    timer
+                }
+            }
+        };
+        let after = at.map_or(std::time::Duration::ZERO, |at| {
+            // Zero would disarm it: a due instant fires at once.
+            at.saturating_duration_since(std::time::Instant::now())
+                .max(std::time::Duration::from_nanos(1))
+        });
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: after.as_secs().try_into().unwrap_or(i32::MAX.into()),
+                tv_nsec: after.subsec_nanos().into(),
+            },
+        };
+        // SAFETY: a timer this struct made, and a spec on our stack.
+        unsafe { libc::timer_settime(timer, 0, &raw const spec, std::ptr::null_mut()) };
+    }
+}
+
+impl Drop for WakeTimer {
+    fn drop(&mut self) {
+        if let Some(timer) = self.timer {
+            // SAFETY: a timer this struct made, deleted once.
+            unsafe { libc::timer_delete(timer) };
+        }
+    }
 }
 
 pub(crate) struct Signals {
     /// The read end of the handler's pipe.
     pipe: AsyncFd<OwnedFd>,
+    /// Ends a wait that blocks the thread on time.
+    timer: WakeTimer,
 }
 
 impl Signals {
@@ -150,7 +317,10 @@ impl Signals {
             }
             installed.push((sig, previous));
         }
-        Ok(Signals { pipe })
+        Ok(Signals {
+            pipe,
+            timer: WakeTimer::default(),
+        })
     }
 
     /// While waiting for the lock: the next signal meant to end things (its
@@ -239,6 +409,14 @@ impl crate::lock::Interrupts for Signals {
     fn pending(&mut self) -> Option<i32> {
         Signals::pending(self)
     }
+
+    fn cut_blocking_waits(&self) -> bool {
+        true
+    }
+
+    fn wake_at(&mut self, at: Option<std::time::Instant>) {
+        self.timer.set(at);
+    }
 }
 
 #[cfg(test)]
@@ -256,6 +434,8 @@ mod tests {
     /// one `CHANGED` names: the command's process resets only those.
     #[test]
     fn every_caught_signal_is_listed_as_changed() {
+        // Its signals would cut the wait tests' waits short.
+        let _turn = take_turn();
         use tokio::signal::unix::{SignalKind, signal};
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -292,7 +472,10 @@ mod tests {
                     }
                     old.sa_sigaction
                 };
-                if handler != libc::SIG_DFL && handler != libc::SIG_IGN {
+                // The wake signal's handler only acts during a blocking
+                // wait, which neither the command's process before its exec
+                // nor the guardian ever is in; exec resets it.
+                if handler != libc::SIG_DFL && handler != libc::SIG_IGN && sig != wake_signal() {
                     assert!(
                         CHANGED.contains(&sig),
                         "signal {sig} is caught but not in CHANGED"
@@ -300,5 +483,88 @@ mod tests {
                 }
             }
         });
+    }
+
+    /// The blocked wait's state is one per process: these tests take turns.
+    static ONE_WAIT_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+        ONE_WAIT_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A lock file held through another open file description, so that a
+    /// flock(2) on a fresh one blocks.
+    fn held_lock() -> (tempfile::TempDir, std::fs::File) {
+        let dir = tempfile::tempdir().unwrap();
+        let holder = std::fs::File::create(dir.path().join("l")).unwrap();
+        holder.lock().unwrap();
+        (dir, holder)
+    }
+
+    fn blocking_flock(file: &std::fs::File) -> impl FnOnce() -> i32 {
+        let fd = file.as_raw_fd();
+        // SAFETY: flock on a descriptor the caller keeps open.
+        move || unsafe { libc::flock(fd, libc::LOCK_EX) }
+    }
+
+    #[test]
+    fn the_wake_timer_ends_a_blocked_flock_and_gives_back_nothing() {
+        let _turn = take_turn();
+        let (dir, holder) = held_lock();
+        let waiter = std::fs::File::open(dir.path().join("l")).unwrap();
+        // Bounded: should the wake never come, the holder lets go after a
+        // while and the assertions below fail instead of the test hanging.
+        let (done, bound) = std::sync::mpsc::channel::<()>();
+        let letting_go = std::thread::spawn(move || {
+            let _ = bound.recv_timeout(std::time::Duration::from_secs(10));
+            drop(holder);
+        });
+        let mut timer = WakeTimer::default();
+        let started = std::time::Instant::now();
+        timer.set(Some(started + std::time::Duration::from_millis(50)));
+        // The test harness has other threads: the timer's signal may land
+        // on any of them, and must still reach this one.
+        let outcome = unless_woken(waiter.as_raw_fd(), blocking_flock(&waiter)).unwrap();
+        timer.set(None);
+        let _ = done.send(());
+        letting_go.join().unwrap();
+        assert_eq!(outcome, None, "the wait was not cut short");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(50));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        // The descriptor now names the spare file: the lock file is still
+        // held by the holder only.
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = waiter.metadata().unwrap();
+        let lock_meta = std::fs::metadata(dir.path().join("l")).unwrap();
+        assert_ne!((meta.dev(), meta.ino()), (lock_meta.dev(), lock_meta.ino()));
+    }
+
+    #[test]
+    fn a_wake_that_came_before_the_wait_is_not_lost() {
+        let _turn = take_turn();
+        use std::os::unix::fs::MetadataExt as _;
+        let (dir, _holder) = held_lock();
+        let waiter = std::fs::File::open(dir.path().join("l")).unwrap();
+        install_wake_handler();
+        WOKEN.store(false, Ordering::SeqCst);
+        // SAFETY: the wake signal has a handler (installed above).
+        unsafe { libc::raise(wake_signal()) };
+        let outcome = unless_woken(waiter.as_raw_fd(), blocking_flock(&waiter)).unwrap();
+        assert_eq!(outcome, None, "the call ran although the wake-up had come");
+        // Nothing was replaced: the descriptor still names the lock file.
+        let lock_meta = std::fs::metadata(dir.path().join("l")).unwrap();
+        assert_eq!(waiter.metadata().unwrap().ino(), lock_meta.ino());
+    }
+
+    #[test]
+    fn an_uninterrupted_wait_returns_what_the_call_did() {
+        let _turn = take_turn();
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("free")).unwrap();
+        WOKEN.store(false, Ordering::SeqCst);
+        let outcome = unless_woken(file.as_raw_fd(), blocking_flock(&file)).unwrap();
+        assert_eq!(outcome, Some(0));
     }
 }

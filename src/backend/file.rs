@@ -2,9 +2,13 @@
 //!
 //! * flock(1) on the same path and lockrun exclude each other, both ways;
 //!   `--shared` is LOCK_SH, so `flock -s` and `lockrun -s` share the lock.
-//! * Waiting blocks in the kernel on a helper thread; cancelling the wait is
-//!   dropping the channel (the thread's late lock is released at once) or
-//!   exiting the process.
+//! * Waiting blocks in the kernel. For one lock file it is lockrun's own
+//!   thread, in flock(2), which a signal ends (`signals::unless_woken`): no
+//!   thread to start, and no hand-over from a thread once the lock is
+//!   granted, which was a wake-up inside every contended critical section.
+//!   With slots (or when more than signals may end the wait) it is a helper
+//!   thread per slot; cancelling that wait is dropping the channel (the
+//!   thread's late lock is released at once) or exiting the process.
 //! * Lock files are never unlinked: a waiter may already be blocked on the
 //!   inode (the nova `synchronized` lesson). After every acquisition we check
 //!   that the path still names the inode we locked, and retry if not.
@@ -305,7 +309,25 @@ impl Backend for FileBackend {
         req: &LockRequest,
         wait: &mut Wait<'_, I, D>,
     ) -> Result<FileLease> {
-        poll_acquire(self, req, wait).await
+        // One lock file, and nothing but signals to end the wait: wait in
+        // flock(2) on this thread. Otherwise (slots, or a keeper that also
+        // watches a process) on helper threads, through `Polling::wait`.
+        if req.slots > 1 || !wait.can_block() {
+            return poll_acquire(self, req, wait).await;
+        }
+        let path = self.lock_path(&req.name.slot_key(1, 1));
+        loop {
+            match self.try_acquire(req, 1).await? {
+                Attempt::Acquired(lease) => return Ok(lease),
+                Attempt::Held(holder) => wait.saw(holder),
+            }
+            wait.check_signals()?;
+            wait.give_up_if_over()?;
+            if let Some(locked) = wait.until_blocking(|| lock_unless_woken(&path, req.shared))? {
+                return self.finish_acquire(req, locked);
+            }
+            // The deadline came: one last try, then give up.
+        }
     }
 
     fn renew_interval(&self, _req: &LockRequest) -> Option<Duration> {
@@ -535,7 +557,7 @@ struct Waiters {
 
 impl Waiters {
     fn start(shared: bool, paths: Vec<(u32, PathBuf)>) -> Waiters {
-        install_wake_handler();
+        crate::signals::install_wake_handler();
         let (sender, results) = tokio::sync::mpsc::unbounded_channel();
         let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let threads = paths
@@ -598,7 +620,7 @@ impl Drop for Waiters {
                 let id = thread.as_pthread_t() as libc::pthread_t;
                 // SAFETY: pthread_kill on a thread that has not been joined
                 // (its id is valid); the handler does nothing.
-                unsafe { libc::pthread_kill(id, wake_signal()) };
+                unsafe { libc::pthread_kill(id, crate::signals::wake_signal()) };
                 std::thread::sleep(Duration::from_micros(200));
             }
             let _ = thread.join();
@@ -606,26 +628,31 @@ impl Drop for Waiters {
     }
 }
 
-/// The signal that interrupts a waiting thread's flock(2).
-fn wake_signal() -> libc::c_int {
-    libc::SIGRTMIN() + 1
-}
-
-/// A handler that does nothing, installed without SA_RESTART: its only
-/// effect is that a blocked flock(2) returns EINTR.
-fn install_wake_handler() {
-    extern "C" fn wake(_: libc::c_int) {}
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: a zeroed sigaction with an empty mask and a handler that
-        // touches nothing is a valid argument to sigaction.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = wake as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&raw mut action.sa_mask);
-            libc::sigaction(wake_signal(), &raw const action, std::ptr::null_mut());
+/// On this thread: open the lock file and block in flock(2) until the lock
+/// is ours (`Some`), or until a signal or the wake timer cuts the wait short
+/// (`None`; what flock took then is let go at once). `None` also when the
+/// file was replaced meanwhile: the caller calls again.
+fn lock_unless_woken(path: &Path, shared: bool) -> Result<Option<LockedFile>> {
+    use std::os::fd::AsRawFd;
+    let operation = if shared { libc::LOCK_SH } else { libc::LOCK_EX };
+    let (file, writable) = open_lock_file(path)?;
+    let fd = file.as_raw_fd();
+    let locked = crate::signals::unless_woken(fd, || {
+        // SAFETY: flock on a descriptor `file` owns for the whole call.
+        if unsafe { libc::flock(fd, operation) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
         }
-    });
+    })
+    .map_err(|e| io_error("cannot wait for", path, &e))?;
+    match locked {
+        // Cut short: `file` may name the spare file now; dropped.
+        None => Ok(None),
+        Some(Ok(())) => still_names_inode(file, path, writable, 1),
+        Some(Err(e)) if e.kind() == ErrorKind::Interrupted => Ok(None),
+        Some(Err(e)) => Err(io_error("cannot lock", path, &e)),
+    }
 }
 
 /// Runs on a helper thread: block in flock(2) until the lock is ours, or

@@ -230,6 +230,45 @@ fn a_signal_while_waiting_aborts_cleanly() {
     assert_eq!(no_wait_code(&sb, "busy"), 0);
 }
 
+/// The wait blocks in flock(2) on lockrun's own thread, and a signal ends
+/// it by putting another file in the lock's descriptor. A storm of signals
+/// that do not end a wait (SIGWINCH) must neither end it nor leave it deaf:
+/// the waiter still runs once the holder lets go, and a SIGTERM in the
+/// middle of another storm still ends the next wait at once.
+#[test]
+fn a_waiter_survives_a_signal_storm_and_still_hears_the_one_that_ends_it() {
+    let sb = Sandbox::new();
+    let ran = sb.path("ran");
+    let holder = hold(&sb, "storm", &[]);
+    let (mut waiter, _stderr) = start_waiter(&sb, "storm", &["--", "touch", ran.to_str().unwrap()]);
+    for _ in 0..300 {
+        waiter.signal(Signal::SIGWINCH);
+    }
+    assert!(!ran.exists(), "the command ran while the lock was held");
+    assert_eq!(holder.release(), 0);
+    assert_eq!(code(waiter.wait_timeout(SOON)), 0);
+    assert!(ran.exists(), "the waiter did not run after the release");
+
+    let holder = hold(&sb, "storm", &[]);
+    let ran_again = sb.path("ran-again");
+    let (mut waiter, _stderr) =
+        start_waiter(&sb, "storm", &["--", "touch", ran_again.to_str().unwrap()]);
+    for _ in 0..150 {
+        waiter.signal(Signal::SIGWINCH);
+    }
+    waiter.signal(Signal::SIGTERM);
+    for _ in 0..150 {
+        waiter.signal(Signal::SIGWINCH);
+    }
+    assert_eq!(
+        code(waiter.wait_timeout(SOON)),
+        128 + Signal::SIGTERM as i32
+    );
+    assert!(!ran_again.exists(), "the command ran after SIGTERM");
+    assert!(!sb.lock_is_free("storm"), "the holder lost the lock");
+    assert_eq!(holder.release(), 0);
+}
+
 #[test]
 fn sigkilled_lockrun_frees_the_lock_and_takes_the_child_along() {
     sigkilled_lockrun_takes_the_child_along(&[]);
