@@ -518,8 +518,8 @@ impl<'a, I: Interrupts, D: WaitDisplay> Wait<'a, I, D> {
 
 impl<I: Interrupts, D: WaitDisplay> Wait<'_, I, D> {
     /// May the backend wait by blocking this thread ([`Wait::until_blocking`])?
-    pub(crate) fn can_block(&self) -> bool {
-        self.signals.cut_blocking_waits()
+    pub(crate) fn can_block(&mut self) -> bool {
+        self.signals.prepare_blocking_wait()
     }
 
     /// [`Wait::until`] for a backend whose wait is one system call that
@@ -536,8 +536,8 @@ impl<I: Interrupts, D: WaitDisplay> Wait<'_, I, D> {
     ) -> Result<Option<T>> {
         self.announce();
         let deadline = self.deadline();
+        let mut show_at = self.display.tick().map(|tick| Instant::now() + tick);
         let outcome = loop {
-            let show_at = self.display.tick().map(|tick| Instant::now() + tick);
             self.signals.wake_at(match (deadline, show_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -561,6 +561,7 @@ impl<I: Interrupts, D: WaitDisplay> Wait<'_, I, D> {
                     self.position,
                     self.started,
                 );
+                show_at = self.display.tick().map(|tick| now + tick);
             }
         };
         // A timer left armed would interrupt whatever comes next.
@@ -603,11 +604,12 @@ pub(crate) trait Interrupts {
     async fn recv(&mut self) -> i32;
     /// A signal that already arrived, without waiting.
     fn pending(&mut self) -> Option<i32>;
-    /// Does everything that interrupts a wait come as a signal whose
-    /// handler ends a wait that blocks the thread
-    /// ([`crate::signals::unless_woken`])? Only then may a backend wait
-    /// that way ([`Wait::until_blocking`]).
-    fn cut_blocking_waits(&self) -> bool {
+    /// Can a wait that blocks this thread be ended by what interrupts it?
+    /// Only where everything that does comes as a signal whose handler ends
+    /// such a wait ([`crate::signals::unless_woken`]), and the timer for the
+    /// deadline could be made; then a backend may wait that way
+    /// ([`Wait::until_blocking`]).
+    fn prepare_blocking_wait(&mut self) -> bool {
         false
     }
     /// End a blocked wait at `at` (`None`: disarm).

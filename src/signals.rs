@@ -33,7 +33,10 @@ const JOB_CONTROL: [Signal; 3] = [Signal::SIGTSTP, Signal::SIGCONT, Signal::SIGW
 /// (the child wait without a pidfd), Rust's stack-overflow handlers
 /// (SIGSEGV, SIGBUS) and SIGPIPE (ignored at start-up). The command's
 /// process puts exactly these back before its exec (`spawn`); a handler
-/// added anywhere else must be added here (a unit test checks).
+/// added anywhere else must be added here (a unit test checks). The one
+/// exception is the cut signal's (`install_cut_handler`): it acts only on a
+/// thread in a blocking wait, which the command's process before its exec
+/// and the guardian never are in, and exec resets it.
 pub(crate) const CHANGED: [libc::c_int; 13] = [
     libc::SIGINT,
     libc::SIGTERM,
@@ -85,7 +88,16 @@ extern "C" fn report(signal: libc::c_int) {
         libc::write(WAKE_FD.load(Ordering::SeqCst), (&raw const byte).cast(), 1);
         *errno = saved;
     }
-    cut_blocked_wait();
+    if cuts_blocked_wait(signal) {
+        cut_blocked_wait();
+    }
+}
+
+/// SIGWINCH and SIGCONT never end a wait nor need it woken (as in the
+/// async wait, which also takes them without a redraw); every other handled
+/// signal ends it or, for SIGTSTP, stops lockrun while it waits.
+fn cuts_blocked_wait(signal: libc::c_int) -> bool {
+    signal != libc::SIGWINCH && signal != libc::SIGCONT
 }
 
 /// The descriptor a wait that blocks its thread sleeps on (-1: none), and
@@ -95,14 +107,14 @@ static BLOCKED_TID: AtomicI32 = AtomicI32::new(0);
 /// A file of this process alone (a memfd), put in the blocked descriptor's
 /// place to end the wait: -1 until the first blocking wait.
 static SPARE_FD: AtomicI32 = AtomicI32::new(-1);
-/// The wake signal came (the wait's timer, see [`WakeTimer`]).
+/// The cut signal came (the wait's timer, see [`WakeTimer`]).
 static WOKEN: AtomicBool = AtomicBool::new(false);
 
 /// From a signal handler: end the blocking wait, if one is under way. On
 /// the blocked thread itself the descriptor it sleeps on is replaced by the
 /// spare file, so its system call, restarted after the handler or not yet
 /// entered, returns at once on a file nobody else locks; from any other
-/// thread the blocked one is sent the wake signal, whose handler does that
+/// thread the blocked one is sent the cut signal, whose handler does that
 /// there, so that the replacement never races the blocked thread's own
 /// use of the descriptor.
 fn cut_blocked_wait() {
@@ -122,23 +134,24 @@ fn cut_blocked_wait() {
             }
         } else {
             let pid = libc::syscall(libc::SYS_getpid);
-            libc::syscall(libc::SYS_tgkill, pid, blocked, wake_signal());
+            libc::syscall(libc::SYS_tgkill, pid, blocked, cut_signal());
         }
         *errno = saved;
     }
 }
 
-/// The signal that ends a blocked wait: sent by the wait's timer, by a
-/// handler on another thread, and to the file backend's waiting threads.
-pub(crate) fn wake_signal() -> libc::c_int {
-    libc::SIGRTMIN() + 1
+/// The signal that ends a blocked wait: sent by the wait's timer and by a
+/// handler that ran on another thread. Its handler is installed with
+/// SA_RESTART, so that an expiry that lands after the wait (or anywhere
+/// but in a blocked wait) makes no system call fail with EINTR.
+fn cut_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 2
 }
 
-/// Its handler, installed without SA_RESTART, so that on a thread that is
-/// not the blocked one (a file waiter thread) it simply makes flock(2)
-/// fail with EINTR.
-pub(crate) fn install_wake_handler() {
-    extern "C" fn wake(_: libc::c_int) {
+/// Install the cut signal's handler and unblock it on this thread (a
+/// parent may have left it blocked, and the mask survives exec).
+fn install_cut_handler() {
+    extern "C" fn cut(_: libc::c_int) {
         WOKEN.store(true, Ordering::SeqCst);
         cut_blocked_wait();
     }
@@ -148,80 +161,98 @@ pub(crate) fn install_wake_handler() {
         // only makes async-signal-safe calls is a valid argument.
         unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = wake as extern "C" fn(libc::c_int) as usize;
+            action.sa_sigaction = cut as extern "C" fn(libc::c_int) as usize;
+            action.sa_flags = libc::SA_RESTART;
             libc::sigemptyset(&raw mut action.sa_mask);
-            libc::sigaction(wake_signal(), &raw const action, std::ptr::null_mut());
+            libc::sigaction(cut_signal(), &raw const action, std::ptr::null_mut());
         }
     });
+    // SAFETY: a sigset on our stack.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&raw mut set);
+        libc::sigaddset(&raw mut set, cut_signal());
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &raw const set, std::ptr::null_mut());
+    }
 }
 
 /// Run `call`, a system call that blocks this thread on `fd` (flock(2)),
-/// so that any signal lockrun handles, or the wake signal, ends it: the
-/// handler puts the spare file in `fd`'s place (see `cut_blocked_wait`).
-/// `None`: ended that way, or a signal had already come. `fd` may then name
-/// the spare file, and whatever `call` took on the old one was let go as
-/// its last descriptor closed; the caller drops it.
+/// so that any signal lockrun handles (but SIGWINCH and SIGCONT), or the
+/// wait's timer, ends it: the handler puts the spare file in `fd`'s place
+/// (see `cut_blocked_wait`). `None`: ended that way, or such a signal had
+/// already come. `fd` may then name the spare file, and whatever `call`
+/// took on the old one was let go as its last descriptor closed; the caller
+/// drops it. Only after [`WakeTimer::prepare`] succeeded on this thread.
 ///
 /// Race-free without a helper thread: a signal before the descriptor is
 /// marked sets a flag that is checked after marking; one after it replaces
-/// the descriptor, which a call that has not started yet finds replaced.
-pub(crate) fn unless_woken<T>(fd: RawFd, call: impl FnOnce() -> T) -> std::io::Result<Option<T>> {
-    install_wake_handler();
-    if SPARE_FD.load(Ordering::SeqCst) < 0 {
-        // SAFETY: memfd_create with a static name; the descriptor is kept
-        // for the life of the process (close-on-exec).
-        let spare = unsafe { libc::memfd_create(c"lockrun-wait".as_ptr(), libc::MFD_CLOEXEC) };
-        if spare < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        SPARE_FD.store(spare, Ordering::SeqCst);
-    }
+/// the descriptor, which a call that has not started yet finds replaced,
+/// and a call that has is restarted (SA_RESTART) on the replacement.
+pub(crate) fn unless_woken<T>(fd: RawFd, call: impl FnOnce() -> T) -> Option<T> {
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
     BLOCKED_TID.store(tid, Ordering::SeqCst);
     BLOCKED_FD.store(fd, Ordering::SeqCst);
     let already = WOKEN.load(Ordering::SeqCst)
-        || handled().any(|sig| ARRIVED[sig as usize].load(Ordering::SeqCst));
+        || handled().any(|sig| {
+            cuts_blocked_wait(sig as libc::c_int) && ARRIVED[sig as usize].load(Ordering::SeqCst)
+        });
     let result = (!already).then(call);
     // Still marked: no handler replaced it, so what `call` did is real.
     let intact = BLOCKED_FD.swap(-1, Ordering::SeqCst) == fd;
-    Ok(result.filter(|_| intact))
+    result.filter(|_| intact)
 }
 
 /// The timer that ends a blocked wait at the `--wait` deadline or when the
 /// waiting line is due: a POSIX timer (deleted by exec, not inherited by a
-/// fork) that sends the wake signal. The kernel timer is made on first use.
+/// fork) that sends the cut signal to the thread that made it.
 #[derive(Default)]
 pub(crate) struct WakeTimer {
     timer: Option<libc::timer_t>,
 }
 
 impl WakeTimer {
+    /// Make what a blocking wait on this thread needs: the handler, the
+    /// spare file and the timer. `false` when any of them cannot be had
+    /// (no memfd, RLIMIT_SIGPENDING): the caller then waits another way,
+    /// never blind to its deadline.
+    pub(crate) fn prepare(&mut self) -> bool {
+        if self.timer.is_some() {
+            return true;
+        }
+        install_cut_handler();
+        if SPARE_FD.load(Ordering::SeqCst) < 0 {
+            // SAFETY: memfd_create with a static name; the descriptor is
+            // kept for the life of the process (close-on-exec).
+            let spare = unsafe { libc::memfd_create(c"lockrun-wait".as_ptr(), libc::MFD_CLOEXEC) };
+            if spare < 0 {
+                tracing::debug!(e = %std::io::Error::last_os_error(), "no spare file to end a wait with");
+                return false;
+            }
+            SPARE_FD.store(spare, Ordering::SeqCst);
+        }
+        // SAFETY: a zeroed sigevent asking for the cut signal on this
+        // thread; timer_create writes the id into `timer`.
+        unsafe {
+            let mut event: libc::sigevent = std::mem::zeroed();
+            event.sigev_notify = libc::SIGEV_THREAD_ID;
+            event.sigev_signo = cut_signal();
+            event.sigev_notify_thread_id = libc::syscall(libc::SYS_gettid) as libc::c_int;
+            let mut timer: libc::timer_t = std::mem::zeroed();
+            if libc::timer_create(libc::CLOCK_MONOTONIC, &raw mut event, &raw mut timer) != 0 {
+                tracing::debug!(e = %std::io::Error::last_os_error(), "no timer to end a wait with");
+                return false;
+            }
+            self.timer = Some(timer);
+        }
+        true
+    }
+
     /// Wake at `at` (`None`: disarm); a wake-up that came earlier is forgotten.
     pub(crate) fn set(&mut self, at: Option<std::time::Instant>) {
         WOKEN.store(false, Ordering::SeqCst);
-        let timer = match (self.timer, at) {
-            (Some(timer), _) => timer,
-            (None, None) => return,
-            (None, Some(_)) => {
-                install_wake_handler();
-                // SAFETY: a zeroed sigevent asking for a signal; timer_create
-                // writes the id into `timer`.
-                unsafe {
-                    let mut event: libc::sigevent = std::mem::zeroed();
-                    event.sigev_notify = libc::SIGEV_SIGNAL;
-                    event.sigev_signo = wake_signal();
-                    let mut timer: libc::timer_t = std::mem::zeroed();
-                    if libc::timer_create(libc::CLOCK_MONOTONIC, &raw mut event, &raw mut timer)
-                        != 0
-                    {
-                        tracing::debug!(e = %std::io::Error::last_os_error(), "no wake timer");
-                        return;
-                    }
-                    self.timer = Some(timer);
-                    timer
-                }
-            }
+        let Some(timer) = self.timer else {
+            return;
         };
         let after = at.map_or(std::time::Duration::ZERO, |at| {
             // Zero would disarm it: a due instant fires at once.
@@ -410,8 +441,8 @@ impl crate::lock::Interrupts for Signals {
         Signals::pending(self)
     }
 
-    fn cut_blocking_waits(&self) -> bool {
-        true
+    fn prepare_blocking_wait(&mut self) -> bool {
+        self.timer.prepare()
     }
 
     fn wake_at(&mut self, at: Option<std::time::Instant>) {
@@ -472,10 +503,9 @@ mod tests {
                     }
                     old.sa_sigaction
                 };
-                // The wake signal's handler only acts during a blocking
-                // wait, which neither the command's process before its exec
-                // nor the guardian ever is in; exec resets it.
-                if handler != libc::SIG_DFL && handler != libc::SIG_IGN && sig != wake_signal() {
+                // The cut signal's handler only acts during a blocking
+                // wait (see `CHANGED`).
+                if handler != libc::SIG_DFL && handler != libc::SIG_IGN && sig != cut_signal() {
                     assert!(
                         CHANGED.contains(&sig),
                         "signal {sig} is caught but not in CHANGED"
@@ -522,11 +552,10 @@ mod tests {
             drop(holder);
         });
         let mut timer = WakeTimer::default();
+        assert!(timer.prepare());
         let started = std::time::Instant::now();
         timer.set(Some(started + std::time::Duration::from_millis(50)));
-        // The test harness has other threads: the timer's signal may land
-        // on any of them, and must still reach this one.
-        let outcome = unless_woken(waiter.as_raw_fd(), blocking_flock(&waiter)).unwrap();
+        let outcome = unless_woken(waiter.as_raw_fd(), blocking_flock(&waiter));
         timer.set(None);
         let _ = done.send(());
         letting_go.join().unwrap();
@@ -547,11 +576,11 @@ mod tests {
         use std::os::unix::fs::MetadataExt as _;
         let (dir, _holder) = held_lock();
         let waiter = std::fs::File::open(dir.path().join("l")).unwrap();
-        install_wake_handler();
+        assert!(WakeTimer::default().prepare());
         WOKEN.store(false, Ordering::SeqCst);
-        // SAFETY: the wake signal has a handler (installed above).
-        unsafe { libc::raise(wake_signal()) };
-        let outcome = unless_woken(waiter.as_raw_fd(), blocking_flock(&waiter)).unwrap();
+        // SAFETY: the cut signal has a handler (installed by prepare).
+        unsafe { libc::raise(cut_signal()) };
+        let outcome = unless_woken(waiter.as_raw_fd(), blocking_flock(&waiter));
         assert_eq!(outcome, None, "the call ran although the wake-up had come");
         // Nothing was replaced: the descriptor still names the lock file.
         let lock_meta = std::fs::metadata(dir.path().join("l")).unwrap();
@@ -563,8 +592,9 @@ mod tests {
         let _turn = take_turn();
         let dir = tempfile::tempdir().unwrap();
         let file = std::fs::File::create(dir.path().join("free")).unwrap();
+        assert!(WakeTimer::default().prepare());
         WOKEN.store(false, Ordering::SeqCst);
-        let outcome = unless_woken(file.as_raw_fd(), blocking_flock(&file)).unwrap();
+        let outcome = unless_woken(file.as_raw_fd(), blocking_flock(&file));
         assert_eq!(outcome, Some(0));
     }
 }

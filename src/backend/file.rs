@@ -557,7 +557,7 @@ struct Waiters {
 
 impl Waiters {
     fn start(shared: bool, paths: Vec<(u32, PathBuf)>) -> Waiters {
-        crate::signals::install_wake_handler();
+        install_wake_handler();
         let (sender, results) = tokio::sync::mpsc::unbounded_channel();
         let cancelled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let threads = paths
@@ -620,12 +620,34 @@ impl Drop for Waiters {
                 let id = thread.as_pthread_t() as libc::pthread_t;
                 // SAFETY: pthread_kill on a thread that has not been joined
                 // (its id is valid); the handler does nothing.
-                unsafe { libc::pthread_kill(id, crate::signals::wake_signal()) };
+                unsafe { libc::pthread_kill(id, wake_signal()) };
                 std::thread::sleep(Duration::from_micros(200));
             }
             let _ = thread.join();
         }
     }
+}
+
+/// The signal that interrupts a waiting thread's flock(2).
+fn wake_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 1
+}
+
+/// A handler that does nothing, installed without SA_RESTART: its only
+/// effect is that a blocked flock(2) returns EINTR.
+fn install_wake_handler() {
+    extern "C" fn wake(_: libc::c_int) {}
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction with an empty mask and a handler that
+        // touches nothing is a valid argument to sigaction.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = wake as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&raw mut action.sa_mask);
+            libc::sigaction(wake_signal(), &raw const action, std::ptr::null_mut());
+        }
+    });
 }
 
 /// On this thread: open the lock file and block in flock(2) until the lock
@@ -644,8 +666,7 @@ fn lock_unless_woken(path: &Path, shared: bool) -> Result<Option<LockedFile>> {
         } else {
             Err(std::io::Error::last_os_error())
         }
-    })
-    .map_err(|e| io_error("cannot wait for", path, &e))?;
+    });
     match locked {
         // Cut short: `file` may name the spare file now; dropped.
         None => Ok(None),

@@ -243,7 +243,16 @@ fn a_waiter_survives_a_signal_storm_and_still_hears_the_one_that_ends_it() {
     let (mut waiter, _stderr) = start_waiter(&sb, "storm", &["--", "touch", ran.to_str().unwrap()]);
     for _ in 0..300 {
         waiter.signal(Signal::SIGWINCH);
+        waiter.signal(Signal::SIGCONT);
     }
+    // `status` takes a process's start-up: the signals have long landed
+    // by its end.
+    let status = run_timeout(sb.lockrun(&["status", "--exit-status", "storm"]), SOON);
+    assert_eq!(code(status.status), 1, "the holder lost the lock");
+    assert!(
+        waiter.child.try_wait().unwrap().is_none(),
+        "the storm ended the wait"
+    );
     assert!(!ran.exists(), "the command ran while the lock was held");
     assert_eq!(holder.release(), 0);
     assert_eq!(code(waiter.wait_timeout(SOON)), 0);
