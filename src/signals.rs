@@ -525,12 +525,30 @@ mod tests {
     }
 
     /// A lock file held through another open file description, so that a
-    /// flock(2) on a fresh one blocks.
-    fn held_lock() -> (tempfile::TempDir, std::fs::File) {
+    /// flock(2) on a fresh one blocks. Bounded: should a wake-up never come,
+    /// the holder lets go after 10 s (or when the guard is dropped), and
+    /// the test's assertions fail instead of the test hanging.
+    fn held_lock() -> (tempfile::TempDir, HeldForAWhile) {
         let dir = tempfile::tempdir().unwrap();
         let holder = std::fs::File::create(dir.path().join("l")).unwrap();
         holder.lock().unwrap();
-        (dir, holder)
+        let (done, bound) = std::sync::mpsc::channel::<()>();
+        let letting_go = std::thread::spawn(move || {
+            let _ = bound.recv_timeout(std::time::Duration::from_secs(10));
+            drop(holder);
+        });
+        (dir, HeldForAWhile(Some((done, letting_go))))
+    }
+
+    struct HeldForAWhile(Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>);
+
+    impl Drop for HeldForAWhile {
+        fn drop(&mut self) {
+            if let Some((done, letting_go)) = self.0.take() {
+                let _ = done.send(());
+                let _ = letting_go.join();
+            }
+        }
     }
 
     fn blocking_flock(file: &std::fs::File) -> impl FnOnce() -> i32 {
@@ -544,21 +562,13 @@ mod tests {
         let _turn = take_turn();
         let (dir, holder) = held_lock();
         let waiter = std::fs::File::open(dir.path().join("l")).unwrap();
-        // Bounded: should the wake never come, the holder lets go after a
-        // while and the assertions below fail instead of the test hanging.
-        let (done, bound) = std::sync::mpsc::channel::<()>();
-        let letting_go = std::thread::spawn(move || {
-            let _ = bound.recv_timeout(std::time::Duration::from_secs(10));
-            drop(holder);
-        });
         let mut timer = WakeTimer::default();
         assert!(timer.prepare());
         let started = std::time::Instant::now();
         timer.set(Some(started + std::time::Duration::from_millis(50)));
         let outcome = unless_woken(waiter.as_raw_fd(), blocking_flock(&waiter));
         timer.set(None);
-        let _ = done.send(());
-        letting_go.join().unwrap();
+        drop(holder);
         assert_eq!(outcome, None, "the wait was not cut short");
         assert!(started.elapsed() >= std::time::Duration::from_millis(50));
         assert!(started.elapsed() < std::time::Duration::from_secs(10));

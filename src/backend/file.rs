@@ -312,7 +312,7 @@ impl Backend for FileBackend {
         // One lock file, and nothing but signals to end the wait: wait in
         // flock(2) on this thread. Otherwise (slots, or a keeper that also
         // watches a process) on helper threads, through `Polling::wait`.
-        if req.slots > 1 || !wait.can_block() {
+        if req.slots > 1 {
             return poll_acquire(self, req, wait).await;
         }
         let path = self.lock_path(&req.name.slot_key(1, 1));
@@ -323,6 +323,11 @@ impl Backend for FileBackend {
             }
             wait.check_signals()?;
             wait.give_up_if_over()?;
+            // Asked only once the lock is busy: an uncontended run makes
+            // no timer and no spare file.
+            if !wait.can_block() {
+                return poll_acquire(self, req, wait).await;
+            }
             if let Some(locked) = wait.until_blocking(|| lock_unless_woken(&path, req.shared))? {
                 return self.finish_acquire(req, locked);
             }

@@ -232,7 +232,7 @@ fn a_signal_while_waiting_aborts_cleanly() {
 
 /// The wait blocks in flock(2) on lockrun's own thread, and a signal ends
 /// it by putting another file in the lock's descriptor. A storm of signals
-/// that do not end a wait (SIGWINCH) must neither end it nor leave it deaf:
+/// that do not end a wait (SIGWINCH, SIGCONT) must neither end it nor leave it deaf:
 /// the waiter still runs once the holder lets go, and a SIGTERM in the
 /// middle of another storm still ends the next wait at once.
 #[test]
