@@ -72,13 +72,12 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo,
-    RedisError, Script, ScriptInvocation,
+    RedisError, RedisResult,
 };
 
 use crate::acquire::{backoff_delay, poll_acquire};
@@ -88,6 +87,9 @@ use crate::lock::{
     Renewal, SlotState, Wait, WaitDisplay, WaitOutcome,
 };
 use crate::os::BootTime;
+
+mod script;
+use script::{Invocation, LuaScript};
 
 pub(crate) const DEFAULT_PORT: u16 = 6379;
 pub(crate) const DEFAULT_PREFIX: &str = "lockrun:";
@@ -668,28 +670,51 @@ wake(KEYS[1], 1, tonumber(ARGV[1]), ARGV[2])
 return 1
 ";
 
-static ACQUIRE_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{UPTIME_FN}{RW_FN}{ACQUIRE}")));
-static ACQUIRE_SHARED_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{UPTIME_FN}{WAKE_FN}{RW_FN}{ACQUIRE_SHARED}")));
-static RENEW_SHARED_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{UPTIME_FN}{RW_FN}{RENEW_SHARED}")));
-static RELEASE_SHARED_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{WAKE_FN}{RW_FN}{RELEASE_SHARED}")));
-static WITHDRAW_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{WAKE_FN}{WITHDRAW}")));
-static FORCE_RELEASE_SHARED_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{WAKE_FN}{FORCE_RELEASE_SHARED}")));
-static INSPECT_SHARED_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{RW_FN}{INSPECT_SHARED}")));
-static RENEW_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{UPTIME_FN}{RENEW}")));
-static RELEASE_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{WAKE_FN}{RELEASE}")));
-static INSPECT_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(INSPECT));
-static FORCE_RELEASE_SCRIPT: LazyLock<Script> =
-    LazyLock::new(|| Script::new(&format!("{WAKE_FN}{FORCE_RELEASE}")));
-static WAKE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(&format!("{WAKE_FN}{WAKE}")));
+// Each named by the SHA1 of its parts joined, written out (`redis/script.rs`).
+static ACQUIRE_SCRIPT: LuaScript = LuaScript::new(
+    &[UPTIME_FN, RW_FN, ACQUIRE],
+    "0879a544e7b67379754801e2899df852181466e7",
+);
+static ACQUIRE_SHARED_SCRIPT: LuaScript = LuaScript::new(
+    &[UPTIME_FN, WAKE_FN, RW_FN, ACQUIRE_SHARED],
+    "f67c8e50bbce7248baba0621c5de7c135f91e835",
+);
+static RENEW_SHARED_SCRIPT: LuaScript = LuaScript::new(
+    &[UPTIME_FN, RW_FN, RENEW_SHARED],
+    "505681bc2c08a6163f5e11c647ec4b6391f6ab97",
+);
+static RELEASE_SHARED_SCRIPT: LuaScript = LuaScript::new(
+    &[WAKE_FN, RW_FN, RELEASE_SHARED],
+    "3aa84fe757bf558371a89d1df75af8dd48ef6259",
+);
+static WITHDRAW_SCRIPT: LuaScript = LuaScript::new(
+    &[WAKE_FN, WITHDRAW],
+    "602f94ce2a3040f6b2f64d1b0a305206ea3a0521",
+);
+static FORCE_RELEASE_SHARED_SCRIPT: LuaScript = LuaScript::new(
+    &[WAKE_FN, FORCE_RELEASE_SHARED],
+    "08b08fb76113ae05c7cb041bbad75d7da829d525",
+);
+static INSPECT_SHARED_SCRIPT: LuaScript = LuaScript::new(
+    &[RW_FN, INSPECT_SHARED],
+    "961ca6d7a778fcb5d1dee9a864d8dd4bfd4d2dc7",
+);
+static RENEW_SCRIPT: LuaScript = LuaScript::new(
+    &[UPTIME_FN, RENEW],
+    "37513d5d17d60a20cc827aea43e984c4a53edc6c",
+);
+static RELEASE_SCRIPT: LuaScript = LuaScript::new(
+    &[WAKE_FN, RELEASE],
+    "526b0b490328f3c466e8f0849b9b0664cdcd5cba",
+);
+static INSPECT_SCRIPT: LuaScript =
+    LuaScript::new(&[INSPECT], "d8c12109f9dde1f6aa4b4555d6c0f22a3dab190b");
+static FORCE_RELEASE_SCRIPT: LuaScript = LuaScript::new(
+    &[WAKE_FN, FORCE_RELEASE],
+    "50beb0dd9fd626c2b7cac2bd3c29345df8a28ec2",
+);
+static WAKE_SCRIPT: LuaScript =
+    LuaScript::new(&[WAKE_FN, WAKE], "358d26d03945103eb9aa9a6ea137177ef7261f23");
 
 pub(crate) struct RedisBackend {
     config: RedisConfig,
@@ -1185,12 +1210,9 @@ impl RedisBackend {
             )
             .await;
             match id {
-                Ok(Ok((Ok(id), unblock))) => {
-                    self.conn_id = Some(id);
-                    self.can_unblock = Some(unblock.is_ok());
-                }
+                Ok(Ok((id, unblock))) => self.learn_client_id(id, &unblock),
                 Ok(Err(e)) if is_transport_error(&e) => return Err(BlockError::Lost(e)),
-                Ok(Ok((Err(e), _)) | Err(e)) => {
+                Ok(Err(e)) => {
                     tracing::debug!(error = %e, "no CLIENT ID; a cancelled wait is undone by closing the connection");
                 }
                 Err(_) => {
@@ -1299,6 +1321,20 @@ impl RedisBackend {
                 }
                 Err(e) => Err(BlockError::Fatal(self.error("waiting for a release", &e))),
             };
+        }
+    }
+
+    /// What the `CLIENT ID` / `CLIENT UNBLOCK 0` probe said about `conn`.
+    fn learn_client_id(&mut self, id: RedisResult<i64>, unblock: &RedisResult<i64>) {
+        match id {
+            Ok(id) => {
+                self.conn_id = Some(id);
+                self.can_unblock = Some(unblock.is_ok());
+            }
+            Err(e) => {
+                self.can_unblock = Some(false);
+                tracing::debug!(error = %e, "no CLIENT ID; a cancelled wait is undone by closing the connection");
+            }
         }
     }
 
@@ -1630,7 +1666,7 @@ impl Backend for RedisBackend {
 
 /// One call of the acquire script, ready to send.
 struct AcquireCall {
-    invocation: ScriptInvocation<'static>,
+    invocation: Invocation,
     key: String,
     token: String,
     rw: RwKeys,
@@ -1806,13 +1842,44 @@ impl Polling for RedisBackend {
             self.soonest_expiry = None;
             self.round_started = Instant::now();
         }
-        let reply: Vec<String> = self
+        // A plain lock's waiter needs CLIENT ID and leave to run CLIENT
+        // UNBLOCK before its first BLPOP (see `block_for_wake`): asked
+        // here, behind the first try, they cost no round trip of their own.
+        let probe = self.can_unblock.is_none() && !req.shared && req.slots <= 1;
+        let (reply, probed) = self
             .call(
                 "acquiring the lock",
                 acquire_timeout(req.ttl),
-                async |conn| call.invocation.invoke_async(conn).await,
+                async |conn| {
+                    if !probe {
+                        return Ok((call.invocation.invoke_async(conn).await?, None));
+                    }
+                    // The try last: a server that wants AUTH answers a
+                    // long unauthenticated command with a protocol error
+                    // and hangs up, and that error is the one to report.
+                    let mut pipe = redis::pipe();
+                    pipe.ignore_errors()
+                        .cmd("CLIENT")
+                        .arg("ID")
+                        .cmd("CLIENT")
+                        .arg("UNBLOCK")
+                        .arg(0)
+                        .add_command(call.invocation.eval_cmd());
+                    type Probed = (RedisResult<i64>, RedisResult<i64>, RedisResult<Vec<String>>);
+                    let (id, unblock, tried): Probed = pipe.query_async(conn).await?;
+                    let reply = match tried {
+                        Err(e) if Invocation::is_no_script(&e) => {
+                            call.invocation.invoke_async(conn).await?
+                        }
+                        tried => tried?,
+                    };
+                    Ok((reply, Some((id, unblock))))
+                },
             )
             .await?;
+        if let Some((id, unblock)) = probed {
+            self.learn_client_id(id, &unblock);
+        }
         self.acquire_outcome(req, slot, call, sent, &reply)
     }
 
@@ -2109,6 +2176,34 @@ mod tests {
 
     fn parse(url: &str) -> Result<RedisConfig> {
         RedisConfig::parse_with(url, None)
+    }
+
+    /// The SHA1 each script is called by (see `redis/script.rs`) is that
+    /// of its text: edit a script, and this names the value to write.
+    #[test]
+    fn every_script_is_named_by_its_sha1() {
+        let scripts: [(&str, &LuaScript); 12] = [
+            ("ACQUIRE_SCRIPT", &ACQUIRE_SCRIPT),
+            ("ACQUIRE_SHARED_SCRIPT", &ACQUIRE_SHARED_SCRIPT),
+            ("RENEW_SHARED_SCRIPT", &RENEW_SHARED_SCRIPT),
+            ("RELEASE_SHARED_SCRIPT", &RELEASE_SHARED_SCRIPT),
+            ("WITHDRAW_SCRIPT", &WITHDRAW_SCRIPT),
+            ("FORCE_RELEASE_SHARED_SCRIPT", &FORCE_RELEASE_SHARED_SCRIPT),
+            ("INSPECT_SHARED_SCRIPT", &INSPECT_SHARED_SCRIPT),
+            ("RENEW_SCRIPT", &RENEW_SCRIPT),
+            ("RELEASE_SCRIPT", &RELEASE_SCRIPT),
+            ("INSPECT_SCRIPT", &INSPECT_SCRIPT),
+            ("FORCE_RELEASE_SCRIPT", &FORCE_RELEASE_SCRIPT),
+            ("WAKE_SCRIPT", &WAKE_SCRIPT),
+        ];
+        let stale: Vec<String> = scripts
+            .iter()
+            .filter_map(|(name, script)| {
+                let actual = redis::Script::new(&script.code()).get_hash().to_owned();
+                (actual != script.sha1()).then(|| format!("{name}: {actual}"))
+            })
+            .collect();
+        assert!(stale.is_empty(), "stale SHA1s, write these: {stale:#?}");
     }
 
     #[test]
