@@ -253,9 +253,14 @@ const CHILD_STACK: usize = 64 * 1024;
 /// A running command: lockrun's direct child, leader of its own group.
 pub(crate) struct Child {
     pid: libc::pid_t,
-    /// Readable when the child has exited (Linux 5.3); `None`: SIGCHLD.
+    /// Readable when the child has exited (Linux 5.3).
     pidfd: Option<tokio::io::unix::AsyncFd<OwnedFd>>,
-    sigchld: Option<tokio::signal::unix::Signal>,
+    /// Without a pidfd (an older kernel, a seccomp filter that refuses
+    /// pidfd_open): answered by a thread blocked in waitid when the child
+    /// has exited. Not SIGCHLD through tokio: its signal driver, set up at
+    /// every start, cost an uncontended run 2% of its time (25k
+    /// instructions, a socket pair; bench/analysis.md, "ninth round").
+    exited: Option<tokio::sync::oneshot::Receiver<()>>,
     status: Option<ExitStatus>,
 }
 
@@ -477,15 +482,15 @@ impl Child {
             .ok()
         });
         let pidfd = pidfd.flatten();
-        let sigchld = if pidfd.is_none() {
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok()
+        let exited = if pidfd.is_none() {
+            exit_watch(pid)
         } else {
             None
         };
         Child {
             pid,
             pidfd,
-            sigchld,
+            exited,
             status: None,
         }
     }
@@ -507,13 +512,11 @@ impl Child {
                     continue;
                 }
                 ready.clear_ready();
-            } else if let Some(sigchld) = &mut self.sigchld {
-                // A SIGCHLD may also be for another child (a reparented
-                // orphan): look again, with a poll as the last resort.
-                tokio::select! {
-                    _ = sigchld.recv() => {}
-                    () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
-                }
+            } else if let Some(exited) = &mut self.exited {
+                // Answered (or the thread is gone): reaped at the top, and
+                // from then on polled, should the answer have been wrong.
+                let _ = exited.await;
+                self.exited = None;
             } else {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
@@ -537,6 +540,50 @@ impl Child {
             _ => Err(std::io::Error::last_os_error()),
         }
     }
+}
+
+/// A thread that answers once `pid` has exited, leaving it to be reaped
+/// (`None`: no thread could be started; the caller polls).
+fn exit_watch(pid: libc::pid_t) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    let (answer, exited) = tokio::sync::oneshot::channel();
+    // Started with every signal blocked, so that the thread inherits that
+    // mask and lockrun's signals go to its own thread.
+    // SAFETY: pthread_sigmask on sigsets on our stack; the old mask is
+    // restored right after the spawn.
+    let old = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&raw mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &raw const all, &raw mut old);
+        old
+    };
+    let started = std::thread::Builder::new()
+        .name("lockrun-wait".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            loop {
+                // SAFETY: waitid with WNOWAIT into a zeroed siginfo on this
+                // thread's stack.
+                let rc = unsafe {
+                    let mut info: libc::siginfo_t = std::mem::zeroed();
+                    libc::waitid(
+                        libc::P_PID,
+                        pid as libc::id_t,
+                        &raw mut info,
+                        libc::WEXITED | libc::WNOWAIT,
+                    )
+                };
+                if rc == 0
+                    || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted
+                {
+                    break;
+                }
+            }
+            let _ = answer.send(());
+        });
+    // SAFETY: as above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &raw const old, std::ptr::null_mut()) };
+    started.ok().map(|_| exited)
 }
 
 /// Has `pid` exited (without reaping it)?

@@ -1449,3 +1449,85 @@ fn a_user_without_a_passwd_entry_gets_the_lock() {
     assert_eq!(code(out.status), 7, "{}", stderr_of(&out));
     assert!(sb.lock_is_free("nouser"));
 }
+
+/// Without pidfd_open (a kernel before 5.3, or a seccomp filter that
+/// refuses it), lockrun learns of the command's exit from a thread blocked
+/// in waitid: the exit code comes through, the lock is free afterwards, and
+/// a signal still reaches lockrun (not that thread) and the command.
+#[test]
+fn without_pidfd_open_the_command_is_still_waited_for_and_signalled() {
+    use std::os::unix::process::CommandExt;
+    let sb = Sandbox::new();
+    let mut cmd = sb.lockrun(&["nopidfd", "--", "sh", "-c", "exit 7"]);
+    // SAFETY: prctl(2) only, between fork and exec of the test's child.
+    unsafe { cmd.pre_exec(refuse_pidfd_open) };
+    let out = run_timeout(cmd, SOON);
+    assert_eq!(code(out.status), 7, "{}", stderr_of(&out));
+    assert!(sb.lock_is_free("nopidfd"));
+
+    let ready = sb.path("ready");
+    let script = format!(
+        "touch {}; exec sleep 60",
+        sh_quote(&ready.to_string_lossy())
+    );
+    let mut cmd = sb.lockrun(&["nopidfd", "--", "sh", "-c", &script]);
+    cmd.stderr(Stdio::piped());
+    // SAFETY: as above.
+    unsafe { cmd.pre_exec(refuse_pidfd_open) };
+    let mut running = Proc::spawn(cmd, "lockrun without pidfd_open");
+    wait_for_file(&ready);
+    running.signal(Signal::SIGTERM);
+    let (status, stderr) = running.finish(SOON);
+    assert_eq!(code(status), 143, "{stderr}");
+    assert!(sb.lock_is_free("nopidfd"));
+}
+
+/// A seccomp filter under which pidfd_open fails with ENOSYS, as on a
+/// kernel that does not have it; every other call runs.
+fn refuse_pidfd_open() -> std::io::Result<()> {
+    let op = |code: u32| u16::try_from(code).unwrap();
+    let filter = [
+        // The system call's number (offset 0 of struct seccomp_data).
+        libc::sock_filter {
+            code: op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS),
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K),
+            jt: 0,
+            jf: 1,
+            k: u32::try_from(libc::SYS_pidfd_open).unwrap(),
+        },
+        libc::sock_filter {
+            code: op(libc::BPF_RET | libc::BPF_K),
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | u32::try_from(libc::ENOSYS).unwrap(),
+        },
+        libc::sock_filter {
+            code: op(libc::BPF_RET | libc::BPF_K),
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ];
+    let program = libc::sock_fprog {
+        len: u16::try_from(filter.len()).unwrap(),
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: prctl with a filter program that outlives the call.
+    let refused = unsafe {
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &raw const program,
+            ) != 0
+    };
+    if refused {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
