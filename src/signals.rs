@@ -29,9 +29,9 @@ pub(crate) const FORWARDED: [Signal; 6] = [
 const JOB_CONTROL: [Signal; 3] = [Signal::SIGTSTP, Signal::SIGCONT, Signal::SIGWINCH];
 
 /// Every signal whose disposition lockrun's process may have changed from
-/// what it inherited: the handlers installed here, tokio's SIGCHLD handler
-/// (the child wait without a pidfd), Rust's stack-overflow handlers
-/// (SIGSEGV, SIGBUS) and SIGPIPE (ignored at start-up). The command's
+/// what it inherited: the handlers installed here, SIGCHLD (an inherited
+/// ignore is undone at start-up), Rust's stack-overflow handlers (SIGSEGV,
+/// SIGBUS) and SIGPIPE (ignored at start-up). The command's
 /// process puts exactly these back before its exec (`spawn`); a handler
 /// added anywhere else must be added here (a unit test checks). The one
 /// exception is the cut signal's (`install_cut_handler`): it acts only on a

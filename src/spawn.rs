@@ -398,8 +398,9 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
 /// No handler of lockrun's may run in the command's process once signals
 /// are unblocked: caught signals go back to their defaults (ignored ones
 /// stay ignored, as exec keeps them), SIGPIPE (ignored by lockrun's start-up)
-/// to its default, and the mask is emptied, as `std::process::Command`
-/// leaves them. Call with every signal blocked.
+/// to its default, SIGCHLD back to ignored if lockrun's caller had it so
+/// (`startup::init` restored its default for lockrun), and the mask is
+/// emptied, as `std::process::Command` leaves them. Call with every signal blocked.
 ///
 /// Only the signals lockrun itself may have changed are looked at
 /// ([`crate::signals::CHANGED`]): a handler can only be lockrun's, because
@@ -424,6 +425,9 @@ unsafe fn reset_signals_for_exec() {
                 dfl.sa_sigaction = libc::SIG_DFL;
                 libc::sigaction(sig, &raw const dfl, std::ptr::null_mut());
             }
+        }
+        if crate::startup::child_signal_ignored() {
+            libc::signal(libc::SIGCHLD, libc::SIG_IGN);
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&raw mut empty);

@@ -11,6 +11,10 @@
 //!   silent death (`spawn` gives the command the default back);
 //! * standard output flushed at the end ([`finish`]).
 //!
+//! And it adds one thing: SIGCHLD at its default even where the caller
+//! ignored it, or the kernel would reap the command before lockrun could
+//! read its exit status (the command gets the ignore back).
+//!
 //! It drops the main thread's stack-overflow guard: finding the stack's
 //! bounds makes glibc parse `/proc/self/maps` with sscanf (about a tenth
 //! of the instructions of a whole uncontended run, and 9 system calls,
@@ -24,6 +28,7 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 static ARGS: OnceLock<Vec<OsString>> = OnceLock::new();
 
@@ -63,7 +68,22 @@ pub fn init() {
             }
         }
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        // An ignored SIGCHLD (inherited through exec) makes the kernel reap
+        // lockrun's children itself: the command's exit status would be
+        // lost, and with it the wait for what the command left behind. The
+        // command gets it back ignored (`spawn`), as its caller meant.
+        if libc::signal(libc::SIGCHLD, libc::SIG_DFL) == libc::SIG_IGN {
+            CHILD_SIGNAL_IGNORED.store(true, Ordering::Relaxed);
+        }
     }
+}
+
+/// Whether lockrun's caller had SIGCHLD ignored (see [`init`]).
+static CHILD_SIGNAL_IGNORED: AtomicBool = AtomicBool::new(false);
+
+/// For the command's process, before its exec: async-signal-safe.
+pub(crate) fn child_signal_ignored() -> bool {
+    CHILD_SIGNAL_IGNORED.load(Ordering::Relaxed)
 }
 
 /// Call last thing in `main`: what `println!` buffered goes out.

@@ -985,7 +985,7 @@ impl RedisBackend {
         }
         if code == "NOPERM" {
             return Error::no_permission(format!(
-                "redis at {address} does not allow this user to run lockrun's commands ({what}): {detail}; it needs EVALSHA, EVAL, SCRIPT, BLPOP, SCAN, INFO and CLIENT ID on the keys {}*",
+                "redis at {address} does not allow this user to run lockrun's commands ({what}): {detail}; it needs EVALSHA, EVAL, SCRIPT, BLPOP, SCAN, INFO and CLIENT ID (and CLIENT UNBLOCK, to cancel a wait cleanly) on the keys {}*",
                 self.config.prefix
             ));
         }
@@ -1845,7 +1845,9 @@ impl Polling for RedisBackend {
         // A plain lock's waiter needs CLIENT ID and leave to run CLIENT
         // UNBLOCK before its first BLPOP (see `block_for_wake`): asked
         // here, behind the first try, they cost no round trip of their own.
-        let probe = self.can_unblock.is_none() && !req.shared && req.slots <= 1;
+        // (`can_unblock` describes `conn`; a new connection asks again.)
+        let probe =
+            (self.conn.is_none() || self.can_unblock.is_none()) && !req.shared && req.slots <= 1;
         let (reply, probed) = self
             .call(
                 "acquiring the lock",
@@ -1869,7 +1871,7 @@ impl Polling for RedisBackend {
                     let (id, unblock, tried): Probed = pipe.query_async(conn).await?;
                     let reply = match tried {
                         Err(e) if Invocation::is_no_script(&e) => {
-                            call.invocation.invoke_async(conn).await?
+                            call.invocation.load_then_invoke_async(conn).await?
                         }
                         tried => tried?,
                     };

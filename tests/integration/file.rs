@@ -1476,6 +1476,31 @@ fn without_pidfd_open_the_command_is_still_waited_for_and_signalled() {
     unsafe { cmd.pre_exec(refuse_pidfd_open) };
     let mut running = Proc::spawn(cmd, "lockrun without pidfd_open");
     wait_for_file(&ready);
+    // The fallback's thread, with every signal lockrun handles blocked: a
+    // signal is for lockrun's own thread.
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", running.pid())).unwrap();
+    let watcher = tasks
+        .filter_map(Result::ok)
+        .find(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| comm.trim() == "lockrun-wait")
+        })
+        .expect("no lockrun-wait thread");
+    let status = std::fs::read_to_string(watcher.path().join("status")).unwrap();
+    let blocked = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .map_or_else(
+            || panic!("no SigBlk in {status}"),
+            |v| u64::from_str_radix(v.trim(), 16).unwrap(),
+        );
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD] {
+        assert_ne!(
+            blocked & (1 << (sig - 1)),
+            0,
+            "signal {sig} not blocked in the thread"
+        );
+    }
     running.signal(Signal::SIGTERM);
     let (status, stderr) = running.finish(SOON);
     assert_eq!(code(status), 143, "{stderr}");
@@ -1530,4 +1555,42 @@ fn refuse_pidfd_open() -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// A caller that ignores SIGCHLD (the kernel then reaps children by
+/// itself): lockrun still reads the command's exit status, and the
+/// command inherits the ignore, as it would from its caller directly.
+#[test]
+fn an_ignored_sigchld_keeps_the_exit_code_and_reaches_the_command() {
+    use std::os::unix::process::CommandExt;
+    let sb = Sandbox::new();
+    let ignoring = |args: &[&str]| {
+        let mut cmd = sb.lockrun(args);
+        // SAFETY: signal(2) only, between fork and exec of the test's child.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        cmd
+    };
+    let out = run_timeout(ignoring(&["chld", "--", "sh", "-c", "exit 7"]), SOON);
+    assert_eq!(code(out.status), 7, "{}", stderr_of(&out));
+    assert!(sb.lock_is_free("chld"));
+    let out = run_timeout(ignoring(&["chld", "--", "cat", "/proc/self/status"]), SOON);
+    assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
+    let status = String::from_utf8_lossy(&out.stdout);
+    let ignored = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .map_or_else(
+            || panic!("no SigIgn in {status}"),
+            |v| u64::from_str_radix(v.trim(), 16).unwrap(),
+        );
+    assert_ne!(
+        ignored & (1 << (libc::SIGCHLD - 1)),
+        0,
+        "SIGCHLD not ignored in the command"
+    );
 }

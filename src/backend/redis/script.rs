@@ -6,9 +6,10 @@
 //! that was 130 000 instructions, 18% of an uncontended `lockrun -b redis://`
 //! run (callgrind; bench/analysis.md, "Fast path, ninth round"). The SHA1 is
 //! a fact about text that never changes at run time, so it lives next to the
-//! text. `every_script_is_named_by_its_sha1` fails when one is stale, and a
+//! text. `every_script_is_named_by_its_sha1` fails when one is stale, a
+//! debug build (every test run) checks each script at its first use, and a
 //! server that names a script it loads otherwise gets no further call under
-//! the wrong name: see [`Invocation::load`].
+//! the wrong name: see [`Invocation::loaded`].
 
 use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, ToRedisArgs};
 
@@ -17,11 +18,21 @@ use redis::{Cmd, ErrorKind, FromRedisValue, RedisError, RedisResult, ToRedisArgs
 pub(super) struct LuaScript {
     parts: &'static [&'static str],
     sha1: &'static str,
+    /// Debug builds (every test run) hash the text once, at first use, and
+    /// stop at a stale SHA1: a server that knows the old name would
+    /// otherwise run the old text without a word.
+    #[cfg(debug_assertions)]
+    checked: std::sync::OnceLock<()>,
 }
 
 impl LuaScript {
     pub(super) const fn new(parts: &'static [&'static str], sha1: &'static str) -> Self {
-        LuaScript { parts, sha1 }
+        LuaScript {
+            parts,
+            sha1,
+            #[cfg(debug_assertions)]
+            checked: std::sync::OnceLock::new(),
+        }
     }
 
     pub(super) fn code(&self) -> String {
@@ -34,6 +45,11 @@ impl LuaScript {
     }
 
     pub(super) fn prepare_invoke(&'static self) -> Invocation {
+        #[cfg(debug_assertions)]
+        self.checked.get_or_init(|| {
+            let actual = redis::Script::new(&self.code()).get_hash().to_owned();
+            assert_eq!(actual, self.sha1, "stale SHA1 for a Lua script");
+        });
         Invocation {
             script: self,
             keys: Vec::new(),
@@ -104,6 +120,15 @@ impl Invocation {
 
     pub(super) fn is_no_script(e: &RedisError) -> bool {
         e.kind() == ErrorKind::Server(redis::ServerErrorKind::NoScript)
+    }
+
+    /// After a NOSCRIPT: load, then call.
+    pub(super) async fn load_then_invoke_async<T: FromRedisValue>(
+        &self,
+        conn: &mut impl redis::aio::ConnectionLike,
+    ) -> RedisResult<T> {
+        self.load_async(conn).await?;
+        self.eval_cmd().query_async(conn).await
     }
 
     pub(super) async fn invoke_async<T: FromRedisValue>(
