@@ -108,14 +108,7 @@ impl Guardian {
         // Every signal blocked around the clone or fork, so that none of
         // lockrun's handlers (which would write lockrun's memory) runs in
         // the guardian before it has reset them; restored right after.
-        // SAFETY: pthread_sigmask on sigsets on our stack.
-        let old_mask = unsafe {
-            let mut all: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&raw mut all);
-            libc::pthread_sigmask(libc::SIG_SETMASK, &raw const all, &raw mut old);
-            old
-        };
+        let old_mask = crate::os::block_all_signals();
         // A fork by default: a CLONE_VM guardian shares lockrun's memory and
         // so its fate under the OOM killer, which kills every process using
         // the victim's memory; the guardian would then die with lockrun and
@@ -133,10 +126,7 @@ impl Guardian {
         } else {
             fork_guardian(their_fd, close)
         };
-        // SAFETY: restoring the mask saved above.
-        unsafe {
-            libc::pthread_sigmask(libc::SIG_SETMASK, &raw const old_mask, std::ptr::null_mut())
-        };
+        crate::os::set_signal_mask(&old_mask);
         let pid =
             pid.map_err(|e| Error::internal(format!("cannot start the guardian process: {e}")))?;
         drop(theirs);

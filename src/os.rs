@@ -343,6 +343,27 @@ pub(crate) unsafe fn close_from(from: i32, method: CloseMethod) {
 /// Does this process have any child, running or not (even a clone child,
 /// `__WALL`)? One `waitid` that reaps nothing, instead of reading
 /// `/proc/self/task/*/children`.
+/// Block every signal on this thread; returns the mask to put back with
+/// [`set_signal_mask`]. Around a clone, a fork or a thread's start: no
+/// handler of lockrun's runs in a process or thread that must not run it,
+/// and a new thread inherits the full mask. Async-signal-safe.
+pub(crate) fn block_all_signals() -> libc::sigset_t {
+    // SAFETY: pthread_sigmask on sigsets on our stack.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&raw mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &raw const all, &raw mut old);
+        old
+    }
+}
+
+/// This thread's signal mask back to `mask` (from [`block_all_signals`]).
+pub(crate) fn set_signal_mask(mask: &libc::sigset_t) {
+    // SAFETY: pthread_sigmask with a sigset the caller owns.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, mask, std::ptr::null_mut()) };
+}
+
 pub(crate) fn has_any_child() -> bool {
     waitid_finds(libc::__WALL)
 }

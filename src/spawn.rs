@@ -296,10 +296,7 @@ pub(crate) fn spawn(prepared: &Prepared, setup: &Setup) -> Result<Child, Failure
     // exited, so nothing else uses `shared`, the stack or the C strings
     // meanwhile, and both outlive the child's use of them.
     let (pid, clone_errno) = unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&raw mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &raw const all, &raw mut old);
+        let old = crate::os::block_all_signals();
         let top = stack.cast::<u8>().add(CHILD_STACK).cast::<libc::c_void>();
         let pid = libc::clone(
             child_main,
@@ -308,7 +305,7 @@ pub(crate) fn spawn(prepared: &Prepared, setup: &Setup) -> Result<Child, Failure
             (&raw const shared).cast_mut().cast(),
         );
         let clone_errno = errno();
-        libc::pthread_sigmask(libc::SIG_SETMASK, &raw const old, std::ptr::null_mut());
+        crate::os::set_signal_mask(&old);
         libc::munmap(stack, CHILD_STACK);
         (pid, clone_errno)
     };
@@ -448,17 +445,9 @@ pub(crate) enum InPlace {
 /// that arrives after the block takes its default action when the mask is
 /// emptied, before the exec. Returns only if nothing was executed.
 pub(crate) fn exec_in_place(prepared: &Prepared, pending: impl FnOnce() -> Option<i32>) -> InPlace {
-    // SAFETY: sigprocmask on structures on our stack.
-    let old = unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&raw mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &raw const all, &raw mut old);
-        old
-    };
+    let old = crate::os::block_all_signals();
     if let Some(signal) = pending() {
-        // SAFETY: restoring the mask saved above.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &raw const old, std::ptr::null_mut()) };
+        crate::os::set_signal_mask(&old);
         return InPlace::Interrupted(signal);
     }
     // SAFETY: signals are blocked, as reset_signals_for_exec requires;
@@ -552,15 +541,7 @@ fn exit_watch(pid: libc::pid_t) -> Option<tokio::sync::oneshot::Receiver<()>> {
     let (answer, exited) = tokio::sync::oneshot::channel();
     // Started with every signal blocked, so that the thread inherits that
     // mask and lockrun's signals go to its own thread.
-    // SAFETY: pthread_sigmask on sigsets on our stack; the old mask is
-    // restored right after the spawn.
-    let old = unsafe {
-        let mut all: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigfillset(&raw mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &raw const all, &raw mut old);
-        old
-    };
+    let old = crate::os::block_all_signals();
     let started = std::thread::Builder::new()
         .name("lockrun-wait".into())
         .stack_size(64 * 1024)
@@ -585,8 +566,7 @@ fn exit_watch(pid: libc::pid_t) -> Option<tokio::sync::oneshot::Receiver<()>> {
             }
             let _ = answer.send(());
         });
-    // SAFETY: as above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &raw const old, std::ptr::null_mut()) };
+    crate::os::set_signal_mask(&old);
     started.ok().map(|_| exited)
 }
 

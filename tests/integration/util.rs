@@ -227,6 +227,22 @@ pub fn process_state(pid: i32) -> Option<char> {
 }
 
 /// Is a process alive (and not a zombie)?
+/// A signal mask from a /proc status file (`SigBlk:`, `SigIgn:`, ...), as bits.
+pub fn status_mask(status: &str, field: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .map_or_else(
+            || panic!("no {field} in {status}"),
+            |v| u64::from_str_radix(v.trim(), 16).unwrap(),
+        )
+}
+
+/// The bit of `signal` in a mask from [`status_mask`].
+pub fn signal_bit(signal: i32) -> u64 {
+    1 << (signal - 1)
+}
+
 pub fn alive(pid: i32) -> bool {
     !matches!(process_state(pid), None | Some('Z' | 'X'))
 }
