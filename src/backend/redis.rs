@@ -1196,17 +1196,9 @@ impl RedisBackend {
             // round trip, whether this user may run CLIENT UNBLOCK at all
             // (of a client that does not exist: 0, or NOPERM): a try sent
             // behind the BLPOP needs it.
-            let mut probe = redis::pipe();
-            probe
-                .ignore_errors()
-                .cmd("CLIENT")
-                .arg("ID")
-                .cmd("CLIENT")
-                .arg("UNBLOCK")
-                .arg(0);
             let id = tokio::time::timeout(
                 CALL_TIMEOUT,
-                probe.query_async::<(redis::RedisResult<i64>, redis::RedisResult<i64>)>(&mut conn),
+                client_probe().query_async::<(RedisResult<i64>, RedisResult<i64>)>(&mut conn),
             )
             .await;
             match id {
@@ -1324,7 +1316,7 @@ impl RedisBackend {
         }
     }
 
-    /// What the `CLIENT ID` / `CLIENT UNBLOCK 0` probe said about `conn`.
+    /// What the [`client_probe`] said about `conn`.
     fn learn_client_id(&mut self, id: RedisResult<i64>, unblock: &RedisResult<i64>) {
         match id {
             Ok(id) => {
@@ -1527,6 +1519,21 @@ enum BlockError {
     /// The BLPOP returned, but the try behind it got no answer within
     /// [`acquire_timeout`], as a try of its own would not have.
     TryTimedOut,
+}
+
+/// `CLIENT ID`, and whether this user may run `CLIENT UNBLOCK` (of a
+/// client that does not exist: 0, or NOPERM), errors kept per command:
+/// what a waiter needs before a try may ride behind its BLPOP.
+fn client_probe() -> redis::Pipeline {
+    let mut probe = redis::pipe();
+    probe
+        .ignore_errors()
+        .cmd("CLIENT")
+        .arg("ID")
+        .cmd("CLIENT")
+        .arg("UNBLOCK")
+        .arg(0);
+    probe
 }
 
 fn wake_life_ms() -> u64 {
@@ -1859,14 +1866,8 @@ impl Polling for RedisBackend {
                     // The try last: a server that wants AUTH answers a
                     // long unauthenticated command with a protocol error
                     // and hangs up, and that error is the one to report.
-                    let mut pipe = redis::pipe();
-                    pipe.ignore_errors()
-                        .cmd("CLIENT")
-                        .arg("ID")
-                        .cmd("CLIENT")
-                        .arg("UNBLOCK")
-                        .arg(0)
-                        .add_command(call.invocation.eval_cmd());
+                    let mut pipe = client_probe();
+                    pipe.add_command(call.invocation.eval_cmd());
                     type Probed = (RedisResult<i64>, RedisResult<i64>, RedisResult<Vec<String>>);
                     let (id, unblock, tried): Probed = pipe.query_async(conn).await?;
                     let reply = match tried {

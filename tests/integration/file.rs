@@ -1404,19 +1404,23 @@ fn the_command_gets_the_callers_signal_dispositions() {
     let out = run_timeout(cmd, SOON);
     assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
     let status = String::from_utf8_lossy(&out.stdout);
-    let mask = |field: &str| {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .unwrap_or_else(|| panic!("no {field} in {status}"));
-        u64::from_str_radix(line[field.len()..].trim(), 16).unwrap()
-    };
-    let bit = |sig: i32| 1u64 << (sig - 1);
-    assert_eq!(mask("SigBlk:"), 0, "signals left blocked");
-    let ignored = mask("SigIgn:");
-    assert_ne!(ignored & bit(libc::SIGALRM), 0, "SIGALRM no longer ignored");
-    assert_eq!(ignored & bit(libc::SIGPIPE), 0, "SIGPIPE left ignored");
-    assert_eq!(ignored & bit(libc::SIGUSR1), 0, "SIGUSR1 left ignored");
+    assert_eq!(status_mask(&status, "SigBlk:"), 0, "signals left blocked");
+    let ignored = status_mask(&status, "SigIgn:");
+    assert_ne!(
+        ignored & signal_bit(libc::SIGALRM),
+        0,
+        "SIGALRM no longer ignored"
+    );
+    assert_eq!(
+        ignored & signal_bit(libc::SIGPIPE),
+        0,
+        "SIGPIPE left ignored"
+    );
+    assert_eq!(
+        ignored & signal_bit(libc::SIGUSR1),
+        0,
+        "SIGUSR1 left ignored"
+    );
 }
 
 /// A user with no entry in /etc/passwd (a container's arbitrary uid, or a
@@ -1487,16 +1491,10 @@ fn without_pidfd_open_the_command_is_still_waited_for_and_signalled() {
         })
         .expect("no lockrun-wait thread");
     let status = std::fs::read_to_string(watcher.path().join("status")).unwrap();
-    let blocked = status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigBlk:"))
-        .map_or_else(
-            || panic!("no SigBlk in {status}"),
-            |v| u64::from_str_radix(v.trim(), 16).unwrap(),
-        );
+    let blocked = status_mask(&status, "SigBlk:");
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD] {
         assert_ne!(
-            blocked & (1 << (sig - 1)),
+            blocked & signal_bit(sig),
             0,
             "signal {sig} not blocked in the thread"
         );
@@ -1581,15 +1579,9 @@ fn an_ignored_sigchld_keeps_the_exit_code_and_reaches_the_command() {
     let out = run_timeout(ignoring(&["chld", "--", "cat", "/proc/self/status"]), SOON);
     assert_eq!(code(out.status), 0, "{}", stderr_of(&out));
     let status = String::from_utf8_lossy(&out.stdout);
-    let ignored = status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigIgn:"))
-        .map_or_else(
-            || panic!("no SigIgn in {status}"),
-            |v| u64::from_str_radix(v.trim(), 16).unwrap(),
-        );
+    let ignored = status_mask(&status, "SigIgn:");
     assert_ne!(
-        ignored & (1 << (libc::SIGCHLD - 1)),
+        ignored & signal_bit(libc::SIGCHLD),
         0,
         "SIGCHLD not ignored in the command"
     );

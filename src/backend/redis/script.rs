@@ -135,12 +135,8 @@ impl Invocation {
         &self,
         conn: &mut impl redis::aio::ConnectionLike,
     ) -> RedisResult<T> {
-        let eval = self.eval_cmd();
-        match eval.query_async(conn).await {
-            Err(e) if Self::is_no_script(&e) => {
-                self.load_async(conn).await?;
-                eval.query_async(conn).await
-            }
+        match self.eval_cmd().query_async(conn).await {
+            Err(e) if Self::is_no_script(&e) => self.load_then_invoke_async(conn).await,
             reply => reply,
         }
     }
