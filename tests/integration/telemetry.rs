@@ -243,11 +243,13 @@ fn event_stream_schema_on_the_file_backend() {
         names(&all, Some(lost_pid)),
         ["acquired", "lost", "child_exit", "released"]
     );
+    // Said by whichever notices first: the guardian ("the lock file was
+    // removed or replaced") or lockrun's own check ("lock file … was removed").
     assert!(
         of(&all, lost_pid, "lost")["reason"]
             .as_str()
             .unwrap()
-            .contains("removed or replaced")
+            .contains("removed")
     );
 }
 
