@@ -355,21 +355,32 @@ impl RedisConfig {
 const ACQUIRE: &str = r"
 if redis.replicate_commands then redis.replicate_commands() end
 local rw = #KEYS >= 6
-local kind = redis.call('TYPE', KEYS[1])['ok']
-if kind == 'hash' then
-  local cur = redis.call('HMGET', KEYS[1], 'token', 'holder', 'fence')
+-- PTTL answers both questions of a held key: whether it exists (not -2)
+-- and for how long; TYPE would cost a call more on the free path.
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl ~= -2 then
+  -- HMGET of a key of another type is an error: held, never overwritten.
+  local cur = redis.pcall('HMGET', KEYS[1], 'token', 'holder', 'fence')
+  if cur.err then return {'0', '', '', tostring(pttl)} end
   if cur[1] == ARGV[1] then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
     return {'1', cur[3] or '0'}
   end
-  return {'0', cur[2] or '', cur[3] or '', tostring(redis.call('PTTL', KEYS[1]))}
-elseif kind ~= 'none' then
-  return {'0', '', '', tostring(redis.call('PTTL', KEYS[1]))}
+  return {'0', cur[2] or '', cur[3] or '', tostring(pttl)}
 end
 -- One TIME for both clocks: exact in a double (< 2^53 us).
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- A plain lock asks in one EXISTS whether any shared holder, exclusive
+-- waiter or the other kind of lock is there; usually none is, and nothing
+-- more is read.
+local busy, other = false, 0
 if rw then
+  busy = redis.call('EXISTS', KEYS[3], KEYS[4], KEYS[#KEYS]) > 0
+else
+  other = redis.call('EXISTS', KEYS[#KEYS])
+end
+if busy then
   local now = math.floor(now_us / 1000)
   -- The soonest expiry first: only a past one needs pruning.
   local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
@@ -388,16 +399,32 @@ local up = uptime_ms(false)
 if up and up < guard then
   return {'2', string.format('%d', guard - up)}
 end
-local fence = redis.call('INCR', KEYS[2])
-if fence < now_us then
-  fence = now_us
-  redis.call('SET', KEYS[2], string.format('%d', fence))
+-- The fence: the clock in us, or one past the last fence where that is
+-- ahead of the clock. SET .. GET reads and writes in one call; a server
+-- before 6.2 refuses GET, and INCR does it in two.
+local f = string.format('%d', now_us)
+local last = redis.pcall('SET', KEYS[2], f, 'GET')
+if type(last) == 'table' then
+  local fence = redis.call('INCR', KEYS[2])
+  if fence < now_us then
+    redis.call('SET', KEYS[2], f)
+  else
+    f = string.format('%d', fence)
+  end
+elseif last then
+  local prev = tonumber(last)
+  if prev and prev >= now_us then
+    f = string.format('%d', prev + 1)
+    redis.call('SET', KEYS[2], f)
+  end
 end
-local f = string.format('%d', fence)
 redis.call('HSET', KEYS[1], 'token', ARGV[1], 'holder', ARGV[3], 'fence', f)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-if rw then redis.call('ZREM', KEYS[4], ARGV[1]) end
-return {'1', f, tostring(redis.call('EXISTS', KEYS[#KEYS]))}
+if busy then
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  other = redis.call('EXISTS', KEYS[#KEYS])
+end
+return {'1', f, tostring(other)}
 ";
 
 /// The server's uptime for the restart guard, in ms, or nil when INFO
@@ -611,7 +638,16 @@ const RELEASE: &str = r"
 if redis.pcall('HGET', KEYS[1], 'token') == ARGV[1] then
   redis.call('DEL', KEYS[1])
   wake(KEYS[2], 1, tonumber(ARGV[2]), ARGV[3])
-  if KEYS[3] then wake(KEYS[3], 1, 1, ARGV[3]) end
+  if KEYS[3] then
+    -- The shared waiters' list holds at most one wake-up, and nobody pops
+    -- it while nobody waits: one already there only needs its life renewed.
+    local queued = redis.pcall('LLEN', KEYS[3])
+    if queued == 0 then
+      wake(KEYS[3], 1, 1, ARGV[3])
+    elseif type(queued) == 'number' then
+      redis.call('PEXPIRE', KEYS[3], ARGV[3])
+    end
+  end
   return 1
 end
 return 0
@@ -673,7 +709,7 @@ return 1
 // Each named by the SHA1 of its parts joined, written out (`redis/script.rs`).
 static ACQUIRE_SCRIPT: LuaScript = LuaScript::new(
     &[UPTIME_FN, RW_FN, ACQUIRE],
-    "0879a544e7b67379754801e2899df852181466e7",
+    "751bec71cb7e08f942a7a2775c3c8757d06162ef",
 );
 static ACQUIRE_SHARED_SCRIPT: LuaScript = LuaScript::new(
     &[UPTIME_FN, WAKE_FN, RW_FN, ACQUIRE_SHARED],
@@ -705,7 +741,7 @@ static RENEW_SCRIPT: LuaScript = LuaScript::new(
 );
 static RELEASE_SCRIPT: LuaScript = LuaScript::new(
     &[WAKE_FN, RELEASE],
-    "526b0b490328f3c466e8f0849b9b0664cdcd5cba",
+    "acf73c9dd477cb145db41f9d558312edc051dbd8",
 );
 static INSPECT_SCRIPT: LuaScript =
     LuaScript::new(&[INSPECT], "d8c12109f9dde1f6aa4b4555d6c0f22a3dab190b");

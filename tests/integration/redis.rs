@@ -278,6 +278,61 @@ fn overwritten_lock_key_is_lost_and_left_alone() {
     );
 }
 
+/// The fence is the server clock in microseconds unless the counter is
+/// ahead of it (a clock set back, a counter copied from a faster server):
+/// then one past the counter, so fences still only increase.
+#[test]
+fn a_fence_counter_ahead_of_the_clock_is_still_exceeded() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    let fence_key = "lockrun:{ahead}:fence";
+    // Far past any clock, and still exact in the scripts' doubles (< 2^53).
+    let ahead: u64 = 9_000_000_000_000_000;
+    server.cli(&["SET", fence_key, &ahead.to_string()]);
+    let first = hold(&url, dir.path(), "ahead", &[]);
+    assert_eq!(first.fence(), ahead + 1);
+    assert_eq!(first.release(), 0);
+    let second = hold(&url, dir.path(), "ahead", &[]);
+    assert_eq!(second.fence(), ahead + 2);
+    assert_eq!(second.release(), 0);
+    assert_eq!(server.cli(&["GET", fence_key]), (ahead + 2).to_string());
+
+    // A counter behind the clock gives way to the clock.
+    server.cli(&["SET", "lockrun:{behind}:fence", "7"]);
+    let before_us = u64::try_from(now_ns() / 1000).unwrap();
+    let behind = hold(&url, dir.path(), "behind", &[]);
+    // The server's clock is this machine's: the same clock, read later.
+    assert!(behind.fence() >= before_us, "fence {}", behind.fence());
+    assert_eq!(behind.release(), 0);
+}
+
+/// Keys of the lock's NAME that someone else wrote with another type are
+/// never overwritten: a lock key makes the lock held, a wake list that is
+/// not a list is left as it was and costs nobody the lock.
+#[test]
+fn keys_of_another_type_are_held_or_left_alone() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url();
+    server.cli(&["SET", &lock_key("foreign"), "not-a-lock", "PX", "60000"]);
+    let out = run_timeout(lockrun(&url, &["-n", "foreign", "--", "true"]), SOON);
+    assert_eq!(code_of(&out), 75, "{}", stderr_of(&out));
+    assert_eq!(server.cli(&["GET", &lock_key("foreign")]), "not-a-lock");
+
+    let rwake = "lockrun:{odd-wake}:rwake";
+    server.cli(&["SET", rwake, "not-a-list"]);
+    server.cli(&["SET", &wake_key("odd-wake"), "not-a-list"]);
+    let holder = hold(&url, dir.path(), "odd-wake", &[]);
+    assert_eq!(holder.release(), 0);
+    assert_eq!(server.cli(&["EXISTS", &lock_key("odd-wake")]), "0");
+    assert_eq!(server.cli(&["GET", rwake]), "not-a-list");
+    assert_eq!(server.cli(&["GET", &wake_key("odd-wake")]), "not-a-list");
+    // And the lock is free again for the next, which finds it at once.
+    let next = hold(&url, dir.path(), "odd-wake", &[]);
+    assert_eq!(next.release(), 0);
+}
+
 #[test]
 fn redis_stopped_under_a_holder_stops_the_child_before_the_ttl() {
     let mut server = RedisServer::start();
