@@ -399,25 +399,7 @@ local up = uptime_ms(false)
 if up and up < guard then
   return {'2', string.format('%d', guard - up)}
 end
--- The fence: the clock in us, or one past the last fence where that is
--- ahead of the clock. SET .. GET reads and writes in one call; a server
--- before 6.2 refuses GET, and INCR does it in two.
-local f = string.format('%d', now_us)
-local last = redis.pcall('SET', KEYS[2], f, 'GET')
-if type(last) == 'table' then
-  local fence = redis.call('INCR', KEYS[2])
-  if fence < now_us then
-    redis.call('SET', KEYS[2], f)
-  else
-    f = string.format('%d', fence)
-  end
-elseif last then
-  local prev = tonumber(last)
-  if prev and prev >= now_us then
-    f = string.format('%d', prev + 1)
-    redis.call('SET', KEYS[2], f)
-  end
-end
+local f = next_fence(KEYS[2], now_us)
 redis.call('HSET', KEYS[1], 'token', ARGV[1], 'holder', ARGV[3], 'fence', f)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if busy then
@@ -425,6 +407,33 @@ if busy then
   other = redis.call('EXISTS', KEYS[#KEYS])
 end
 return {'1', f, tostring(other)}
+";
+
+/// The next fence in the counter KEY, as an exact decimal string: the
+/// clock in µs, or one past the last fence where that is not behind the
+/// clock (a clock set back, a counter copied from elsewhere), so that fences
+/// only increase. Shared by the exclusive and the shared grant.
+const FENCE_FN: &str = r"
+local function next_fence(key, now_us)
+  local f = string.format('%d', now_us)
+  -- SET .. GET reads and writes in one call. An error (a server before
+  -- 6.2 refuses GET) falls through to INCR, which raises any other error.
+  local last = redis.pcall('SET', key, f, 'GET')
+  if not last then return f end
+  if type(last) == 'string' then
+    if string.match(last, '^%d+$') and tonumber(last) < now_us then return f end
+    -- Put it back for INCR: its 64-bit arithmetic is exact where a Lua
+    -- double is not (2^53 and up), and it refuses what is not an integer.
+    redis.call('SET', key, last)
+  end
+  local n = redis.call('INCR', key)
+  if n < now_us then
+    redis.call('SET', key, f)
+    return f
+  end
+  -- The counter as the server keeps it: exact past 2^53, where n is not.
+  return redis.call('GET', key)
+end
 ";
 
 /// The server's uptime for the restart guard, in ms, or nil when INFO
@@ -527,12 +536,7 @@ if #writer > 0 then
 end
 local t = redis.call('TIME')
 local micros = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local fence = redis.call('INCR', KEYS[2])
-if fence < micros then
-  fence = micros
-  redis.call('SET', KEYS[2], string.format('%d', fence))
-end
-local f = string.format('%d', fence)
+local f = next_fence(KEYS[2], micros)
 redis.call('ZADD', KEYS[3], now + ttl, ARGV[1])
 redis.call('HSET', KEYS[5], ARGV[1], f .. ' ' .. ARGV[3])
 keep(KEYS[3], KEYS[5], now)
@@ -708,12 +712,12 @@ return 1
 
 // Each named by the SHA1 of its parts joined, written out (`redis/script.rs`).
 static ACQUIRE_SCRIPT: LuaScript = LuaScript::new(
-    &[UPTIME_FN, RW_FN, ACQUIRE],
-    "751bec71cb7e08f942a7a2775c3c8757d06162ef",
+    &[UPTIME_FN, FENCE_FN, RW_FN, ACQUIRE],
+    "ea663e21e39d3672c0228e65e09ce92b5a56885c",
 );
 static ACQUIRE_SHARED_SCRIPT: LuaScript = LuaScript::new(
-    &[UPTIME_FN, WAKE_FN, RW_FN, ACQUIRE_SHARED],
-    "f67c8e50bbce7248baba0621c5de7c135f91e835",
+    &[UPTIME_FN, FENCE_FN, WAKE_FN, RW_FN, ACQUIRE_SHARED],
+    "ee32ad56aafc9400f7177011d61f6c3d31d3b49e",
 );
 static RENEW_SHARED_SCRIPT: LuaScript = LuaScript::new(
     &[UPTIME_FN, RW_FN, RENEW_SHARED],

@@ -280,31 +280,43 @@ fn overwritten_lock_key_is_lost_and_left_alone() {
 
 /// The fence is the server clock in microseconds unless the counter is
 /// ahead of it (a clock set back, a counter copied from a faster server):
-/// then one past the counter, so fences still only increase.
+/// then one past the counter, exact even past 2^53 where a double is not,
+/// through exclusive and shared grants alike, so fences still only increase.
 #[test]
 fn a_fence_counter_ahead_of_the_clock_is_still_exceeded() {
     let server = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let url = server.url();
     let fence_key = "lockrun:{ahead}:fence";
-    // Far past any clock, and still exact in the scripts' doubles (< 2^53).
-    let ahead: u64 = 9_000_000_000_000_000;
+    // 2^53 + 1: the first integer a double cannot hold.
+    let ahead: u64 = 9_007_199_254_740_993;
     server.cli(&["SET", fence_key, &ahead.to_string()]);
-    let first = hold(&url, dir.path(), "ahead", &[]);
-    assert_eq!(first.fence(), ahead + 1);
-    assert_eq!(first.release(), 0);
-    let second = hold(&url, dir.path(), "ahead", &[]);
-    assert_eq!(second.fence(), ahead + 2);
-    assert_eq!(second.release(), 0);
-    assert_eq!(server.cli(&["GET", fence_key]), (ahead + 2).to_string());
+    let mut fences = Vec::new();
+    for extra in [&[][..], &["-s"][..], &[][..]] {
+        let holder = hold(&url, dir.path(), "ahead", extra);
+        fences.push(holder.fence());
+        assert_eq!(holder.release(), 0);
+    }
+    assert_eq!(fences, [ahead + 1, ahead + 2, ahead + 3]);
+    assert_eq!(server.cli(&["GET", fence_key]), (ahead + 3).to_string());
 
-    // A counter behind the clock gives way to the clock.
+    // A counter behind the clock gives way to the clock, read and written
+    // in one call: no INCR.
+    server.cli(&["CONFIG", "RESETSTAT"]);
     server.cli(&["SET", "lockrun:{behind}:fence", "7"]);
     let before_us = u64::try_from(now_ns() / 1000).unwrap();
     let behind = hold(&url, dir.path(), "behind", &[]);
     // The server's clock is this machine's: the same clock, read later.
     assert!(behind.fence() >= before_us, "fence {}", behind.fence());
     assert_eq!(behind.release(), 0);
+    assert_eq!(server.calls(&["incr"]), 0);
+
+    // A counter that is not a number is refused and left as it was.
+    server.cli(&["SET", "lockrun:{garbled}:fence", "0x10"]);
+    let out = run_timeout(lockrun(&url, &["-n", "garbled", "--", "true"]), SOON);
+    assert_eq!(code_of(&out), 69, "{}", stderr_of(&out));
+    assert_eq!(server.cli(&["GET", "lockrun:{garbled}:fence"]), "0x10");
+    assert_eq!(server.cli(&["EXISTS", &lock_key("garbled")]), "0");
 }
 
 /// Keys of the lock's NAME that someone else wrote with another type are
@@ -326,8 +338,11 @@ fn keys_of_another_type_are_held_or_left_alone() {
     let holder = hold(&url, dir.path(), "odd-wake", &[]);
     assert_eq!(holder.release(), 0);
     assert_eq!(server.cli(&["EXISTS", &lock_key("odd-wake")]), "0");
-    assert_eq!(server.cli(&["GET", rwake]), "not-a-list");
-    assert_eq!(server.cli(&["GET", &wake_key("odd-wake")]), "not-a-list");
+    for key in [rwake, &wake_key("odd-wake")] {
+        assert_eq!(server.cli(&["GET", key]), "not-a-list");
+        // Not given a life of its own either: it is not ours.
+        assert_eq!(server.cli(&["PTTL", key]), "-1");
+    }
     // And the lock is free again for the next, which finds it at once.
     let next = hold(&url, dir.path(), "odd-wake", &[]);
     assert_eq!(next.release(), 0);
