@@ -319,6 +319,51 @@ fn a_fence_counter_ahead_of_the_clock_is_still_exceeded() {
     assert_eq!(server.cli(&["EXISTS", &lock_key("garbled")]), "0");
 }
 
+/// The restart guard asks INFO only when LASTSAVE cannot settle it: on a
+/// server up well past max-ttl an exclusive and a shared grant ask LASTSAVE
+/// and no INFO; a user refused LASTSAVE still gets the lock, through INFO.
+#[test]
+fn a_server_up_past_max_ttl_grants_without_info() {
+    let server = RedisServer::start_for_ttl(3000);
+    server.settle();
+    // Up 3 s or more, without a save since it started: LASTSAVE is its
+    // start, two seconds and more past a max-ttl of 1 s.
+    let url = format!("redis://127.0.0.1:{}/0?max-ttl=1s", server.port);
+    let grant = |url: &str, extra: &[&str], password: Option<&str>| {
+        let mut args = vec!["--ttl", "1s", "-n"];
+        args.extend(extra);
+        args.extend(["long-up", "--", "true"]);
+        let mut cmd = lockrun(url, &args);
+        if let Some(password) = password {
+            cmd.env("LOCKRUN_REDIS_PASSWORD", password);
+        }
+        let out = run_timeout(cmd, SOON);
+        assert_eq!(code_of(&out), 0, "{}", stderr_of(&out));
+    };
+    server.cli(&["CONFIG", "RESETSTAT"]);
+    grant(&url, &[], None);
+    grant(&url, &["-s"], None);
+    // INFO first: `calls` reads the counts with an INFO of its own.
+    assert_eq!(server.calls(&["info"]), 0);
+    assert_eq!(server.calls(&["lastsave"]), 2);
+
+    server.cli(&[
+        "ACL",
+        "SETUSER",
+        "no-lastsave",
+        "on",
+        ">no-lastsave-Pw",
+        "~*",
+        "&*",
+        "+@all",
+        "-lastsave",
+    ]);
+    let limited = format!("redis://no-lastsave@127.0.0.1:{}/0?max-ttl=1s", server.port);
+    server.cli(&["CONFIG", "RESETSTAT"]);
+    grant(&limited, &[], Some("no-lastsave-Pw"));
+    assert_eq!(server.calls(&["info"]), 1);
+}
+
 /// Keys of the lock's NAME that someone else wrote with another type are
 /// never overwritten: a lock key makes the lock held, a wake list that is
 /// not a list is left as it was and costs nobody the lock.
