@@ -9,6 +9,7 @@ pub(crate) mod redis;
 pub(crate) mod url;
 
 use std::path::PathBuf;
+#[cfg(target_arch = "x86_64")]
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use std::time::Duration;
@@ -97,15 +98,18 @@ pub(crate) fn install_tls_provider() {
 /// `request`, the first a network backend sends, awaited while std's
 /// CPU-feature cache is filled.
 ///
-/// The reply parsers of redis-rs and tokio-postgres ask (through memchr)
-/// whether the CPU has AVX2 the first time they run, and std finds out by
-/// running CPUID about a dozen times. In a virtual machine each CPUID traps
-/// to the hypervisor: 9 µs each on the benchmark machine, 0.12 ms in all,
-/// a fifth of what an uncontended Redis run costs beyond a file run. Asked
-/// here instead, after the request has gone out (the yield lets the
-/// connection's task write it) and before its reply is read, the traps
-/// take time the process would spend waiting anyway. Should the runtime
-/// poll in another order, they cost what they did before, nothing more.
+/// redis-rs's reply parser asks (through memchr) whether the CPU has AVX2
+/// the first time it runs, and std finds out by running CPUID about a dozen
+/// times. In a virtual machine each CPUID traps to the hypervisor: 9 µs
+/// each on the benchmark machine, 0.12 ms in all, a fifth of what an
+/// uncontended Redis run cost beyond a file run. Asked here instead, after
+/// the request has gone out and before its reply is read, the traps take
+/// time the process would spend waiting anyway. Two yields, because the
+/// connection's task writes the request on its second turn (seen in gdb:
+/// with one, the CPUIDs came before the `writev`). Should the runtime poll
+/// in another order, they cost what they did before, nothing more.
+/// (A reply parsed while connecting, to AUTH or SELECT, pays them there.)
+#[cfg(target_arch = "x86_64")]
 pub(crate) async fn with_cpu_features_detected<F: Future>(request: F) -> F::Output {
     static ASKED: AtomicBool = AtomicBool::new(false);
     if ASKED.swap(true, Ordering::Relaxed) {
@@ -114,13 +118,16 @@ pub(crate) async fn with_cpu_features_detected<F: Future>(request: F) -> F::Outp
     let detect = async {
         tokio::task::yield_now().await;
         tokio::task::yield_now().await;
-        #[cfg(target_arch = "x86_64")]
         let _ = std::arch::is_x86_feature_detected!("avx2");
     };
-    // `detect` first: `join!` starts each poll one future further on, so
-    // the request goes out on the first poll, the detection on the second.
     let ((), output) = tokio::join!(detect, request);
     output
+}
+
+/// Elsewhere there is no CPUID to hide.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) async fn with_cpu_features_detected<F: Future>(request: F) -> F::Output {
+    request.await
 }
 
 /// The backend a URL names, connected. Delegates every call to the one it

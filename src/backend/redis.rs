@@ -434,9 +434,11 @@ end
 ";
 
 /// The server's uptime for the restart guard, in ms, or nil when INFO
-/// does not say. INFO gives whole seconds: a grant rounds down (the guard
-/// looks longer, nothing is granted early), a renewal rounds up (the guard
-/// never looks longer than it is to a holder deciding how long to go on).
+/// does not say. INFO's uptime is the difference of two whole-second
+/// clock readings, so it is up to a second off either way: a grant takes a
+/// second off (the guard looks longer, nothing is granted early), a
+/// renewal adds one (the guard never looks longer than it is to a holder
+/// deciding how long to go on).
 const UPTIME_FN: &str = r"
 local function uptime_ms(round_up)
   local info = redis.pcall('INFO', 'server')
@@ -447,17 +449,21 @@ local function uptime_ms(round_up)
   if not at then return nil end
   local up = tonumber(string.match(info, '^%d+', at + 18))
   if not up then return nil end
-  if round_up then up = up + 1 end
+  if round_up then up = up + 1 else up = up - 1 end
   return up * 1000
 end
--- How much longer (ms) the restart guard refuses a grant, or nil. The
--- server sets LASTSAVE when it starts and at every save since, so the time
--- since it never exceeds the uptime: once that time alone is past the
--- guard (a second to spare for rounding), INFO, the dearest call of an
--- uncontended grant, is not needed.
+-- How much longer (ms) the restart guard refuses a grant, or nil. Redis
+-- sets LASTSAVE (whole seconds) when it starts, in its start's second or
+-- the one before, and at every save since, so now - LASTSAVE - 2 s is less
+-- than the time since the start (with a clock set back and a save since,
+-- that time is longer still). Once that alone is past the guard, INFO, the
+-- dearest call of an uncontended grant, is not needed. A LASTSAVE of 0 (a
+-- server that does not say) settles nothing.
 local function guard_left(guard, now_ms)
   local saved = redis.pcall('LASTSAVE')
-  if type(saved) == 'number' and now_ms - (saved + 1) * 1000 >= guard then return nil end
+  if type(saved) == 'number' and saved > 0 and now_ms - (saved + 2) * 1000 >= guard then
+    return nil
+  end
   local up = uptime_ms(false)
   if up and up < guard then return guard - up end
   return nil
@@ -719,15 +725,15 @@ return 1
 // Each named by the SHA1 of its parts joined, written out (`redis/script.rs`).
 static ACQUIRE_SCRIPT: LuaScript = LuaScript::new(
     &[UPTIME_FN, FENCE_FN, RW_FN, ACQUIRE],
-    "d86720141f2c0e35e5317bf7306fc9e4146215c6",
+    "6903fa62ca0923901de5609d7b2398bf69700065",
 );
 static ACQUIRE_SHARED_SCRIPT: LuaScript = LuaScript::new(
     &[UPTIME_FN, FENCE_FN, WAKE_FN, RW_FN, ACQUIRE_SHARED],
-    "d146a5d533b4b4dba9d0d45bcec988ad2b983108",
+    "13ca2f95690f29245c0ea81dec70529eee1ee780",
 );
 static RENEW_SHARED_SCRIPT: LuaScript = LuaScript::new(
     &[UPTIME_FN, RW_FN, RENEW_SHARED],
-    "6a3c6bb9db70f09e12868105c9586fa82448cfd3",
+    "97ea0bd3bf52c8778cf2728bdc6451972f7e9203",
 );
 static RELEASE_SHARED_SCRIPT: LuaScript = LuaScript::new(
     &[WAKE_FN, RW_FN, RELEASE_SHARED],
@@ -747,7 +753,7 @@ static INSPECT_SHARED_SCRIPT: LuaScript = LuaScript::new(
 );
 static RENEW_SCRIPT: LuaScript = LuaScript::new(
     &[UPTIME_FN, RENEW],
-    "379736cf40e2097a44fe4ac6983758215984f54f",
+    "08fef5d08847b12a6e73f2b1d556e00df7c0f25b",
 );
 static RELEASE_SCRIPT: LuaScript = LuaScript::new(
     &[WAKE_FN, RELEASE],

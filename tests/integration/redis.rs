@@ -324,10 +324,9 @@ fn a_fence_counter_ahead_of_the_clock_is_still_exceeded() {
 /// and no INFO; a user refused LASTSAVE still gets the lock, through INFO.
 #[test]
 fn a_server_up_past_max_ttl_grants_without_info() {
+    // Up 3 s or more (settled), without a save since it started: LASTSAVE
+    // is its start, and now - LASTSAVE - 2 s is past a max-ttl of 1 s.
     let server = RedisServer::start_for_ttl(3000);
-    server.settle();
-    // Up 3 s or more, without a save since it started: LASTSAVE is its
-    // start, two seconds and more past a max-ttl of 1 s.
     let url = format!("redis://127.0.0.1:{}/0?max-ttl=1s", server.port);
     let grant = |url: &str, extra: &[&str], password: Option<&str>| {
         let mut args = vec!["--ttl", "1s", "-n"];

@@ -268,6 +268,13 @@ mod redis {
         );
         assert!(err.contains("ago; locks are granted from 20"), "{err}");
         assert!(!err.contains("holder unknown"), "{err}");
+        // A shared lease is refused alike.
+        let mut cmd = lockrun_cmd();
+        cmd.args(["-b", &url, "-s", "-n", "fresh", "--", "true"]);
+        let out = run_timeout(cmd, SOON);
+        assert_eq!(code(out.status), 75);
+        let err = stderr_of(&out);
+        assert!(err.contains("fresh is not granted yet"), "{err}");
         let mut cmd = lockrun_cmd();
         cmd.args(["-b", &url, "status", "fresh"]);
         let out = run_timeout(cmd, SOON);
