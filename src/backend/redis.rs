@@ -452,6 +452,11 @@ local function uptime_ms(round_up)
   if round_up then up = up + 1 else up = up - 1 end
   return up * 1000
 end
+";
+
+/// The restart guard of a grant (the exclusive and the shared one); needs
+/// [`UPTIME_FN`].
+const GUARD_FN: &str = r"
 -- How much longer (ms) the restart guard refuses a grant, or nil. Redis
 -- sets LASTSAVE (whole seconds) when it starts, in its start's second or
 -- the one before, and at every save since, so now - LASTSAVE - 2 s is less
@@ -527,7 +532,11 @@ if kind == 'hash' then
 elseif kind ~= 'none' then
   return {'0', '', '', tostring(redis.call('PTTL', KEYS[1]))}
 end
-local now = now_ms()
+-- One TIME for both clocks, as in ACQUIRE: ms for the leases, µs for the
+-- fence.
+local t = redis.call('TIME')
+local micros = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = math.floor(micros / 1000)
 local ttl = tonumber(ARGV[2])
 prune(KEYS[3], KEYS[5], now)
 if redis.call('ZSCORE', KEYS[3], ARGV[1]) then
@@ -546,8 +555,6 @@ if #writer > 0 then
   if #first > 0 then fence, holder = split_info(redis.call('HGET', KEYS[5], first[1])) end
   return {'3', string.format('%d', tonumber(writer[2]) - now), holder, fence}
 end
-local t = redis.call('TIME')
-local micros = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local f = next_fence(KEYS[2], micros)
 redis.call('ZADD', KEYS[3], now + ttl, ARGV[1])
 redis.call('HSET', KEYS[5], ARGV[1], f .. ' ' .. ARGV[3])
@@ -724,16 +731,23 @@ return 1
 
 // Each named by the SHA1 of its parts joined, written out (`redis/script.rs`).
 static ACQUIRE_SCRIPT: LuaScript = LuaScript::new(
-    &[UPTIME_FN, FENCE_FN, RW_FN, ACQUIRE],
-    "6903fa62ca0923901de5609d7b2398bf69700065",
+    &[UPTIME_FN, GUARD_FN, FENCE_FN, RW_FN, ACQUIRE],
+    "080f5cb203dbfc7be9a2ef460756da1280cc602e",
 );
 static ACQUIRE_SHARED_SCRIPT: LuaScript = LuaScript::new(
-    &[UPTIME_FN, FENCE_FN, WAKE_FN, RW_FN, ACQUIRE_SHARED],
-    "13ca2f95690f29245c0ea81dec70529eee1ee780",
+    &[
+        UPTIME_FN,
+        GUARD_FN,
+        FENCE_FN,
+        WAKE_FN,
+        RW_FN,
+        ACQUIRE_SHARED,
+    ],
+    "8247350c6ff2ec66552dbcb2e4375ab818e56758",
 );
 static RENEW_SHARED_SCRIPT: LuaScript = LuaScript::new(
     &[UPTIME_FN, RW_FN, RENEW_SHARED],
-    "97ea0bd3bf52c8778cf2728bdc6451972f7e9203",
+    "686c2a0a1468076ae155802d3d541a19b991848b",
 );
 static RELEASE_SHARED_SCRIPT: LuaScript = LuaScript::new(
     &[WAKE_FN, RW_FN, RELEASE_SHARED],
@@ -753,7 +767,7 @@ static INSPECT_SHARED_SCRIPT: LuaScript = LuaScript::new(
 );
 static RENEW_SCRIPT: LuaScript = LuaScript::new(
     &[UPTIME_FN, RENEW],
-    "08fef5d08847b12a6e73f2b1d556e00df7c0f25b",
+    "327df49d6800abefb4f26ff9ce1fb008f48b35df",
 );
 static RELEASE_SCRIPT: LuaScript = LuaScript::new(
     &[WAKE_FN, RELEASE],
